@@ -1,0 +1,39 @@
+"""``python -m bench`` runs every bench module in BENCHES; ``python -m bench NAME ...`` only those.
+
+To add a bench: write ``bench/<name>.py`` with ``main(argv: list[str] | None = None) -> None``
+that prints its figures, and append ``"bench.<name>"`` to BENCHES.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+BENCHES = [
+    "bench.train_speed",
+    "bench.bootstrap_speed",
+    "bench.upload_memory",
+    "bench.review_pages",
+    "bench.status_poll",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = (sys.argv[1:] if argv is None else argv) or BENCHES
+    unknown = [name for name in names if name not in BENCHES]
+    if unknown:
+        print(
+            f"unknown bench(es): {', '.join(unknown)}; known: {', '.join(BENCHES)}", file=sys.stderr
+        )
+        return 2
+    for name in names:
+        print(f"== {name}", flush=True)
+        started = time.monotonic()
+        importlib.import_module(name).main([])
+        print(f"== {name} done in {time.monotonic() - started:.0f} s\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

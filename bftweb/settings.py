@@ -1,0 +1,207 @@
+"""bftweb settings: one module, driven by the environment (every variable is in .env.example)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEV_SECRET_KEY = "dev-only-insecure"
+
+
+def load_dotenv(path: Path) -> None:
+    """Read KEY=VALUE lines from a local .env (dev only); the real environment always wins."""
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+def envbool(name: str, default: str) -> bool:
+    value = os.getenv(name, default)
+    if value not in ("True", "False"):
+        raise ImproperlyConfigured(f"Unexpected value {name}={value!r}, use 'True' or 'False'")
+    return value == "True"
+
+
+def envint(name: str, default: str) -> int:
+    value = os.getenv(name, default)
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"Unexpected value {name}={value!r}, expected an integer") from None
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+def envpath(name: str, default: Path) -> Path:
+    """A directory from the environment; a relative path is taken from the project root."""
+    return (BASE_DIR / os.getenv(name, str(default))).resolve()
+
+
+def envsecret(name: str, default: str) -> str:
+    """A secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
+    if path := os.getenv(f"{name}_FILE"):
+        return Path(path).read_text().strip()
+    return os.getenv(name, default)
+
+
+load_dotenv(BASE_DIR / ".env")
+
+SECRET_KEY = envsecret("SECRET_KEY", DEV_SECRET_KEY)
+DEBUG = envbool("DEBUG", "False")
+if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
+    raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=True for local development).")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "django_rq",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "bftweb.urls"
+WSGI_APPLICATION = "bftweb.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+VAR_DIR = envpath("BFT_VAR_DIR", BASE_DIR / "var")
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.getenv("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=envint("DB_CONN_MAX_AGE", "0"),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web requests and the worker write concurrently: wait for the lock instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # A file, not :memory:, so worker subprocesses started by tests see the test database.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.getenv("BFT_TEST_SQLITE", str(Path(tempfile.gettempdir()) / f"bftweb-test-{os.getpid()}.sqlite3"))
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.getenv("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = envpath("STATIC_ROOT", BASE_DIR / "staticfiles")
+
+# Uploads: trainsets and program files are streamed and validated by jobs/engine/trainsets.py.
+BFT_UPLOAD_MAX_BYTES = envint("BFT_UPLOAD_MAX_BYTES", str(50 * 1024 * 1024))
+BFT_UPLOAD_MAX_ROWS = envint("BFT_UPLOAD_MAX_ROWS", "100000")
+BFT_UPLOAD_MAX_FIELD_CHARS = envint("BFT_UPLOAD_MAX_FIELD_CHARS", "20000")
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(10 * 1024 * 1024))
+FILE_UPLOAD_MAX_MEMORY_SIZE = envint("FILE_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
+
+# Artifacts (adapters, training data, compiled programs) and the converted-model cache. The engine
+# reads these from os.environ, so export them: the web app, the workers and the engine must agree.
+BFT_ARTIFACTS_DIR = envpath("BFT_ARTIFACTS_DIR", VAR_DIR / "artifacts")
+BFT_MODEL_CACHE_DIR = envpath("BFT_MODEL_CACHE_DIR", VAR_DIR / "model-cache")
+os.environ["BFT_ARTIFACTS_DIR"] = str(BFT_ARTIFACTS_DIR)  # the same value, made absolute
+os.environ["BFT_MODEL_CACHE_DIR"] = str(BFT_MODEL_CACHE_DIR)
+
+# Queues. RQ's own defaults (180 s timeout, 500 s result TTL) would kill or forget a fine-tune,
+# so every timeout and TTL is explicit; the database row is the lasting record anyway.
+REDIS_URL = os.getenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+BFT_BOOTSTRAP_TIMEOUT_S = envint("BFT_BOOTSTRAP_TIMEOUT_S", str(6 * 3600))
+BFT_FINETUNE_TIMEOUT_S = envint("BFT_FINETUNE_TIMEOUT_S", str(24 * 3600))
+BFT_MODEL_TEST_TIMEOUT_S = envint("BFT_MODEL_TEST_TIMEOUT_S", "600")
+BFT_RQ_RESULT_TTL_S = envint("BFT_RQ_RESULT_TTL_S", str(7 * 24 * 3600))
+BFT_CANCEL_GRACE_S = envint("BFT_CANCEL_GRACE_S", "60")
+# A busy worker heartbeats this often; reconcile calls it dead after three missed beats.
+BFT_WORKER_HEARTBEAT_S = envint("BFT_WORKER_HEARTBEAT_S", "10")
+# How often an idle worker reconciles stale rows (also: `manage.py reconcile`).
+BFT_RECONCILE_EVERY_S = envint("BFT_RECONCILE_EVERY_S", "60")
+RQ_QUEUES = {
+    "default": {
+        "URL": REDIS_URL,
+        "DEFAULT_TIMEOUT": BFT_BOOTSTRAP_TIMEOUT_S,
+        "DEFAULT_RESULT_TTL": BFT_RQ_RESULT_TTL_S,
+    },
+    "gpu": {
+        "URL": REDIS_URL,
+        "DEFAULT_TIMEOUT": BFT_FINETUNE_TIMEOUT_S,
+        "DEFAULT_RESULT_TTL": BFT_RQ_RESULT_TTL_S,
+    },
+}
+RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "jobs.worker.BftWorker"}
+
+# Production hardening: `manage.py check --deploy` is clean when DEBUG is False.
+if not DEBUG:
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", str(365 * 24 * 3600))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

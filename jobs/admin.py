@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from jobs import services
+from jobs.models import (
+    BootstrapRun,
+    FinetuneJob,
+    FinetuneMetric,
+    LanguageModel,
+    Membership,
+    Program,
+    ProgramVersion,
+    Project,
+    Trace,
+    Trainset,
+    TrainsetRow,
+)
+
+QUEUED_WORK_READONLY = (
+    "status",
+    "rq_job_id",
+    "cancel_requested",
+    "cancel_requested_at",
+    "error",
+    "created_by",
+    "created",
+    "started",
+    "finished",
+    "updated",
+)
+
+
+def _run_each(request: HttpRequest, rows: QuerySet[Any], action: Any, verb: str) -> None:
+    done = 0
+    for row in rows:
+        try:
+            action(row)
+            done += 1
+        except ValueError as exc:
+            messages.warning(request, f"{row}: {exc}")
+    if done:
+        messages.success(request, f"{verb} {done}.")
+
+
+def rq_job_link(row: Any) -> str:
+    """The row's RQ job on django-rq's pages (/admin/rq/), in the queue its kind is enqueued on."""
+    from django_rq.settings import get_queues_map
+
+    index = get_queues_map().get(services.queue_name_for(row))
+    if index is None or row.pk is None:
+        return "–"
+    url = reverse("django_rq:job_detail", args=[index, str(row.rq_job_id)])
+    return format_html('<a href="{}">{}</a>', url, str(row.rq_job_id)[:8])
+
+
+class QueuedWorkActions:
+    """The RQ job link and "mark failed", shared by runs and jobs (cancel/retry are on each admin)."""
+
+    @admin.display(description="RQ job")
+    def rq_job(self, obj: Any) -> str:
+        return rq_job_link(obj)
+
+    @admin.action(description="Mark the selected as failed (stuck rows; their RQ job is stopped)")
+    def mark_failed(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        _run_each(request, queryset, lambda r: services.mark_failed(row=r, user=request.user), "Marked failed")
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    raw_id_fields = ["user"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "created"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "project", "role", "created"]
+    list_filter = ["role", "project"]
+    search_fields = ["user__username", "project__name"]
+    list_select_related = ["user", "project"]
+    raw_id_fields = ["user"]
+
+
+@admin.register(LanguageModel)
+class LanguageModelAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "kind", "model_name", "fine_tunable", "source_job", "last_test_at"]
+    list_filter = ["kind", "fine_tunable", "project"]
+    search_fields = ["name", "model_name"]
+    list_select_related = ["project", "source_job"]
+    raw_id_fields = ["source_job", "created_by"]
+    readonly_fields = ["last_test_output", "last_test_error", "last_test_at", "created"]
+    actions = ["test_models"]
+
+    @admin.action(description="Test the selected models on a worker")
+    def test_models(self, request: HttpRequest, queryset: QuerySet[LanguageModel]) -> None:
+        _run_each(request, queryset, lambda m: services.enqueue_model_test(model=m, user=request.user), "Queued tests for")
+
+
+@admin.register(Trainset)
+class TrainsetAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "fmt", "row_count", "status", "dev_ratio", "split_seed", "created"]
+    list_filter = ["status", "fmt", "project"]
+    search_fields = ["name", "file_name"]
+    list_select_related = ["project"]
+    raw_id_fields = ["created_by"]
+    readonly_fields = ["row_count", "fields", "status", "error", "created"]
+
+
+@admin.register(TrainsetRow)
+class TrainsetRowAdmin(admin.ModelAdmin):
+    list_display = ["trainset", "index", "split"]
+    list_filter = ["split"]
+    list_select_related = ["trainset"]
+    raw_id_fields = ["trainset"]
+    show_full_result_count = False
+    search_fields = ["=trainset__name"]
+
+
+class ProgramVersionInline(admin.TabularInline):
+    model = ProgramVersion
+    extra = 0
+    fields = ["version", "created_by", "created"]
+    readonly_fields = ["version", "created_by", "created"]
+    can_delete = False
+
+
+@admin.register(Program)
+class ProgramAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "created"]
+    list_filter = ["project"]
+    search_fields = ["name"]
+    list_select_related = ["project"]
+    raw_id_fields = ["created_by"]
+    inlines = [ProgramVersionInline]
+
+
+@admin.register(ProgramVersion)
+class ProgramVersionAdmin(admin.ModelAdmin):
+    list_display = ["program", "version", "created_by", "created"]
+    list_filter = ["program__project"]
+    search_fields = ["program__name"]
+    list_select_related = ["program", "created_by"]
+    raw_id_fields = ["program", "created_by"]
+
+
+@admin.register(BootstrapRun)
+class BootstrapRunAdmin(QueuedWorkActions, admin.ModelAdmin):
+    list_display = ["id", "project", "trainset", "teacher", "status", "done", "total", "passed", "failed", "errored", "rq_job", "created"]
+    list_filter = ["status", "project"]
+    search_fields = ["=id", "=rq_job_id", "trainset__name"]
+    list_select_related = ["project", "trainset", "teacher"]
+    raw_id_fields = ["trainset", "program_version", "teacher", "created_by"]
+    readonly_fields = [*QUEUED_WORK_READONLY, "rq_job", "total", "done", "passed", "failed", "errored", "lm_calls", "tokens"]
+    actions = ["cancel", "retry", "mark_failed"]
+
+    @admin.action(description="Cancel the selected runs")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[BootstrapRun]) -> None:
+        _run_each(request, queryset, lambda r: services.cancel_run(run=r, user=request.user), "Cancelled")
+
+    @admin.action(description="Retry the selected runs (finished traces are kept)")
+    def retry(self, request: HttpRequest, queryset: QuerySet[BootstrapRun]) -> None:
+        _run_each(request, queryset, lambda r: services.retry_run(run=r, user=request.user), "Retried")
+
+
+@admin.register(Trace)
+class TraceAdmin(admin.ModelAdmin):
+    list_display = ["id", "run", "example_index", "score", "passed", "parsed", "review_state", "reviewed_by"]
+    list_filter = ["review_state", "passed", "parsed"]
+    search_fields = ["=run__id"]
+    list_select_related = ["run", "reviewed_by"]
+    raw_id_fields = ["run", "reviewed_by"]
+    show_full_result_count = False
+    readonly_fields = ["inputs", "labels", "outputs", "calls", "score", "passed", "parsed", "error", "lm_calls", "tokens", "elapsed_s", "created"]
+
+
+class FinetuneMetricInline(admin.TabularInline):
+    model = FinetuneMetric
+    extra = 0
+    fields = ["step", "loss", "learning_rate", "tokens_per_s"]
+    readonly_fields = fields
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(FinetuneJob)
+class FinetuneJobAdmin(QueuedWorkActions, admin.ModelAdmin):
+    list_display = ["id", "project", "run", "student", "status", "step", "total_steps", "last_loss", "output_model_id", "rq_job", "created"]
+    list_filter = ["status", "selection", "project"]
+    search_fields = ["=id", "=rq_job_id", "output_model_id"]
+    list_select_related = ["project", "run", "student"]
+    raw_id_fields = ["run", "student", "created_by"]
+    readonly_fields = [
+        *QUEUED_WORK_READONLY,
+        "rq_job",
+        "step",
+        "total_steps",
+        "epoch",
+        "last_loss",
+        "learning_rate",
+        "tokens_per_s",
+        "eta_s",
+        "train_rows",
+        "log_tail",
+        "output_model_id",
+        "output_dir",
+        "worker_name",
+        "device",
+    ]
+    inlines = [FinetuneMetricInline]
+    actions = ["cancel", "retry", "mark_failed"]
+
+    @admin.action(description="Cancel the selected jobs")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[FinetuneJob]) -> None:
+        _run_each(request, queryset, lambda j: services.cancel_job(job=j, user=request.user), "Cancelled")
+
+    @admin.action(description="Retry the selected jobs (resume from the last checkpoint)")
+    def retry(self, request: HttpRequest, queryset: QuerySet[FinetuneJob]) -> None:
+        _run_each(request, queryset, lambda j: services.retry_job(job=j, user=request.user), "Retried")
+
+
+@admin.register(FinetuneMetric)
+class FinetuneMetricAdmin(admin.ModelAdmin):
+    list_display = ["job", "step", "loss", "learning_rate", "tokens_per_s"]
+    list_select_related = ["job"]
+    raw_id_fields = ["job"]
+    search_fields = ["=job__id"]
+    show_full_result_count = False

@@ -1,0 +1,238 @@
+"""Run the teacher program over examples and hand each finished example over as a JSON-safe trace.
+
+This is the loop of ``dspy.teleprompt.bootstrap_trace.bootstrap_trace_data`` (DSPy's trace
+machinery: ``dspy.context(trace=[])`` around each example), with what a durable, reviewable
+workflow needs on top: every example is recorded, parsed or not (DSPy 3.4.1's own loop crashes or
+silently drops unparseable answers, see DESIGN.md), each record is handed to ``on_trace`` as soon
+as it completes, finished examples can be skipped (resume), and a stop flag is honoured.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import dspy
+from dspy.utils.exceptions import AdapterParseError
+from dspy.utils.usage_tracker import UsageTracker, track_usage
+
+from jobs.engine import metrics
+from jobs.engine.local_lm import check_model, make_lm
+from jobs.engine.programs import ProgramSpec, build_program
+from jobs.engine.training_data import call_messages, chat_adapter, signature_to_dict
+from jobs.engine.types import BootstrapConfig, BootstrapProgress, MetricSpec, ModelSpec
+
+TraceCallback = Callable[[dict[str, Any]], None]
+
+
+def bootstrap(
+    *,
+    program: ProgramSpec,
+    teacher: ModelSpec,
+    examples: Sequence[dict[str, Any]],
+    metric: MetricSpec,
+    config: BootstrapConfig,
+    demos: Sequence[dict[str, Any]] = (),
+    skip: Collection[int] = (),
+    on_trace: TraceCallback,
+    on_progress: Callable[[BootstrapProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> BootstrapProgress:
+    """Bootstrap ``examples`` (``{"index": int, "data": {...}}``) with the teacher model.
+
+    An unusable teacher (unknown local model, missing API key) fails the whole call up front
+    instead of failing every example one by one.
+    """
+    check_model(teacher)
+    return bootstrap_with_lm(
+        program=program, lm=make_lm(teacher), examples=examples, metric=metric, config=config,
+        demos=demos, skip=skip, on_trace=on_trace, on_progress=on_progress, should_stop=should_stop,
+    )
+
+
+def bootstrap_with_lm(
+    *,
+    program: ProgramSpec,
+    lm: Any,
+    examples: Sequence[dict[str, Any]],
+    metric: MetricSpec,
+    config: BootstrapConfig,
+    demos: Sequence[dict[str, Any]] = (),
+    skip: Collection[int] = (),
+    on_trace: TraceCallback,
+    on_progress: Callable[[BootstrapProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> BootstrapProgress:
+    """:func:`bootstrap` with an LM object (any ``dspy.LM``, e.g. ``DummyLM`` in fast tests)."""
+    metrics.validate_metric_spec(metric, program.output_fields)
+    module = build_program(program)
+    attach_demos(module, pick_demos(demos, config.num_demos, config.demo_seed))
+    chosen = list(examples)[: config.limit] if config.limit is not None else list(examples)
+    skipped = set(skip)
+    todo = [ex for ex in chosen if ex["index"] not in skipped]
+
+    counts = {"done": 0, "passed": 0, "failed": 0, "errored": 0, "lm_calls": 0, "tokens": 0}
+    started = time.monotonic()
+    adapter = chat_adapter()
+
+    def progress() -> BootstrapProgress:
+        return BootstrapProgress(total=len(todo), elapsed_s=time.monotonic() - started, **counts)
+
+    def record(trace: dict[str, Any]) -> None:
+        counts["done"] += 1
+        outcome = "errored" if trace["error"] else ("passed" if trace["passed"] else "failed")
+        counts[outcome] += 1
+        counts["lm_calls"] += trace["lm_calls"]
+        counts["tokens"] += trace["tokens"]
+        on_trace(trace)
+        if on_progress is not None:
+            on_progress(progress())
+
+    # At most num_threads examples are in flight; a new one starts only after should_stop() said
+    # no, so a stop starts nothing more and at most the in-flight examples still finish. Callbacks
+    # run here, on the caller's thread, one at a time: a caller that writes each record to a
+    # database uses its own connection, never one per worker thread.
+    threads = max(1, config.num_threads)
+    waiting = iter(todo)
+    stopping = should_stop is not None and should_stop()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bootstrap") as pool:
+        in_flight: set[Future] = set()
+        while True:
+            while not stopping and len(in_flight) < threads and (example := next(waiting, None)) is not None:
+                in_flight.add(pool.submit(trace_example, module, lm, adapter, program, metric, example))
+            if not in_flight:
+                break
+            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                record(future.result())  # an exception here is a bug in our code: surface it
+            stopping = stopping or (should_stop is not None and should_stop())
+    return progress()
+
+
+def pick_demos(rows: Sequence[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
+    """k labeled demos from the train split, chosen with a seed."""
+    if k <= 0 or not rows:
+        return []
+    rows = list(rows)
+    return random.Random(seed).sample(rows, min(k, len(rows)))
+
+
+def attach_demos(module: dspy.Module, demos: list[dict[str, Any]]) -> None:
+    """Give each predictor the demos that carry all of its input fields and one of its outputs."""
+    for _, predictor in module.named_predictors():
+        sig = predictor.signature
+        usable = [d for d in demos
+                  if all(f in d for f in sig.input_fields) and any(f in d for f in sig.output_fields)]
+        predictor.demos = [dspy.Example(**d) for d in usable]
+
+
+def trace_example(module: dspy.Module, lm: Any, adapter: dspy.Adapter, program: ProgramSpec,
+                  metric: MetricSpec, example: dict[str, Any]) -> dict[str, Any]:
+    """Run one example; return its record whatever happens (parse failures are recorded)."""
+    data = example["data"]
+    inputs = {name: data[name] for name in program.input_fields}
+    labels = {name: value for name, value in data.items() if name not in inputs}
+    started = time.monotonic()
+    names = {id(predictor): name for name, predictor in module.named_predictors()}
+    error, failed_call = "", None
+    with dspy.context(lm=lm, adapter=adapter, trace=[]), track_usage() as usage:
+        try:
+            prediction = module(**inputs)
+            outputs = {name: prediction.get(name) for name in program.output_fields}
+        except AdapterParseError as exc:
+            prediction, outputs = None, {}
+            error = f"the answer did not parse: {_first_line(str(exc))}"
+            failed_call = {"raw": exc.lm_response, "parsed": _parsed_part(exc)}
+        except Exception as exc:  # an LM or network error: recorded on the example, run goes on
+            prediction, outputs = None, {}
+            error = f"{type(exc).__name__}: {exc}"
+        trace = list(dspy.settings.trace)
+    calls = [_call_record(names.get(id(pred), ""), pred, call_inputs, call_outputs)
+             for pred, call_inputs, call_outputs in trace]
+    for call in calls:
+        outputs.update({k: v for k, v in call["outputs"].items() if k in program.output_fields})
+    if failed_call is not None:
+        calls.append(_failed_call_record(module, len(calls), error, failed_call))
+    usage_calls, tokens = _usage_totals(usage)
+    score = metrics.score(metric, labels, outputs) if not error else 0.0
+    parsed = not error
+    return {
+        "example_index": example["index"],
+        "inputs": inputs,
+        "labels": labels,
+        "outputs": _json_safe(outputs),
+        "calls": calls,
+        "score": score,
+        "passed": parsed and score >= metric.threshold,
+        "parsed": parsed,
+        "error": error,
+        "lm_calls": usage_calls,
+        "tokens": tokens,
+        "elapsed_s": round(time.monotonic() - started, 3),
+    }
+
+
+def _call_record(name: str, predictor: Any, inputs: dict[str, Any], outputs: Any) -> dict[str, Any]:
+    outputs_dict = outputs.toDict() if hasattr(outputs, "toDict") else dict(outputs)
+    call = {
+        "predictor": name,
+        "signature": signature_to_dict(predictor.signature),
+        "inputs": _json_safe(dict(inputs)),
+        "outputs": _json_safe({k: outputs_dict.get(k) for k in predictor.signature.output_fields}),
+        "demos": [_json_safe(_example_dict(d)) for d in predictor.demos],
+        "error": "",
+    }
+    call["messages"] = call_messages(call)
+    return call
+
+
+def _failed_call_record(module: dspy.Module, position: int, error: str, failure: dict[str, Any]) -> dict[str, Any]:
+    """The predictor call whose answer did not parse: its raw text, and any fields that did."""
+    named = module.named_predictors()
+    name, predictor = named[min(position, len(named) - 1)]
+    return {
+        "predictor": name,
+        "signature": signature_to_dict(predictor.signature),
+        "inputs": {},
+        "outputs": failure["parsed"],
+        "demos": [],
+        "error": error,
+        "raw": str(failure["raw"] or ""),
+        "messages": [],
+    }
+
+
+def _parsed_part(exc: AdapterParseError) -> dict[str, Any]:
+    parsed = exc.parsed_result
+    return _json_safe(dict(parsed)) if isinstance(parsed, dict) else {}
+
+
+def _example_dict(example: Any) -> dict[str, Any]:
+    return example.toDict() if hasattr(example, "toDict") else dict(example)
+
+
+def _usage_totals(tracker: UsageTracker) -> tuple[int, int]:
+    """LM calls and tokens recorded in this example's own usage context (thread-safe)."""
+    entries = [entry for per_lm in tracker.usage_data.values() for entry in per_lm]
+    tokens = sum(int(e.get("total_tokens") or (e.get("input_tokens") or 0) + (e.get("output_tokens") or 0)
+                     or (e.get("prompt_tokens") or 0) + (e.get("completion_tokens") or 0)) for e in entries)
+    return len(entries), tokens
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "model_dump"):
+        return _json_safe(value.model_dump())
+    return str(value)

@@ -1,0 +1,683 @@
+"""LoRA supervised fine-tuning of a local causal LM on chat rows: our own loop, no HF Trainer/TRL.
+
+Rows are what DSPy's ``ChatAdapter.format_finetune_data`` produces:
+``{"messages": [{"role": "system" | "user" | "assistant", "content": str}, ...]}``. Only the last
+assistant message is trained on (loss on its tokens only; the prompt is masked by position, never
+by the pad id: SmolLM2's pad token is its EOS).
+
+Padding-free packing: the rows of a micro-batch are concatenated into ONE row whose
+``position_ids`` restart at 0 for every sequence, with ``attention_mask=None`` (the convention of
+transformers' ``DataCollatorWithFlattening``). transformers 5.x honours it with every attention
+implementation: ``masking_utils.find_packed_sequence_indices`` turns restarting position ids into
+a block-diagonal causal mask for sdpa and eager (verified on CPU: same logits as each sequence
+alone). But a block-diagonal mask still computes the whole (T x T) score matrix, and on CPU that
+made the packed row slower than a padded batch. So training uses :data:`PACKED_ATTENTION`, a
+registered attention function that runs plain causal SDPA on each sequence's slice of the packed
+row (the sequence lengths travel as the ``packed_seq_lens`` forward kwarg): the big matmuls see
+one padding-free row, attention does no cross-sequence work at all. Logits are computed only at
+the positions that carry a label (``logits_to_keep`` as a boolean mask), which skips the vocab
+projection for prompt tokens.
+
+Heavy imports (torch, transformers, peft) happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.engine import model_store
+from jobs.engine.types import FinetuneConfig, FinetuneResult, TrainProgress
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+CHECKPOINT_DIR = "checkpoint"
+ADAPTER_DIR = "adapter"
+MANIFEST_FILE = "manifest.json"
+TRAIN_FILE = "train.jsonl"
+ROLES = ("system", "user", "assistant")
+# The attention implementation used for training (see the module docstring).
+PACKED_ATTENTION = "bftweb_packed_sdpa"
+# Config fields that may change between a stopped run and its resume without changing the result.
+RESUME_TOLERATED_FIELDS = ("checkpoint_every_steps",)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenized row: the full conversation and its labels (IGNORE_INDEX on the prompt)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def n_label_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+@dataclass(frozen=True)
+class TokenizedData:
+    examples: list[Example]
+    truncated_rows: int  # rows cut to max_seq_length that kept some answer tokens
+    dropped_rows: int  # rows with no answer token left after truncation (not trained on)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(example.input_ids) for example in self.examples)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One optimizer step of the plan: its epoch, its micro-batches (example indices)."""
+
+    epoch: int
+    micro_batches: list[list[int]]
+    epoch_position: int  # micro-batches of this epoch consumed once this step is done
+    micro_per_epoch: int
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def validate_config(config: FinetuneConfig) -> None:
+    """Raise ValueError naming the first field whose value cannot train."""
+    checks = [
+        ("base_model", bool(config.base_model and config.base_model.strip()), "must name a model"),
+        ("epochs", config.epochs >= 1, "must be >= 1"),
+        ("max_steps", config.max_steps is None or config.max_steps >= 1, "must be None or >= 1"),
+        ("learning_rate", config.learning_rate > 0, "must be > 0"),
+        ("warmup_ratio", 0 <= config.warmup_ratio < 1, "must be in [0, 1)"),
+        ("weight_decay", config.weight_decay >= 0, "must be >= 0"),
+        ("batch_size", config.batch_size >= 1, "must be >= 1"),
+        ("gradient_accumulation_steps", config.gradient_accumulation_steps >= 1, "must be >= 1"),
+        ("max_seq_length", config.max_seq_length >= 2, "must be >= 2"),
+        ("lora_r", config.lora_r >= 1, "must be >= 1"),
+        ("lora_alpha", config.lora_alpha > 0, "must be > 0"),
+        ("lora_dropout", 0 <= config.lora_dropout < 1, "must be in [0, 1)"),
+        ("target_modules", len(config.target_modules) >= 1, "must name at least one module"),
+        ("max_grad_norm", config.max_grad_norm >= 0, "must be >= 0 (0 turns clipping off)"),
+        ("checkpoint_every_steps", config.checkpoint_every_steps >= 1, "must be >= 1"),
+    ]
+    for name, ok, rule in checks:
+        if not ok:
+            raise ValueError(f"FinetuneConfig.{name} {rule} (got {getattr(config, name)!r})")
+
+
+def validate_rows(rows: list[dict[str, Any]]) -> None:
+    """Every row is {"messages": [...]} with known roles and string contents, ending with the answer."""
+    if not rows:
+        raise ValueError("no training rows: select at least one trace to fine-tune on")
+    for index, row in enumerate(rows):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(messages, list) or not messages:
+            raise ValueError(
+                f"row {index}: expected {{'messages': [...]}} with at least one message"
+            )
+        for position, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in ROLES:
+                raise ValueError(f"row {index}, message {position}: role must be one of {ROLES}")
+            if not isinstance(message.get("content"), str):
+                raise ValueError(f"row {index}, message {position}: content must be a string")
+        if messages[-1]["role"] != "assistant":
+            raise ValueError(f"row {index}: the last message must be the assistant's answer")
+
+
+def validate_target_modules(model: Any, target_modules: tuple[str, ...]) -> None:
+    """Each target must name Linear modules of the model (by last name part or dotted suffix)."""
+    import torch
+
+    linear_names = [
+        name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
+    ]
+    missing = [
+        target
+        for target in target_modules
+        if not any(name == target or name.endswith("." + target) for name in linear_names)
+    ]
+    if missing:
+        available = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
+        raise ValueError(
+            f"FinetuneConfig.target_modules: {', '.join(missing)} not found in the model; "
+            f"its linear modules are: {', '.join(available)}"
+        )
+
+
+def data_hash(rows: list[dict[str, Any]]) -> str:
+    """sha256 of the canonical JSON of the rows: identifies the training data."""
+    canonical = json.dumps(rows, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --- tokenization and packing -----------------------------------------------------------------
+
+
+def _template_ids(
+    tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool
+) -> list[int]:
+    encoded = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True
+    )
+    return list(encoded["input_ids"])
+
+
+def tokenize_row(
+    tokenizer: Any, row: dict[str, Any], *, index: int, max_seq_length: int
+) -> tuple[Example | None, bool]:
+    """Tokenize one row with the chat template; labels are IGNORE_INDEX on the prompt part.
+
+    Returns (example, truncated); example is None when truncation left no answer token.
+    """
+    messages = row["messages"]
+    prompt = _template_ids(tokenizer, messages[:-1], add_generation_prompt=True)
+    full = _template_ids(tokenizer, messages, add_generation_prompt=False)
+    if full[: len(prompt)] != prompt or len(full) <= len(prompt):
+        raise ValueError(
+            f"row {index}: the chat template's prompt tokens are not a prefix of the full conversation's "
+            "tokens, so the answer cannot be located (is this model's chat template unusual?)"
+        )
+    truncated = len(full) > max_seq_length
+    full = full[:max_seq_length]
+    if len(full) <= len(prompt):
+        return None, truncated
+    labels = [IGNORE_INDEX] * len(prompt) + full[len(prompt) :]
+    return Example(input_ids=full, labels=labels), truncated
+
+
+def tokenize_rows(
+    tokenizer: Any, rows: list[dict[str, Any]], *, max_seq_length: int
+) -> TokenizedData:
+    examples: list[Example] = []
+    truncated_rows = dropped_rows = 0
+    for index, row in enumerate(rows):
+        example, truncated = tokenize_row(
+            tokenizer, row, index=index, max_seq_length=max_seq_length
+        )
+        if example is None:
+            dropped_rows += 1
+            continue
+        truncated_rows += truncated
+        examples.append(example)
+    if not examples:
+        raise ValueError(
+            f"all {len(rows)} rows lost their answer to truncation: raise max_seq_length "
+            f"(now {max_seq_length}) or shorten the prompts"
+        )
+    return TokenizedData(examples, truncated_rows, dropped_rows)
+
+
+def pack(examples: list[Example]) -> dict[str, Any]:
+    """Concatenate examples into one row with restarting position ids (no padding).
+
+    ``targets[t]`` is the label of token t+1 within the same sequence (the shift happens here,
+    per sequence, so no position predicts the first token of the next sequence); ``keep`` marks
+    the positions that have a target, where logits are computed.
+    """
+    import torch
+
+    input_ids: list[int] = []
+    position_ids: list[int] = []
+    targets: list[int] = []
+    for example in examples:
+        input_ids += example.input_ids
+        position_ids += range(len(example.input_ids))
+        targets += example.labels[1:] + [IGNORE_INDEX]
+    targets_tensor = torch.tensor(targets)
+    keep = targets_tensor != IGNORE_INDEX
+    return {
+        "input_ids": torch.tensor([input_ids]),
+        "position_ids": torch.tensor([position_ids]),
+        "keep": keep.unsqueeze(0),
+        "targets": targets_tensor[keep],
+    }
+
+
+def _packed_sdpa_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    *,
+    packed_seq_lens: tuple[int, ...] | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """Causal SDPA on each sequence of a packed row (batch 1); no cross-sequence scores computed."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if packed_seq_lens is None or query.shape[0] != 1:
+        raise ValueError(f"{PACKED_ATTENTION} attention needs one packed row and packed_seq_lens")
+    outputs, start = [], 0
+    for length in packed_seq_lens:
+        part = slice(start, start + length)
+        output, _ = sdpa_attention_forward(
+            module,
+            query[:, :, part],
+            key[:, :, part],
+            value[:, :, part],
+            None,
+            is_causal=True,
+            **kwargs,
+        )
+        outputs.append(output)  # (1, length, heads, head_dim)
+        start += length
+    return torch.cat(outputs, dim=1), None
+
+
+def use_packed_attention(model: Any) -> None:
+    """Switch ``model`` to :data:`PACKED_ATTENTION` (registered with transformers on first use).
+
+    Having no mask function registered, transformers builds no mask for it at all.
+    """
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, _packed_sdpa_attention)
+    model.set_attn_implementation(PACKED_ATTENTION)
+
+
+def packed_loss_sum(model: Any, examples: list[Example], *, device: str) -> tuple[Any, int]:
+    """Summed cross-entropy over the answer tokens of ``examples`` run as one packed row.
+
+    Works with the stock sdpa/eager attention (block-diagonal mask from the position ids) and,
+    faster, with :data:`PACKED_ATTENTION` (per-sequence attention from ``packed_seq_lens``).
+    """
+    import torch
+
+    batch = pack(examples)
+    output = model(
+        input_ids=batch["input_ids"].to(device),
+        position_ids=batch["position_ids"].to(device),
+        attention_mask=None,  # None: sdpa/eager derive the packed mask from position_ids
+        packed_seq_lens=tuple(len(example.input_ids) for example in examples),
+        use_cache=False,
+        logits_to_keep=batch["keep"].to(device),
+    )
+    logits = output.logits.reshape(-1, output.logits.shape[-1]).float()
+    targets = batch["targets"].to(device)
+    loss_sum = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    return loss_sum, int(targets.numel())
+
+
+# --- the plan: which rows go into which optimizer step ----------------------------------------
+
+
+def plan_steps(n_examples: int, config: FinetuneConfig) -> list[Step]:
+    """Every optimizer step, in order, deterministic from the seed (so a resume replays it).
+
+    Each epoch shuffles the example indices with one ``random.Random(config.seed)``; an epoch's
+    micro-batches are grouped by ``gradient_accumulation_steps`` (its last step may take fewer).
+    """
+    rng = random.Random(config.seed)
+    ga = config.gradient_accumulation_steps
+    steps: list[Step] = []
+    for epoch in range(config.epochs):
+        order = list(range(n_examples))
+        rng.shuffle(order)
+        micro = [order[i : i + config.batch_size] for i in range(0, n_examples, config.batch_size)]
+        for start in range(0, len(micro), ga):
+            group = micro[start : start + ga]
+            steps.append(Step(epoch, group, start + len(group), len(micro)))
+    if config.max_steps is not None:
+        steps = steps[: config.max_steps]
+    return steps
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
+    """Linear warmup then linear decay; ``step`` is 0-based. No step runs at lr 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return (total_steps - step) / max(1, total_steps - warmup_steps)
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def _config_for_resume(config: FinetuneConfig) -> dict[str, Any]:
+    data = config.to_dict()
+    for name in RESUME_TOLERATED_FIELDS:
+        data.pop(name, None)
+    return data
+
+
+def _read_checkpoint_meta(output_dir: Path) -> dict[str, Any] | None:
+    checkpoint = output_dir / CHECKPOINT_DIR
+    previous = output_dir / (CHECKPOINT_DIR + ".old")
+    if not checkpoint.exists() and previous.exists():
+        previous.rename(checkpoint)  # a crash between the two renames of _save_checkpoint
+    meta = checkpoint / "meta.json"
+    return json.loads(meta.read_text()) if meta.exists() else None
+
+
+def _check_resumable(
+    meta: dict[str, Any], config: FinetuneConfig, hash_: str, output_dir: Path
+) -> None:
+    where = output_dir / CHECKPOINT_DIR
+    if meta["data_hash"] != hash_:
+        raise ValueError(
+            f"cannot resume from {where}: it was trained on different rows (data hash "
+            f"{meta['data_hash'][:12]}, these rows {hash_[:12]}); use a new output dir or resume=False"
+        )
+    saved, now = meta["config"], _config_for_resume(config)
+    changed = sorted(name for name in set(saved) | set(now) if saved.get(name) != now.get(name))
+    if changed:
+        details = ", ".join(f"{name}: {saved.get(name)!r} -> {now.get(name)!r}" for name in changed)
+        raise ValueError(f"cannot resume from {where}: the config changed ({details})")
+
+
+def _save_checkpoint(
+    output_dir: Path, *, model: Any, state: dict[str, Any], meta: dict[str, Any]
+) -> None:
+    """Write the checkpoint into a tmp dir, then swap it in; only the latest one is kept."""
+    import torch
+
+    checkpoint = output_dir / CHECKPOINT_DIR
+    tmp = output_dir / f"{CHECKPOINT_DIR}.tmp-{os.getpid()}"
+    previous = output_dir / (CHECKPOINT_DIR + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / ADAPTER_DIR)
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(previous, ignore_errors=True)
+    if checkpoint.exists():
+        checkpoint.rename(previous)
+    tmp.rename(checkpoint)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _rng_state(device: str) -> dict[str, Any]:
+    import torch
+
+    state = {"torch": torch.get_rng_state()}
+    if device == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: str) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if device == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- the training loop ------------------------------------------------------------------------
+
+
+def _autocast(device: str, bf16: bool) -> tuple[Any, bool]:
+    """bf16 autocast over fp32 master weights where the device supports it."""
+    import contextlib
+
+    import torch
+
+    if bf16 and device == "cuda" and torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), True
+    if bf16 and device == "cpu":
+        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), True
+    return contextlib.nullcontext, False
+
+
+def _never_stop() -> bool:
+    return False
+
+
+def _ignore_progress(progress: TrainProgress) -> None:
+    return None
+
+
+def finetune(
+    config: FinetuneConfig,
+    rows: list[dict[str, Any]],
+    *,
+    output_dir: Path,
+    model_id: str,
+    on_progress: Callable[[TrainProgress], None] = _ignore_progress,
+    should_stop: Callable[[], bool] = _never_stop,
+    resume: bool = True,
+) -> FinetuneResult:
+    """Train a LoRA adapter on the last assistant message of each row; register it as ``model_id``.
+
+    Writes ``output_dir/checkpoint/`` (every ``checkpoint_every_steps``, on a stop, at the end),
+    and at the end ``adapter/`` (+ tokenizer), ``manifest.json`` and ``train.jsonl``. A
+    cooperative stop (``should_stop()`` true after a step) returns ``stopped_early=True`` with
+    ``model_id=""``; calling again with ``resume=True`` continues from the checkpoint.
+    Fine-tuning an already fine-tuned model id is refused (not supported yet).
+    """
+    validate_config(config)
+    validate_rows(rows)
+    if not model_id.startswith(model_store.FINETUNED_PREFIX):
+        raise ValueError(f"model_id must start with {model_store.FINETUNED_PREFIX!r}: {model_id!r}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    hash_ = data_hash(rows)
+    meta = _read_checkpoint_meta(output_dir) if resume else None
+    if meta is not None:
+        _check_resumable(meta, config, hash_, output_dir)
+
+    resolved = model_store.resolve(config.base_model)
+    if resolved.adapter_dir is not None:
+        raise ValueError(
+            f"FinetuneConfig.base_model: fine-tuning a fine-tuned model ({config.base_model!r}) is not "
+            f"supported yet; fine-tune its base model {resolved.base_name!r} instead"
+        )
+
+    import peft
+    import torch
+    import transformers
+
+    tokenizer = model_store.load_tokenizer(resolved)
+    data = tokenize_rows(tokenizer, rows, max_seq_length=config.max_seq_length)
+    steps = plan_steps(len(data.examples), config)
+    total_steps = len(steps)
+    warmup_steps = math.ceil(config.warmup_ratio * total_steps)
+
+    device = model_store.pick_device()
+    torch.manual_seed(config.seed)
+    base = model_store.load_base_model(resolved, device=device, dtype=torch.float32)
+    validate_target_modules(base, config.target_modules)
+    use_packed_attention(base)
+    if meta is not None:
+        model = peft.PeftModel.from_pretrained(
+            base, output_dir / CHECKPOINT_DIR / ADAPTER_DIR, is_trainable=True
+        )
+    else:
+        lora = peft.LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        model = peft.get_peft_model(base, lora)
+    model.train()
+    params = [param for param in model.parameters() if param.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps=total_steps, warmup_steps=warmup_steps)
+    )
+    autocast, bf16_used = _autocast(device, config.bf16)
+
+    start_step, losses, train_tokens, train_seconds_before = 0, [], 0, 0.0
+    if meta is not None:
+        state = torch.load(output_dir / CHECKPOINT_DIR / "state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], device)
+        start_step, losses = state["step"], list(state["losses"])
+        train_tokens, train_seconds_before = state["train_tokens"], state["train_seconds"]
+        logger.info("resuming %s from step %d/%d", output_dir, start_step, total_steps)
+
+    data_note = (
+        f"{len(rows)} rows, {data.n_tokens} tokens, {data.truncated_rows} truncated to "
+        f"{config.max_seq_length} tokens, {data.dropped_rows} dropped (no answer left)"
+    )
+    logger.info(
+        "fine-tune %s on %s: %s, %d steps on %s",
+        model_id,
+        config.base_model,
+        data_note,
+        total_steps,
+        device,
+    )
+
+    def checkpoint(step: int) -> None:
+        done = steps[step - 1] if step else None
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(device),
+            "step": step,
+            "losses": losses,
+            "train_tokens": train_tokens,
+            "train_seconds": train_seconds_before + (time.monotonic() - started),
+        }
+        meta_out = {
+            "step": step,
+            "total_steps": total_steps,
+            "epoch": done.epoch if done else 0,
+            "epoch_position": done.epoch_position
+            if done
+            else 0,  # micro-batches done in that epoch
+            "data_hash": hash_,
+            "config": _config_for_resume(config),
+        }
+        _save_checkpoint(output_dir, model=model, state=state, meta=meta_out)
+
+    started = time.monotonic()
+    run_tokens = 0
+    stopped = False
+    step = start_step
+    for step_index in range(start_step, total_steps):
+        plan = steps[step_index]
+        batches = [[data.examples[i] for i in micro] for micro in plan.micro_batches]
+        n_label = sum(example.n_label_tokens for batch in batches for example in batch)
+        step_loss = 0.0
+        for batch in batches:
+            with autocast():
+                loss_sum, _ = packed_loss_sum(model, batch, device=device)
+            loss = loss_sum / n_label  # token-level mean over the whole accumulated step
+            loss.backward()
+            step_loss += loss.item()
+            batch_tokens = sum(len(example.input_ids) for example in batch)
+            run_tokens += batch_tokens
+            train_tokens += batch_tokens
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        learning_rate = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        step = step_index + 1
+        losses.append(step_loss)
+        elapsed = time.monotonic() - started
+        tokens_per_s = run_tokens / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / (step - start_step) * (total_steps - step)
+        log = f"step {step}/{total_steps} loss {step_loss:.4f} lr {learning_rate:.2e} {tokens_per_s:.0f} tok/s"
+        if step == start_step + 1:
+            log += f" | {data_note}" + (f" | resumed from step {start_step}" if start_step else "")
+        on_progress(
+            TrainProgress(
+                step=step,
+                total_steps=total_steps,
+                epoch=plan.epoch + plan.epoch_position / plan.micro_per_epoch,
+                loss=step_loss,
+                learning_rate=learning_rate,
+                tokens_per_s=tokens_per_s,
+                elapsed_s=elapsed,
+                eta_s=eta,
+                log=log,
+            )
+        )
+        if step < total_steps and should_stop():
+            stopped = True
+            break
+        if step % config.checkpoint_every_steps == 0 and step < total_steps:
+            checkpoint(step)
+
+    run_seconds = time.monotonic() - started  # training only: saving is not counted
+    checkpoint(step)
+    final_loss = losses[-1] if losses else None
+    adapter_dir = output_dir / ADAPTER_DIR
+    manifest_path = output_dir / MANIFEST_FILE
+    if stopped:
+        logger.info(
+            "fine-tune %s stopped at step %d/%d; checkpoint kept", model_id, step, total_steps
+        )
+        return FinetuneResult(
+            model_id="",
+            output_dir=str(output_dir),
+            adapter_dir="",
+            manifest_path="",
+            steps=step,
+            total_steps=total_steps,
+            stopped_early=True,
+            final_loss=final_loss,
+            train_tokens=train_tokens,
+        )
+
+    tmp = output_dir / f"{ADAPTER_DIR}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    tmp.rename(adapter_dir)
+    with (output_dir / TRAIN_FILE).open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    train_seconds = train_seconds_before + run_seconds
+    manifest = {
+        "model_id": model_id,
+        "base_model": config.base_model,
+        "config": config.to_dict(),
+        "data_hash": hash_,
+        "n_rows": len(rows),
+        "n_examples": len(data.examples),
+        "n_tokens": data.n_tokens,
+        "n_label_tokens": sum(example.n_label_tokens for example in data.examples),
+        "truncated_rows": data.truncated_rows,
+        "dropped_rows": data.dropped_rows,
+        "steps": step,
+        "total_steps": total_steps,
+        "final_loss": final_loss,
+        "losses": losses,
+        "train_tokens": train_tokens,
+        "train_seconds": round(train_seconds, 3),
+        "tokens_per_s": round(train_tokens / train_seconds, 1) if train_seconds > 0 else None,
+        "resumed_from_step": start_step or None,
+        "device": device,
+        "bf16": bf16_used,
+        "packing": f"padding-free rows, position ids restart per sequence, {PACKED_ATTENTION} attention",
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        },
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    model_store.register_finetuned(
+        model_id, base_model=config.base_model, adapter_dir=adapter_dir, manifest=manifest
+    )
+    logger.info("fine-tune %s done: %d steps, final loss %s", model_id, step, final_loss)
+    return FinetuneResult(
+        model_id=model_id,
+        output_dir=str(output_dir),
+        adapter_dir=str(adapter_dir),
+        manifest_path=str(manifest_path),
+        steps=step,
+        total_steps=total_steps,
+        stopped_early=False,
+        final_loss=final_loss,
+        train_tokens=train_tokens,
+    )

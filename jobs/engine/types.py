@@ -1,0 +1,159 @@
+"""Plain data passed into and out of the engine. Cheap to import: no torch, no dspy, no Django.
+
+Everything here is JSON-safe through ``to_dict()`` / ``from_dict()`` so the web layer can store
+it in a row and hand it back to a worker on another host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+ModelKind = Literal["local", "litellm"]
+
+
+def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
+    """Build a dataclass from a dict, refusing unknown keys with their names."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown key(s) {', '.join(map(repr, unknown))}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which LM to run, and how.
+
+    kind="local": ``name`` is an HF model directory, a hub id (only from the local HF cache: no
+    downloads), a ``.gguf`` file, ``"smollm2"`` (the bundled SmolLM2-135M-Instruct), or a
+    fine-tuned id ``"bftweb:<student>:ft-<job>"`` registered in the models directory.
+    kind="litellm": ``name`` is a LiteLLM model string; ``api_key_env`` names the environment
+    variable holding the key on the worker (the key itself is never stored).
+    """
+
+    kind: ModelKind
+    name: str
+    api_base: str = ""
+    api_key_env: str = ""
+    temperature: float = 0.0
+    max_tokens: int = 256
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A built-in metric on one output field; ``passed`` means ``score >= threshold``.
+
+    name: exact_match | normalized_match | contains | token_f1 | numeric | regex
+    options: numeric -> {"tolerance": float, "relative": bool}; regex -> {"pattern": str}
+    """
+
+    name: str
+    field: str
+    threshold: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MetricSpec:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    num_threads: int = 4
+    num_demos: int = 0          # labeled demos from the train split given to the teacher
+    demo_seed: int = 0
+    limit: int | None = None    # bootstrap at most this many examples
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BootstrapConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class BootstrapProgress:
+    done: int
+    total: int
+    passed: int
+    failed: int
+    errored: int
+    lm_calls: int
+    tokens: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Every knob of a LoRA fine-tune. Defaults suit a small model on one device."""
+
+    base_model: str                       # a local model name, as in ModelSpec(kind="local").name
+    epochs: int = 1
+    max_steps: int | None = None          # stop after this many optimizer steps (None: epochs decide)
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    batch_size: int = 4                   # rows (conversations) per micro-batch before packing
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0            # clip the LoRA gradients' global norm (0: off)
+    max_seq_length: int = 1024            # a longer row is truncated; its truncation is reported
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    bf16: bool = True                     # bf16 autocast (CUDA, or CPU where supported)
+    seed: int = 0
+    checkpoint_every_steps: int = 50      # and always at the end and on a cooperative stop
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["target_modules"] = list(self.target_modules)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        data = dict(data)
+        if "target_modules" in data:
+            data["target_modules"] = tuple(data["target_modules"])
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float | None
+    learning_rate: float
+    tokens_per_s: float
+    elapsed_s: float
+    eta_s: float | None
+    log: str = ""                          # one human-readable line for the job's log tail
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    model_id: str                         # e.g. "bftweb:smollm2:ft-12"; loads back via ModelSpec
+    output_dir: str
+    adapter_dir: str
+    manifest_path: str
+    steps: int
+    total_steps: int
+    stopped_early: bool                   # a cooperative stop: the checkpoint is kept, resumable
+    final_loss: float | None
+    train_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

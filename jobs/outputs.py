@@ -1,0 +1,216 @@
+"""What a finished fine-tune offers for download, and how the web process produces it.
+
+Files come from the job's artifact directory (``services.job_output_dir``: derived from the
+job's primary key, never from request input): the LoRA adapter (zipped on the fly, streamed),
+the training data JSONL and the manifest the engine wrote, and the compiled DSPy program JSON.
+The web process never imports DSPy, so the program JSON is written once by
+``python -m jobs.engine.export`` in a subprocess and kept next to the other outputs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from jobs import services
+from jobs.models import FinetuneJob, LanguageModel
+
+ADAPTER_DIR = "adapter"  # the names jobs/engine/finetune.py writes (not imported: it loads torch)
+MANIFEST_FILE = "manifest.json"
+TRAIN_FILE = "train.jsonl"
+PROGRAM_FILE = "program.json"
+EXPORT_TIMEOUT_S = 120
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Download:
+    kind: str  # the URL's <kind>
+    label: str
+    filename: str  # what the browser saves it as
+    help: str
+
+
+def downloads(job: FinetuneJob) -> list[Download]:
+    stem = f"bftweb-job-{job.pk}"
+    return [
+        Download(
+            "adapter", "LoRA adapter", f"{stem}-adapter.zip", "peft adapter + tokenizer (zip)"
+        ),
+        Download("program", "DSPy program", program_filename(job), "compiled program JSON"),
+        Download("train", "Training data", f"{stem}-train.jsonl", "the chat rows it trained on"),
+        Download(
+            "manifest", "Manifest", f"{stem}-manifest.json", "config, data hash, losses, versions"
+        ),
+    ]
+
+
+def program_filename(job: FinetuneJob) -> str:
+    return f"bftweb-job-{job.pk}-program.json"
+
+
+def output_dir(job: FinetuneJob) -> Path:
+    return services.job_output_dir(job)
+
+
+def file_for(job: FinetuneJob, kind: str) -> Path | None:
+    """The plain file behind a download kind, if the worker wrote it."""
+    names = {"train": TRAIN_FILE, "manifest": MANIFEST_FILE}
+    if kind not in names:
+        return None
+    path = output_dir(job) / names[kind]
+    return path if path.is_file() else None
+
+
+def adapter_dir(job: FinetuneJob) -> Path | None:
+    path = output_dir(job) / ADAPTER_DIR
+    return path if (path / "adapter_config.json").is_file() else None
+
+
+# --- the adapter, zipped while it streams -------------------------------------------------------
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, unseekable file: zipfile then writes data descriptors and never seeks back."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        return data
+
+
+def stream_zip(root: Path, *, prefix: str) -> Iterator[bytes]:
+    """Zip every file under ``root`` (as ``prefix/relative/path``), yielding bytes as they are made:
+    memory stays at one chunk however large the adapter is."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+            name = f"{prefix}/{path.relative_to(root).as_posix()}"
+            with path.open("rb") as src, archive.open(name, "w", force_zip64=True) as dst:
+                while chunk := src.read(CHUNK):
+                    dst.write(chunk)
+                    if data := sink.take():
+                        yield data
+            if data := sink.take():
+                yield data
+    yield sink.take()
+
+
+# --- the compiled program -------------------------------------------------------------------
+
+
+class ExportError(RuntimeError):
+    """The program JSON could not be written (the message says why)."""
+
+
+def output_model(job: FinetuneJob) -> LanguageModel | None:
+    """The model row the task registered for this job's output (None for older jobs)."""
+    return LanguageModel.objects.filter(source_job=job).order_by("pk").first()
+
+
+def program_json(job: FinetuneJob) -> Path:
+    """The compiled program of a succeeded job, written on first request and kept."""
+    if job.status != FinetuneJob.Status.SUCCEEDED or not job.output_model_id:
+        raise ExportError("Only a succeeded job has a compiled program.")
+    path = output_dir(job) / PROGRAM_FILE
+    if path.is_file():
+        return path
+    model = output_model(job)
+    student = model or job.student
+    model_spec = {
+        "kind": "local",
+        "name": job.output_model_id,
+        "temperature": student.temperature,
+        "max_tokens": student.max_tokens,
+    }
+    extra = {
+        "model_id": job.output_model_id,
+        "job": job.pk,
+        "project": job.project.slug,
+        "program": str(job.run.program_version),
+        "trained_without_demos": job.exclude_demos,
+    }
+    with tempfile.TemporaryDirectory(prefix="bftweb-export-") as tmp:
+        spec_file, model_file, extra_file = (
+            Path(tmp) / n for n in ("spec.json", "model.json", "extra.json")
+        )
+        spec_file.write_text(json.dumps(job.run.program_version.spec))
+        model_file.write_text(json.dumps(model_spec))
+        extra_file.write_text(json.dumps(extra))
+        cmd = [
+            sys.executable,
+            "-m",
+            "jobs.engine.export",
+            str(spec_file),
+            str(model_file),
+            str(path),
+            str(extra_file),
+        ]
+        try:
+            done = subprocess.run(
+                cmd, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired:
+            raise ExportError(
+                f"Writing the program took longer than {EXPORT_TIMEOUT_S} s."
+            ) from None
+    if done.returncode != 0 or not path.is_file():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ExportError(f"Writing the program failed: {last}")
+    return path
+
+
+# --- how to use it --------------------------------------------------------------------------
+
+
+def python_snippet(job: FinetuneJob, *, example: dict[str, Any] | None = None) -> str:
+    """A few lines that load the downloaded program and call it (shown on the job page)."""
+    spec = job.run.program_version.spec
+    from jobs.engine.programs import parse_program_spec
+
+    inputs = parse_program_spec(spec).input_fields
+    example = example or {}
+    args = ", ".join(f"{name}={_short(example.get(name, '...'))!r}" for name in inputs)
+    return (
+        "# In a bftweb checkout (its virtualenv), with BFT_ARTIFACTS_DIR set to the shared\n"
+        "# artifacts directory, where the fine-tuned model id is registered.\n"
+        "import json\n"
+        "\n"
+        "import dspy\n"
+        "from jobs.engine.programs import build_program, parse_program_spec\n"
+        "\n"
+        f'path = "{program_filename(job)}"\n'
+        'spec = parse_program_spec(json.load(open(path))["bftweb"]["spec"])\n'
+        "program = build_program(spec)\n"
+        f"program.load(path, allow_unsafe_lm_state=True)  # every predictor: {job.output_model_id}\n"
+        "\n"
+        "with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):\n"
+        f"    prediction = program({args})\n"
+        "print(prediction)\n"
+    )
+
+
+def _short(value: Any, limit: int = 160) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "…"
+    return value

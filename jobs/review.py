@@ -1,0 +1,1037 @@
+"""Team review of bootstrapped traces: decisions, bulk actions, thresholds, assignment, trace sets.
+
+The history is the record. Every reviewer action inserts a :class:`TraceDecision`; a trace's
+``review_state``, ``approvals``, ``reviewed_by``/``reviewed_at`` and ``edited_outputs`` are
+recomputed from its decisions in the same transaction, under a row lock on the trace. Two
+reviewers deciding at once therefore both land in the history, and the state is the one the
+history implies whichever commits last.
+
+The rule (``BootstrapRun.required_approvals`` = N, default 1): each reviewer's vote is their
+latest approve/reject. If the latest vote of anyone is a reject, the trace is rejected; otherwise
+it is approved once N reviewers' votes are approvals, and unreviewed (pending) before that. With
+N = 1 this is simply "the latest decision wins".
+
+Training never reads live review state: a fine-tune trains on a :class:`TraceSet`, a frozen,
+versioned copy of the selection with each trace's decision and edits at freeze time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from django.core.paginator import Page, Paginator
+from django.db import connection, transaction
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce, Floor
+from django.db.models.lookups import Exact, GreaterThanOrEqual
+from django.utils.timezone import now
+
+from jobs.models import (
+    BootstrapRun,
+    FinetuneJob,
+    Membership,
+    Trace,
+    TraceDecision,
+    TraceSet,
+    TraceSetItem,
+)
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+# What ChatAdapter writes for a demo's missing field; a teacher that copies it into its own
+# reasoning learned nothing from the demos (DESIGN.md, "Labeled demos carry no reasoning").
+PLACEHOLDER = "Not supplied for this particular example."
+LOPSIDED = 0.8  # one class above this share of the kept traces draws a warning
+HISTOGRAM_BINS = 20
+BALANCE_TOP = 8
+BULK_BATCH = 2000
+
+Verdict = TraceDecision.Verdict
+State = Trace.ReviewState
+OUTCOMES = ("passed", "failed", "errored")
+STATES = ("unreviewed", "approved", "rejected", "edited")
+
+
+# --- filtering and counts ---------------------------------------------------------------------
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def json_text_term(term: str) -> str:
+    """``term`` as it appears inside a stored JSON string (quotes and backslashes escaped; SQLite
+    also stores non-ASCII as \\uXXXX because Django's JSONField dumps with ensure_ascii)."""
+    return json.dumps(term, ensure_ascii=connection.vendor != "postgresql")[1:-1]
+
+
+@dataclass(frozen=True)
+class TraceFilter:
+    """The review queue's filters, parsed leniently from a query string (bad values are ignored)."""
+
+    outcome: str = ""
+    state: str = ""
+    score_min: float | None = None
+    score_max: float | None = None
+    q: str = ""
+    mine: bool = False
+
+    @classmethod
+    def from_query(cls, data: Mapping[str, Any]) -> TraceFilter:
+        outcome = str(data.get("outcome", ""))
+        state = str(data.get("state", ""))
+        return cls(
+            outcome=outcome if outcome in OUTCOMES else "",
+            state=state if state in STATES else "",
+            score_min=_float(data.get("min")),
+            score_max=_float(data.get("max")),
+            q=str(data.get("q", "")).strip()[:200],
+            mine=str(data.get("mine", "")) in ("1", "on", "true"),
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        return self == TraceFilter()
+
+    def params(self) -> dict[str, str]:
+        out = {"outcome": self.outcome, "state": self.state, "q": self.q}
+        if self.score_min is not None:
+            out["min"] = f"{self.score_min:g}"
+        if self.score_max is not None:
+            out["max"] = f"{self.score_max:g}"
+        if self.mine:
+            out["mine"] = "1"
+        return {k: v for k, v in out.items() if v}
+
+    def querystring(self) -> str:
+        return urlencode(self.params())
+
+    def apply(self, traces: QuerySet[Trace], user: Any = None) -> QuerySet[Trace]:
+        if self.outcome == "errored":
+            traces = traces.filter(parsed=False)
+        elif self.outcome:
+            traces = traces.filter(parsed=True, passed=self.outcome == "passed")
+        if self.state == "edited":
+            traces = traces.filter(edited=True)
+        elif self.state:
+            traces = traces.filter(review_state=self.state)
+        if self.score_min is not None:
+            traces = traces.filter(score__gte=self.score_min)
+        if self.score_max is not None:
+            traces = traces.filter(score__lte=self.score_max)
+        if self.q:
+            term = json_text_term(self.q)
+            traces = traces.filter(
+                Q(inputs__icontains=term)
+                | Q(labels__icontains=term)
+                | Q(outputs__icontains=term)
+                | Q(edited_outputs__icontains=term)
+            )
+        if self.mine and user is not None:
+            traces = traces.filter(assigned_to=user)
+        return traces
+
+
+def queue_counts(run: BootstrapRun, user: Any) -> dict[str, int]:
+    """Counts per outcome and per review state, in one aggregate query."""
+    counts = run.traces.aggregate(
+        n_total=Count("pk"),
+        n_passed=Count("pk", filter=Q(parsed=True, passed=True)),
+        n_failed=Count("pk", filter=Q(parsed=True, passed=False)),
+        n_errored=Count("pk", filter=Q(parsed=False)),
+        n_unreviewed=Count("pk", filter=Q(review_state=State.UNREVIEWED)),
+        n_approved=Count("pk", filter=Q(review_state=State.APPROVED)),
+        n_rejected=Count("pk", filter=Q(review_state=State.REJECTED)),
+        n_edited=Count("pk", filter=Q(edited=True)),
+        n_mine=Count("pk", filter=Q(assigned_to=user)),
+        n_mine_open=Count("pk", filter=Q(assigned_to=user, review_state=State.UNREVIEWED)),
+    )
+    return {name.removeprefix("n_"): value for name, value in counts.items()}
+
+
+def queue_page_traces(traces: QuerySet[Trace]) -> QuerySet[Trace]:
+    """The list's rows: the big ``calls`` column stays in the database; a placeholder flag comes
+    from it per returned row only."""
+    return (
+        traces.defer("calls")
+        .select_related("assigned_to", "reviewed_by")
+        .annotate(
+            has_placeholder=Case(
+                When(calls__icontains=PLACEHOLDER, then=Value(True)), default=Value(False)
+            )
+        )
+        .order_by("example_index")
+    )
+
+
+def queue_page(traces: QuerySet[Trace], number: Any, per_page: int) -> Page:
+    """One page of the filtered queue. The count and the page's ids come from the index alone
+    (trace_review_cover_idx holds every filter column and example_index); only the page's rows
+    are then read."""
+    ids = traces.order_by("example_index").values_list("pk", flat=True)
+    page = Paginator(ids, per_page).get_page(number)
+    page_ids = list(page.object_list)
+    rows = {t.pk: t for t in queue_page_traces(Trace.objects.filter(pk__in=page_ids))}
+    page.object_list = [rows[pk] for pk in page_ids if pk in rows]
+    return page
+
+
+def neighbours(traces: QuerySet[Trace], trace: Trace) -> tuple[int | None, int | None]:
+    """(previous pk, next pk) of ``trace`` within a filtered queue, by example index."""
+    ids = traces.order_by()
+    prev = (
+        ids.filter(example_index__lt=trace.example_index)
+        .order_by("-example_index")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    nxt = (
+        ids.filter(example_index__gt=trace.example_index)
+        .order_by("example_index")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return prev, nxt
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+
+def _vote_later_by_same_user() -> Exists:
+    return Exists(
+        TraceDecision.objects.filter(
+            trace=OuterRef("trace"),
+            user=OuterRef("user"),
+            verdict__in=TraceDecision.VOTES,
+            pk__gt=OuterRef("pk"),
+        )
+    )
+
+
+def _state_expressions(required_approvals: int) -> dict[str, Any]:
+    """Column values recomputed from the history, as SQL (one UPDATE for any number of traces)."""
+    votes = TraceDecision.objects.filter(
+        trace=OuterRef("pk"), verdict__in=TraceDecision.VOTES
+    ).order_by("-pk")
+    last_verdict = Subquery(votes.values("verdict")[:1])
+    current_approvals = (
+        TraceDecision.objects.filter(trace=OuterRef("pk"), verdict=Verdict.APPROVE)
+        .exclude(_vote_later_by_same_user())
+        .order_by()
+        .values("trace")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    approvals = Coalesce(Subquery(current_approvals), Value(0))
+    return {
+        "approvals": approvals,
+        "review_state": Case(
+            When(Exact(last_verdict, Verdict.REJECT), then=Value(State.REJECTED)),
+            When(
+                GreaterThanOrEqual(approvals, max(1, required_approvals)),
+                then=Value(State.APPROVED),
+            ),
+            default=Value(State.UNREVIEWED),
+        ),
+        "reviewed_by": Subquery(votes.values("user")[:1]),
+        "reviewed_at": Subquery(votes.values("created")[:1]),
+    }
+
+
+def recompute_states(traces: QuerySet[Trace], required_approvals: int) -> int:
+    """Recompute review state from history for ``traces`` in one UPDATE; returns rows updated."""
+    return traces.order_by().update(**_state_expressions(required_approvals))
+
+
+def _check_reviewable(trace: Trace, run: BootstrapRun) -> None:
+    if trace.run_id != run.pk:
+        raise ValueError("The trace belongs to another run.")
+
+
+def decide(
+    *,
+    trace: Trace,
+    user: AbstractBaseUser,
+    verdict: str,
+    comment: str = "",
+    edited_outputs: dict[str, Any] | None = None,
+) -> TraceDecision:
+    """Record one decision and recompute the trace's state from its whole history.
+
+    ``edited_outputs`` (verdict "edit") are the output fields that differ from the teacher's; an
+    empty dict clears a previous edit.
+    """
+    if verdict not in Verdict.values:
+        raise ValueError(f"Unknown verdict {verdict!r}.")
+    comment = comment.strip()
+    if verdict == Verdict.COMMENT and not comment:
+        raise ValueError("Write a comment first.")
+    if verdict == Verdict.EDIT:
+        if edited_outputs is None:
+            raise ValueError("An edit needs the edited output fields.")
+        if trace.error:
+            raise ValueError(
+                "This trace did not parse, so it never trains: there is nothing to edit."
+            )
+        if edited_outputs:
+            from jobs.engine.training_data import rerender_trace
+
+            rerender_trace(trace.as_record(), edited_outputs)  # unknown fields raise ValueError
+    with transaction.atomic():
+        locked = Trace.objects.select_for_update().select_related("run").get(pk=trace.pk)
+        decision = TraceDecision.objects.create(
+            run_id=locked.run_id,
+            trace=locked,
+            user=user,
+            verdict=verdict,
+            comment=comment,
+            edited_outputs=(edited_outputs or None) if verdict == Verdict.EDIT else None,
+        )
+        changes: dict[str, Any] = {}
+        if verdict == Verdict.EDIT:
+            latest_edit = locked.decisions.filter(verdict=Verdict.EDIT).order_by("-pk").first()
+            changes["edited_outputs"] = latest_edit.edited_outputs if latest_edit else None
+            changes["edited"] = changes["edited_outputs"] is not None
+        if verdict in TraceDecision.VOTES:
+            changes.update(_state_expressions(locked.run.required_approvals))
+        if changes:
+            Trace.objects.filter(pk=locked.pk).update(**changes)
+    trace.refresh_from_db()
+    return decision
+
+
+def bulk_decide(
+    *,
+    run: BootstrapRun,
+    user: AbstractBaseUser,
+    traces: QuerySet[Trace],
+    verdict: str,
+    comment: str = "",
+) -> int:
+    """Approve or reject many traces: history rows by bulk_create, then one UPDATE.
+
+    Traces whose current vote by ``user`` is already ``verdict`` are skipped, so repeating a bulk
+    action adds nothing. Returns how many traces got a decision.
+    """
+    if verdict not in TraceDecision.VOTES:
+        raise ValueError("Bulk actions approve or reject.")
+    my_vote = (
+        TraceDecision.objects.filter(
+            trace=OuterRef("pk"), user=user, verdict__in=TraceDecision.VOTES
+        )
+        .order_by("-pk")
+        .values("verdict")[:1]
+    )
+    batch = uuid.uuid4()
+    with transaction.atomic():
+        targets = (
+            traces.filter(run=run)
+            .annotate(my_vote=Subquery(my_vote))
+            .filter(Q(my_vote__isnull=True) | ~Q(my_vote=verdict))
+            .order_by("example_index")
+            .select_for_update()
+        )
+        ids = list(targets.values_list("pk", flat=True))
+        if not ids:
+            return 0
+        created = now()
+        for start in range(0, len(ids), BULK_BATCH):
+            TraceDecision.objects.bulk_create(
+                TraceDecision(
+                    run=run,
+                    trace_id=pk,
+                    user=user,
+                    verdict=verdict,
+                    comment=comment,
+                    batch=batch,
+                    created=created,
+                )
+                for pk in ids[start : start + BULK_BATCH]
+            )
+        batch_traces = TraceDecision.objects.filter(batch=batch).values("trace")
+        recompute_states(Trace.objects.filter(pk__in=batch_traces), run.required_approvals)
+    return len(ids)
+
+
+def approve_passing_above(*, run: BootstrapRun, user: AbstractBaseUser, threshold: float) -> int:
+    """Approve every unreviewed trace that passed, parsed and scored at least ``threshold``."""
+    traces = run.traces.filter(
+        review_state=State.UNREVIEWED, passed=True, parsed=True, score__gte=threshold
+    )
+    return bulk_decide(
+        run=run,
+        user=user,
+        traces=traces,
+        verdict=Verdict.APPROVE,
+        comment=f"bulk: passing with score ≥ {threshold:g}",
+    )
+
+
+def reject_errored(*, run: BootstrapRun, user: AbstractBaseUser) -> int:
+    traces = run.traces.filter(parsed=False).exclude(review_state=State.REJECTED)
+    return bulk_decide(
+        run=run, user=user, traces=traces, verdict=Verdict.REJECT, comment="bulk: errored"
+    )
+
+
+def set_required_approvals(*, run: BootstrapRun, user: AbstractBaseUser, required: int) -> None:
+    """Change the rule and recompute every reviewed trace of the run under it."""
+    if not 1 <= required <= 20:
+        raise ValueError("Required approvals must be between 1 and 20.")
+    with transaction.atomic():
+        BootstrapRun.objects.filter(pk=run.pk).update(required_approvals=required)
+        run.required_approvals = required
+        reviewed = TraceDecision.objects.filter(run=run, verdict__in=TraceDecision.VOTES).values(
+            "trace"
+        )
+        recompute_states(run.traces.filter(pk__in=reviewed), required)
+
+
+# --- editing ----------------------------------------------------------------------------------
+
+
+def parse_field_value(raw: str, type_name: str) -> Any:
+    """A form value as the signature's field type (ValueError names the problem)."""
+    raw = raw.replace("\r\n", "\n")
+    if type_name == "str":
+        return raw
+    text = raw.strip()
+    if type_name == "int":
+        return int(text)
+    if type_name == "float":
+        return float(text)
+    if type_name == "bool":
+        if text.lower() in ("true", "yes", "1"):
+            return True
+        if text.lower() in ("false", "no", "0"):
+            return False
+        raise ValueError(f"{text!r} is not true or false")
+    if type_name == "list[str]":
+        if text.startswith("["):
+            value = json.loads(text)
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ValueError("expected a JSON list of strings")
+            return value
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    raise ValueError(f"unsupported field type {type_name}")
+
+
+def format_field_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "\n".join(value)
+    return json.dumps(value)
+
+
+@dataclass
+class EditableField:
+    name: str
+    type: str
+    original: Any
+    current: Any
+    predictors: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return format_field_value(self.current)
+
+    @property
+    def is_edited(self) -> bool:
+        return self.current != self.original
+
+
+def editable_fields(trace: Trace) -> list[EditableField]:
+    """Each output field of the trace's parsed calls once (a name produced by two calls edits both)."""
+    edited = trace.edited_outputs or {}
+    fields: dict[str, EditableField] = {}
+    for call in trace.calls:
+        if call.get("error"):
+            continue
+        for spec in call["signature"]["outputs"]:
+            name = spec["name"]
+            if name in fields:
+                fields[name].predictors.append(call.get("predictor", ""))
+                continue
+            original = call["outputs"].get(name)
+            fields[name] = EditableField(
+                name,
+                spec["type"],
+                original,
+                edited.get(name, original),
+                [call.get("predictor", "")],
+            )
+    return list(fields.values())
+
+
+def edits_from_form(trace: Trace, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The posted ``field:<name>`` values that differ from the teacher's outputs, typed."""
+    edits: dict[str, Any] = {}
+    problems = []
+    for f in editable_fields(trace):
+        key = f"field:{f.name}"
+        if key not in data:
+            continue
+        try:
+            value = parse_field_value(str(data[key]), f.type)
+        except (ValueError, json.JSONDecodeError) as e:
+            problems.append(f"{f.name}: {e}")
+            continue
+        if value != f.original:
+            edits[f.name] = value
+    if problems:
+        raise ValueError("; ".join(problems))
+    return edits
+
+
+def training_view(trace: Trace) -> dict[str, Any]:
+    """The trace as the student would train on it: per call, the exact chat messages (re-rendered
+    through the engine's adapter when a reviewer edited outputs)."""
+    record = trace.as_record()
+    rendered = record
+    error = ""
+    if trace.edited_outputs and not trace.error:
+        from jobs.engine.training_data import rerender_trace
+
+        try:
+            rendered = rerender_trace(record, trace.edited_outputs)
+        except Exception as e:  # an edit the adapter cannot render: say so, show the original
+            error = f"could not re-render the edit: {e}"
+    calls = []
+    for original, call in zip(trace.calls, rendered["calls"], strict=True):
+        outputs = call.get("outputs") or {}
+        reasoning = outputs.get("reasoning")
+        calls.append(
+            {
+                "predictor": call.get("predictor", ""),
+                "instructions": call["signature"].get("instructions", ""),
+                "inputs": call.get("inputs") or {},
+                "outputs": outputs,
+                "reasoning": reasoning,
+                "placeholder": any(
+                    isinstance(v, str) and PLACEHOLDER in v for v in outputs.values()
+                ),
+                "error": call.get("error", ""),
+                "raw": call.get("raw", ""),
+                "messages": call.get("messages") or [],
+                "edited": call.get("outputs") != original.get("outputs"),
+                "original_outputs": original.get("outputs") or {},
+                "trains": not call.get("error"),
+            }
+        )
+    return {
+        "calls": calls,
+        "placeholder": any(c["placeholder"] for c in calls),
+        "error": error,
+        "outputs": rendered.get("outputs", {}),
+    }
+
+
+def history(trace: Trace) -> QuerySet[TraceDecision]:
+    return trace.decisions.select_related("user").order_by("-pk")
+
+
+# --- thresholds, histogram and balance -------------------------------------------------------
+
+
+def kept_at(run: BootstrapRun, threshold: float) -> QuerySet[Trace]:
+    """What a threshold keeps: parsed, not rejected, score ≥ threshold."""
+    return run.traces.filter(parsed=True, score__gte=threshold).exclude(review_state=State.REJECTED)
+
+
+@dataclass
+class Bin:
+    lo: float
+    hi: float
+    count: int
+    kept: bool
+    x: float = 0.0
+    y: float = 0.0
+    width: float = 0.0
+    height: float = 0.0
+
+
+@dataclass
+class Histogram:
+    bins: list[Bin]
+    lo: float
+    hi: float
+    threshold: float
+    total: int
+    width: int = 600
+    height: int = 140
+    marker_x: float = 0.0
+    step: float = 0.01  # the threshold slider's step
+    ticks: list[tuple[float, str]] = field(default_factory=list)
+
+
+def score_histogram(
+    run: BootstrapRun, threshold: float, *, bins: int = HISTOGRAM_BINS
+) -> Histogram:
+    """Scores of the parsed traces in ``bins`` equal bins over [min(0, lowest), max(1, highest)]."""
+    scored = run.traces.filter(parsed=True).exclude(score=None)
+    bounds = scored.aggregate(lo=Min("score"), hi=Max("score"))
+    lo = min(0.0, bounds["lo"] if bounds["lo"] is not None else 0.0)
+    hi = max(1.0, bounds["hi"] if bounds["hi"] is not None else 1.0)
+    step = (hi - lo) / bins
+    counts = dict(
+        scored.annotate(b=Floor((F("score") - lo) / step))
+        .order_by()
+        .values("b")
+        .annotate(n=Count("pk"))
+        .values_list("b", "n")
+    )
+    per_bin = [0] * bins
+    for b, n in counts.items():
+        per_bin[min(bins - 1, max(0, int(b)))] += n
+    hist = Histogram(
+        bins=[], lo=lo, hi=hi, threshold=threshold, total=sum(per_bin), step=(hi - lo) / 100
+    )
+    top = max(per_bin) or 1
+    plot_h = hist.height - 20
+    bar_w = hist.width / bins
+    for i, n in enumerate(per_bin):
+        b_lo = lo + i * step
+        h = 0 if n == 0 else max(1.5, plot_h * n / top)
+        hist.bins.append(
+            Bin(
+                lo=b_lo,
+                hi=b_lo + step,
+                count=n,
+                kept=b_lo + step > threshold,
+                x=i * bar_w + 1,
+                y=plot_h - h,
+                width=bar_w - 2,
+                height=h,
+            )
+        )
+    hist.marker_x = max(0.0, min(hist.width, (threshold - lo) / (hi - lo) * hist.width))
+    hist.ticks = [
+        ((v - lo) / (hi - lo) * hist.width, f"{v:g}") for v in (lo, lo + (hi - lo) / 2, hi)
+    ]
+    return hist
+
+
+@dataclass
+class Balance:
+    name: str
+    total: int
+    values: list[tuple[str, int, float]]  # value, count, share
+    other: int = 0
+    distinct: int = 0
+
+    @property
+    def top_share(self) -> float:
+        return self.values[0][2] if self.values else 0.0
+
+    @property
+    def lopsided(self) -> bool:
+        return self.total > 0 and self.top_share > LOPSIDED
+
+
+def _distribution(name: str, counts: Counter[str | None]) -> Balance:
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], "" if kv[0] is None else str(kv[0])))
+    total = sum(counts.values())
+    values = [("∅" if v is None else str(v), n, n / total) for v, n in rows[:BALANCE_TOP]]
+    return Balance(
+        name=name,
+        total=total,
+        values=values,
+        other=sum(n for _, n in rows[BALANCE_TOP:]),
+        distinct=len(rows),
+    )
+
+
+def balance(run: BootstrapRun, traces: QuerySet[Trace]) -> dict[str, Any]:
+    """The distribution of gold labels and of the teacher's (effective) outputs for the metric's
+    field, from one grouped scan of (label, output) pairs."""
+    field_name = (run.metric or {}).get("field", "")
+    if not field_name:
+        return {"field": "", "labels": None, "outputs": None}
+    teacher = KeyTextTransform(field_name, "outputs")
+    output = Case(
+        When(edited=True, then=Coalesce(KeyTextTransform(field_name, "edited_outputs"), teacher)),
+        default=teacher,
+    )
+    pairs = (
+        traces.order_by()
+        .annotate(label_value=KeyTextTransform(field_name, "labels"), output_value=output)
+        .values("label_value", "output_value")
+        .annotate(n=Count("pk"))
+    )
+    labels: Counter[str | None] = Counter()
+    outputs: Counter[str | None] = Counter()
+    for row in pairs:
+        labels[row["label_value"]] += row["n"]
+        outputs[row["output_value"]] += row["n"]
+    return {
+        "field": field_name,
+        "labels": _distribution("gold labels", labels),
+        "outputs": _distribution("teacher outputs", outputs),
+    }
+
+
+def threshold_summary(run: BootstrapRun, threshold: float) -> dict[str, Any]:
+    at = Q(score__gte=threshold)
+    # WHERE holds no score range, so the count reads trace_review_cover_idx alone.
+    counts = run.traces.filter(parsed=True).aggregate(
+        kept=Count("pk", filter=at & ~Q(review_state=State.REJECTED)),
+        n_approved=Count("pk", filter=at & Q(review_state=State.APPROVED)),
+        to_approve=Count("pk", filter=at & Q(review_state=State.UNREVIEWED, passed=True)),
+    )
+    counts["approved"] = counts.pop("n_approved")
+    return {
+        "threshold": threshold,
+        "histogram": score_histogram(run, threshold),
+        "balance": balance(run, kept_at(run, threshold)),
+        **counts,
+    }
+
+
+def default_threshold(run: BootstrapRun) -> float:
+    value = _float((run.metric or {}).get("threshold"))
+    return 1.0 if value is None else value
+
+
+# --- team -------------------------------------------------------------------------------------
+
+
+def reviewers_of(run: BootstrapRun) -> list[Any]:
+    from django.contrib.auth import get_user_model
+
+    roles = [Membership.Role.OWNER, Membership.Role.OPERATOR, Membership.Role.REVIEWER]
+    return list(
+        get_user_model()
+        .objects.filter(memberships__project_id=run.project_id, memberships__role__in=roles)
+        .order_by("username")
+    )
+
+
+def assign_evenly(
+    *, run: BootstrapRun, user: AbstractBaseUser, reviewers: list[Any] | None = None
+) -> dict[Any, int]:
+    """Split the unassigned unreviewed traces into one contiguous block per reviewer."""
+    reviewers = reviewers if reviewers is not None else reviewers_of(run)
+    if not reviewers:
+        raise ValueError("Nobody in this project may review.")
+    pool = run.traces.filter(review_state=State.UNREVIEWED, assigned_to__isnull=True)
+    with transaction.atomic():
+        indexes = list(
+            pool.select_for_update()
+            .order_by("example_index")
+            .values_list("example_index", flat=True)
+        )
+        share, extra = divmod(len(indexes), len(reviewers))
+        result: dict[Any, int] = {}
+        start = 0
+        for i, reviewer in enumerate(reviewers):
+            size = share + (1 if i < extra else 0)
+            if size:
+                block = pool.filter(
+                    example_index__gte=indexes[start], example_index__lte=indexes[start + size - 1]
+                )
+                block.update(assigned_to=reviewer)
+            result[reviewer] = size
+            start += size
+    return result
+
+
+def claim_next(*, run: BootstrapRun, user: AbstractBaseUser) -> Trace | None:
+    """The user's next trace: their own open assignment first, else the first unassigned unreviewed
+    trace, claimed with a conditional UPDATE (two reviewers never claim the same one)."""
+    not_mine_yet = ~Exists(
+        TraceDecision.objects.filter(
+            trace=OuterRef("pk"), user=user, verdict__in=TraceDecision.VOTES
+        )
+    )
+    open_traces = (
+        run.traces.filter(review_state=State.UNREVIEWED)
+        .filter(not_mine_yet)
+        .order_by("example_index")
+    )
+    mine = open_traces.filter(assigned_to=user).first()
+    if mine is not None:
+        return mine
+    for _ in range(10):
+        candidate = (
+            open_traces.filter(assigned_to__isnull=True).values_list("pk", flat=True).first()
+        )
+        if candidate is None:
+            return None
+        if (
+            Trace.objects.filter(pk=candidate, assigned_to__isnull=True).update(assigned_to=user)
+            == 1
+        ):
+            return Trace.objects.get(pk=candidate)
+    return None
+
+
+def reviewer_stats(run: BootstrapRun) -> list[dict[str, Any]]:
+    """Per reviewer: decisions by verdict, and assigned traces (open / all)."""
+    decided = {
+        row["user"]: row
+        for row in TraceDecision.objects.filter(run=run)
+        .order_by()
+        .values("user")
+        .annotate(
+            approve=Count("pk", filter=Q(verdict=Verdict.APPROVE)),
+            reject=Count("pk", filter=Q(verdict=Verdict.REJECT)),
+            edit=Count("pk", filter=Q(verdict=Verdict.EDIT)),
+            comment=Count("pk", filter=Q(verdict=Verdict.COMMENT)),
+        )
+    }
+    assigned = {
+        row["assigned_to"]: row
+        for row in run.traces.exclude(assigned_to=None)
+        .order_by()
+        .values("assigned_to")
+        .annotate(total=Count("pk"), open=Count("pk", filter=Q(review_state=State.UNREVIEWED)))
+    }
+    users = {u.pk: u for u in reviewers_of(run)}
+    missing = (set(decided) | set(assigned)) - set(users)
+    if missing:
+        from django.contrib.auth import get_user_model
+
+        users.update({u.pk: u for u in get_user_model().objects.filter(pk__in=missing)})
+    empty = {"approve": 0, "reject": 0, "edit": 0, "comment": 0, "total": 0, "open": 0}
+    rows = []
+    for pk, user in sorted(users.items(), key=lambda kv: kv[1].get_username()):
+        row = {"user": user, **empty}
+        row.update({k: v for k, v in decided.get(pk, {}).items() if k != "user"})
+        row.update({k: v for k, v in assigned.get(pk, {}).items() if k != "assigned_to"})
+        rows.append(row)
+    return rows
+
+
+# --- trace sets -------------------------------------------------------------------------------
+
+
+SELECTION_LABELS = dict(FinetuneJob.Selection.choices)
+
+
+def freeze_trace_set(
+    *,
+    run: BootstrapRun,
+    user: AbstractBaseUser,
+    selection: str = FinetuneJob.Selection.APPROVED,
+    name: str = "",
+    trace_filter: TraceFilter | None = None,
+) -> TraceSet:
+    """Freeze the run's ``selection`` (optionally narrowed by a queue filter) as the next version.
+
+    Each item keeps the trace's decision, approvals and edited outputs at this moment; the
+    trace's bootstrap record (inputs, calls) never changes after bootstrap, so set + trace rows
+    reproduce the training data exactly, whatever reviews happen later.
+    """
+    if selection not in FinetuneJob.Selection.values:
+        raise ValueError(f"Unknown selection {selection!r}.")
+    with transaction.atomic():
+        BootstrapRun.objects.select_for_update().filter(pk=run.pk).values_list(
+            "pk"
+        ).first()  # versions in order
+        traces = run.traces.for_selection(selection)
+        if trace_filter is not None and not trace_filter.is_empty:
+            traces = trace_filter.apply(traces, user)
+        rows = list(
+            traces.order_by("example_index").values_list(
+                "pk",
+                "example_index",
+                "review_state",
+                "approvals",
+                "edited_outputs",
+                "reviewed_by",
+                "reviewed_at",
+            )
+        )
+        if not rows:
+            raise ValueError(
+                f"Nothing to freeze: the run has no {SELECTION_LABELS[selection]} traces."
+            )
+        last_decision = dict(
+            TraceDecision.objects.filter(run=run)
+            .order_by()
+            .values("trace")
+            .annotate(m=Max("pk"))
+            .values_list("trace", "m")
+        )
+        version = (run.trace_sets.aggregate(v=Max("version"))["v"] or 0) + 1
+        rule: dict[str, Any] = {"selection": selection}
+        if trace_filter is not None and not trace_filter.is_empty:
+            rule["filter"] = trace_filter.params()
+        stamp = now()
+        trace_set = TraceSet.objects.create(
+            run=run,
+            version=version,
+            name=name.strip()[:200] or f"{selection} as of {stamp:%Y-%m-%d %H:%M}",
+            rule=rule,
+            trace_count=len(rows),
+            created_by=user,
+            created=stamp,
+        )
+        TraceSetItem.objects.bulk_create(
+            (
+                TraceSetItem(
+                    trace_set=trace_set,
+                    trace_id=pk,
+                    example_index=index,
+                    review_state=state,
+                    approvals=approvals,
+                    edited_outputs=edited,
+                    reviewed_by_id=reviewer,
+                    reviewed_at=reviewed_at,
+                    last_decision_id=last_decision.get(pk),
+                )
+                for pk, index, state, approvals, edited, reviewer, reviewed_at in rows
+            ),
+            batch_size=BULK_BATCH,
+        )
+    return trace_set
+
+
+def trace_set_items(trace_set: TraceSet) -> Iterator[TraceSetItem]:
+    return (
+        trace_set.items.select_related("trace", "reviewed_by")
+        .order_by("example_index")
+        .iterator(chunk_size=500)
+    )
+
+
+def item_record(item: TraceSetItem) -> dict[str, Any]:
+    """The trace's engine record with the edits frozen in the set (not today's edits)."""
+    record = item.trace.as_record()
+    if item.edited_outputs:
+        from jobs.engine.training_data import rerender_trace
+
+        record = rerender_trace(record, item.edited_outputs)
+    return record
+
+
+def trace_set_records(trace_set: TraceSet) -> list[dict[str, Any]]:
+    return [item_record(item) for item in trace_set_items(trace_set)]
+
+
+def trace_set_training_rows(
+    trace_set: TraceSet, *, multitask: bool = True, exclude_demos: bool = True
+) -> list[dict[str, Any]]:
+    """Exactly ``build_training_rows`` on the frozen records (per predictor when not multitask)."""
+    from jobs.engine.training_data import build_training_rows
+
+    records = trace_set_records(trace_set)
+    if multitask:
+        return build_training_rows(records, multitask=True, exclude_demos=exclude_demos)
+    predictors = max((len(r["calls"]) for r in records), default=0)
+    rows: list[dict[str, Any]] = []
+    for index in range(predictors):
+        rows += build_training_rows(
+            records, multitask=False, exclude_demos=exclude_demos, predictor_index=index
+        )
+    return rows
+
+
+# --- exports ----------------------------------------------------------------------------------
+
+
+def export_jsonl(
+    trace_set: TraceSet, *, multitask: bool = True, exclude_demos: bool = True
+) -> Iterator[str]:
+    for row in trace_set_training_rows(trace_set, multitask=multitask, exclude_demos=exclude_demos):
+        yield json.dumps(row, ensure_ascii=False) + "\n"
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_safe(value: Any) -> Any:
+    """Cells a spreadsheet would run as a formula get a leading quote (OWASP CSV injection)."""
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
+
+
+def _names(items: Iterable[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.update(dict.fromkeys(item))
+    return list(seen)
+
+
+def export_csv(trace_set: TraceSet) -> Iterator[str]:
+    """One row per trace: inputs, gold labels, effective outputs, score, decision."""
+    run = trace_set.run
+    sample = list(trace_set.items.select_related("trace").order_by("example_index")[:200])
+    inputs = _names(i.trace.inputs for i in sample)
+    labels = _names(i.trace.labels for i in sample)
+    outputs = _names(i.trace.outputs for i in sample)
+    writer = csv.writer(_Echo())
+    yield writer.writerow(
+        [
+            "example_index",
+            *(f"input:{n}" for n in inputs),
+            *(f"label:{n}" for n in labels),
+            *(f"output:{n}" for n in outputs),
+            "edited",
+            "score",
+            "passed",
+            "error",
+            "decision",
+            "approvals",
+            "reviewed_by",
+            "reviewed_at",
+            "trace_set",
+            "run",
+        ]
+    )
+    for item in trace_set_items(trace_set):
+        t = item.trace
+        effective = {**t.outputs, **(item.edited_outputs or {})}
+        row = [
+            item.example_index,
+            *(t.inputs.get(n, "") for n in inputs),
+            *(t.labels.get(n, "") for n in labels),
+            *(effective.get(n, "") for n in outputs),
+            "yes" if item.edited_outputs else "no",
+            "" if t.score is None else t.score,
+            "yes" if t.passed else "no",
+            t.error,
+            item.review_state,
+            item.approvals,
+            item.reviewed_by.get_username() if item.reviewed_by else "",
+            item.reviewed_at.isoformat() if item.reviewed_at else "",
+            f"{trace_set.name} v{trace_set.version}",
+            run.pk,
+        ]
+        yield writer.writerow([_csv_safe(v) for v in row])

@@ -1,0 +1,160 @@
+"""The live fine-tune job page: state, step, loss curve, log tail, polled while active; cancel,
+retry/resume; and on success the model id, the downloads and how to load the program."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import F, Q
+from django.db.models.functions import Mod
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_GET, require_POST
+
+from jobs import charts, outputs, services
+from jobs.models import FinetuneJob, Project
+from jobs.permissions import get_project_for
+from jobs.views import live
+
+MAX_CURVE_POINTS = 400
+LOG_LINES = 20
+
+
+def loss_points(job: FinetuneJob) -> list[tuple[int, float | None]]:
+    """The stored (step, loss) points, thinned in SQL to at most ~MAX_CURVE_POINTS (every k-th step
+    and the latest): one query on the (job, step) index however long the training."""
+    span = max(job.total_steps or 0, job.step or 0)
+    every = -(-span // MAX_CURVE_POINTS) if span > MAX_CURVE_POINTS else 1
+    metrics = job.metrics.all()
+    if every > 1:
+        metrics = metrics.annotate(r=Mod(F("step"), every)).filter(Q(r=0) | Q(step__gte=job.step))
+    return list(metrics.order_by("step").values_list("step", "loss"))
+
+
+def _status_context(job: FinetuneJob, *, error: str = "") -> dict[str, Any]:
+    queue = live.queue_info(job)
+    points = loss_points(job)
+    log_lines = job.log_tail.splitlines()[-LOG_LINES:]
+    return {
+        "job": job,
+        "queue": queue,
+        "elapsed": live.elapsed_s(job),
+        "eta": job.eta_s if job.status == "running" else None,
+        # Every label inside is escaped by charts.loss_curve_svg.
+        "curve": mark_safe(charts.loss_curve_svg(points, total_steps=job.total_steps)),  # noqa: S308
+        "n_points": len(points),
+        "log_tail": "\n".join(log_lines),
+        "action_error": error,
+        **(_outputs_context(job) if job.status == FinetuneJob.Status.SUCCEEDED else {}),
+    }
+
+
+def _outputs_context(job: FinetuneJob) -> dict[str, Any]:
+    example = job.run.traces.order_by("example_index").values_list("inputs", flat=True).first()
+    return {
+        "output_model": outputs.output_model(job),
+        "downloads": outputs.downloads(job),
+        "snippet": outputs.python_snippet(job, example=example),
+    }
+
+
+def _get_job(project: Project, pk: int) -> FinetuneJob:
+    return get_object_or_404(
+        FinetuneJob.objects.select_related("run__program_version"), pk=pk, project=project
+    )
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug)
+    job = get_object_or_404(
+        FinetuneJob.objects.select_related(
+            "student", "run__program_version__program", "created_by", "trace_set"
+        ),
+        pk=pk,
+        project=project,
+    )
+    context = {"project": project, "nav": "jobs", **_status_context(job)}
+    return render(request, "jobs/job_detail.html", context)
+
+
+@login_required
+@require_GET
+def job_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Polled every 2 s while the job is active; rendered without the trigger once it is not.
+
+    While the job runs this costs two queries beyond the session and membership: the job row and
+    its (thinned) metric points. Redis is asked only for a queued job's position or a stale row.
+    """
+    project = get_project_for(request, slug)
+    job = get_object_or_404(FinetuneJob, pk=pk, project=project)
+    return render(
+        request, "jobs/job_detail.html#job-status", {"project": project, **_status_context(job)}
+    )
+
+
+def _after_action(
+    request: HttpRequest, project: Project, job: FinetuneJob, error: str
+) -> HttpResponse:
+    if request.htmx:  # type: ignore[attr-defined]
+        context = {"project": project, **_status_context(job, error=error)}
+        return render(request, "jobs/job_detail.html#job-status", context)
+    return redirect("jobs:job-detail", project.slug, job.pk)
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Cooperative: the trainer stops at its next step and keeps the checkpoint; a status poll
+    after BFT_CANCEL_GRACE_S sends the hard stop (services.reconcile_if_stale)."""
+    project = get_project_for(request, slug, need="operate")
+    job = _get_job(project, pk)
+    error = live.act(request, services.cancel_job, job=job)
+    return _after_action(request, project, job, error)
+
+
+@login_required
+@require_POST
+def job_retry(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Back to the queue; training resumes from the last checkpoint."""
+    project = get_project_for(request, slug, need="operate")
+    job = _get_job(project, pk)
+    error = live.act(request, services.retry_job, job=job)
+    return _after_action(request, project, job, error)
+
+
+@login_required
+@require_GET
+def job_download(request: HttpRequest, slug: str, pk: int, kind: str) -> HttpResponse:
+    """A succeeded job's outputs; any member may download them."""
+    project = get_project_for(request, slug)
+    job = _get_job(project, pk)
+    names = {d.kind: d.filename for d in outputs.downloads(job)}
+    if kind not in names or job.status != FinetuneJob.Status.SUCCEEDED:
+        raise Http404("No such download.")
+    if kind == "adapter":
+        root = outputs.adapter_dir(job)
+        if root is None:
+            raise Http404("The adapter is missing from the artifacts directory.")
+        response = StreamingHttpResponse(
+            outputs.stream_zip(root, prefix=f"bftweb-job-{job.pk}-adapter"),
+            content_type="application/zip",
+        )
+        response["Content-Disposition"] = f'attachment; filename="{names[kind]}"'
+        return response
+    if kind == "program":
+        try:
+            path = outputs.program_json(job)
+        except outputs.ExportError as exc:
+            return HttpResponse(str(exc), status=503, content_type="text/plain; charset=utf-8")
+    else:
+        path = outputs.file_for(job, kind)
+        if path is None:
+            raise Http404("The file is missing from the artifacts directory.")
+    content_type = "application/x-ndjson" if kind == "train" else "application/json"
+    return FileResponse(
+        path.open("rb"), as_attachment=True, filename=names[kind], content_type=content_type
+    )

@@ -1,0 +1,94 @@
+"""The Models page: register local / LiteLLM models and test them on a worker."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from jobs.forms import LanguageModelForm
+from jobs.models import LanguageModel
+from jobs.permissions import get_project_for
+
+TEST_PROMPT = "Reply with one short sentence: what is 2 + 2?"
+
+
+@login_required
+@require_GET
+def model_list(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request, slug)
+    models = project.models.select_related("source_job").order_by("name")
+    return render(
+        request, "jobs/model_list.html", {"project": project, "nav": "models", "models": models}
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def model_create(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request, slug, need="operate")
+    form = LanguageModelForm(request.POST or None, project=project)
+    if request.method == "POST" and form.is_valid():
+        model = form.save(commit=False)
+        model.project = project
+        model.created_by = request.user
+        model.save()
+        messages.success(
+            request, f"Model “{model.name}” registered. Use “Test” to try it on a worker."
+        )
+        return redirect("jobs:model-list", project.slug)
+    status = 400 if form.is_bound else 200
+    context = {"project": project, "nav": "models", "form": form}
+    return render(request, "jobs/model_form.html", context, status=status)
+
+
+def _test_state(model: LanguageModel, since: datetime | None) -> str:
+    """pending: asked at ``since`` and not answered since; else done / untested."""
+    if since is not None and (model.last_test_at is None or model.last_test_at < since):
+        return "pending"
+    return "done" if model.last_test_at else "untested"
+
+
+def _render_test(
+    request: HttpRequest, project: object, model: LanguageModel, since: datetime | None
+) -> HttpResponse:
+    context = {
+        "project": project,
+        "model": model,
+        "state": _test_state(model, since),
+        "since": since,
+    }
+    return render(request, "jobs/model_list.html#model-test", context)
+
+
+@login_required
+@require_POST
+def model_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Send one short prompt through the engine on a worker; the fragment polls for the answer."""
+    from jobs import services
+
+    project = get_project_for(request, slug, need="operate")
+    model = get_object_or_404(LanguageModel, pk=pk, project=project)
+    since = timezone.now()
+    services.enqueue_model_test(model=model, user=request.user)
+    model.refresh_from_db()
+    if request.htmx:
+        return _render_test(request, project, model, since)
+    messages.info(request, f"Testing “{model.name}” on a worker; reload to see the answer.")
+    return redirect("jobs:model-list", project.slug)
+
+
+@login_required
+@require_GET
+def model_test_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Polled by the test fragment while the answer is pending."""
+    project = get_project_for(request, slug)
+    model = get_object_or_404(LanguageModel, pk=pk, project=project)
+    since = parse_datetime(request.GET.get("since", "")) if request.GET.get("since") else None
+    return _render_test(request, project, model, since)

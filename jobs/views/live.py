@@ -1,0 +1,73 @@
+"""What the live run and job pages share: the queue's view of a row, timings, and the POST actions.
+
+Everything a status fragment shows comes from the database. Redis is asked only when it must be:
+a queued row's position, or an active row whose heartbeat (``updated``) has gone stale or whose
+cancel grace period is over (then ``services.reconcile_if_stale`` settles it). When Redis does not
+answer, the page says "queue unavailable" and renders the rest from the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.contrib import messages
+from django.core.cache import cache
+from django.http import HttpRequest
+from django.utils.timezone import now
+
+from jobs import services
+from jobs.models import QueuedWork
+
+# At most one reconcile attempt per row per this many seconds (per web process).
+RECONCILE_THROTTLE_S = 5
+
+
+@dataclass
+class QueueInfo:
+    available: bool = True
+    error: str = ""
+    position: int | None = None  # 1-based, queued rows only
+    waiting: int | None = None
+    reconciled: bool = False
+
+
+def stale_after_s() -> float:
+    """A running row's worker writes progress every ~2 s and heartbeats every BFT_WORKER_HEARTBEAT_S:
+    after three missed heartbeats the row is worth a look in Redis."""
+    return max(10.0, 3.0 * services.worker_heartbeat_s())
+
+
+def queue_info(row: QueuedWork) -> QueueInfo:
+    """Reconcile the row if it looks stuck, and find a queued row's place. Never raises for Redis."""
+    info = QueueInfo()
+    if not row.is_active:
+        return info
+    try:
+        key = f"bft:reconcile:{row._meta.label_lower}:{row.pk}:{row.rq_job_id}"
+        if cache.add(key, 1, timeout=RECONCILE_THROTTLE_S):
+            info.reconciled = services.reconcile_if_stale(row, stale_after_s=stale_after_s())
+        if row.status == QueuedWork.Status.QUEUED:
+            info.position, info.waiting = services.queue_position(row)
+    except services.QueueUnavailable as exc:
+        info.available, info.error = False, str(exc)
+    return info
+
+
+def elapsed_s(row: QueuedWork) -> float | None:
+    if row.started is None:
+        return None
+    end: datetime = row.finished if row.finished and row.is_terminal else now()
+    return max(0.0, (end - row.started).total_seconds())
+
+
+def act(request: HttpRequest, action: Any, **kwargs: Any) -> str:
+    """Run a cancel/retry service; a refusal (ValueError) becomes a message and is returned."""
+    try:
+        action(user=request.user, **kwargs)
+    except ValueError as exc:
+        if not request.htmx:  # type: ignore[attr-defined]
+            messages.error(request, str(exc))
+        return str(exc)
+    return ""

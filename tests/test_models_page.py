@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rq import Queue
+
+from jobs.models import LanguageModel
+from tests.web import OPERATE, READ_ALL, WebTestCase
+
+LITELLM = {
+    "name": "gpt",
+    "kind": "litellm",
+    "model_name": "openai/gpt-4o-mini",
+    "api_base": "",
+    "api_key_env": "OPENAI_API_KEY",
+    "temperature": "0.0",
+    "max_tokens": "256",
+}
+
+
+class ModelsPageTestCase(WebTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.model = self.make_model("smollm2")
+
+    def test_every_member_sees_the_list_and_outsiders_get_404(self) -> None:
+        self.assert_roles("get", "/p/p1/models/", READ_ALL)
+        self.login(self.victor)
+        r = self.client.get("/p/p1/models/")
+        self.assertContains(r, "smollm2")
+        self.assertNotContains(r, "Register a model")
+        self.assertNotContains(r, "Test</button>")
+
+    def test_only_operators_register_models(self) -> None:
+        self.assert_roles("get", "/p/p1/models/new/", OPERATE)
+        self.assert_roles(
+            "post", "/p/p1/models/new/", {"reviewer": 403, "viewer": 403, "outsider": 404}, LITELLM
+        )
+        self.assertFalse(LanguageModel.objects.filter(name="gpt").exists())
+
+    def test_it_registers_a_litellm_model_by_the_name_of_its_key_variable(self) -> None:
+        self.login(self.bob)
+        r = self.client.get("/p/p1/models/new/")
+        self.assertContains(r, "environment variable")
+        self.assertNotContains(r, 'type="password"')
+        r = self.client.post(
+            "/p/p1/models/new/", {**LITELLM, "api_base": "http://127.0.0.1:8000/v1"}
+        )
+        self.assertRedirects(r, "/p/p1/models/")
+        model = LanguageModel.objects.get(name="gpt")
+        self.assertEqual(
+            (model.kind, model.api_key_env, model.fine_tunable),
+            ("litellm", "OPENAI_API_KEY", False),
+        )
+        self.assertEqual(model.to_spec().api_key_env, "OPENAI_API_KEY")
+
+    def test_it_refuses_a_key_in_place_of_a_variable_name(self) -> None:
+        self.login(self.bob)
+        r = self.client.post("/p/p1/models/new/", {**LITELLM, "api_key_env": "sk-abc123secret"})
+        self.assertContains(r, "not the key itself", status_code=400)
+        self.assertFalse(LanguageModel.objects.filter(name="gpt").exists())
+
+    def test_it_registers_local_models_and_refuses_bad_combinations(self) -> None:
+        self.login(self.bob)
+        local = {
+            "name": "hf",
+            "kind": "local",
+            "model_name": "/models/qwen",
+            "temperature": "0",
+            "max_tokens": "128",
+            "fine_tunable": "on",
+        }
+        self.assertRedirects(self.client.post("/p/p1/models/new/", local), "/p/p1/models/")
+        self.assertTrue(LanguageModel.objects.get(name="hf").fine_tunable)
+        r = self.client.post("/p/p1/models/new/", {**LITELLM, "name": "ft", "fine_tunable": "on"})
+        self.assertContains(r, "Only local models can be fine-tuned", status_code=400)
+        r = self.client.post("/p/p1/models/new/", {**local, "name": "x", "api_key_env": "KEY"})
+        self.assertContains(r, "Only for litellm models", status_code=400)
+        r = self.client.post("/p/p1/models/new/", {**local, "name": "smollm2"})
+        self.assertContains(r, "already has a model with this name", status_code=400)
+
+    def test_test_button_enqueues_a_model_test_and_the_fragment_polls(self) -> None:
+        self.login(self.bob)
+        with self.captureOnCommitCallbacks(execute=True):
+            r = self.client.post(
+                f"/p/p1/models/{self.model.pk}/test/", headers={"HX-Request": "true"}
+            )
+        self.assertContains(r, "testing…")
+        self.assertContains(r, f"/p/p1/models/{self.model.pk}/test/status/?since=")
+        self.assertContains(r, 'hx-trigger="every 2s')
+        self.assertNotContains(r, "<html")
+        queue = Queue("default", connection=self.redis)
+        self.assertEqual(len(queue.job_ids), 1)
+        self.assertEqual(queue.fetch_job(queue.job_ids[0]).args, (self.model.pk,))
+
+    def test_the_plain_post_test_redirects_back(self) -> None:
+        self.login(self.alice)
+        with self.captureOnCommitCallbacks(execute=True):
+            r = self.client.post(f"/p/p1/models/{self.model.pk}/test/")
+        self.assertRedirects(r, "/p/p1/models/")
+
+    def test_only_operators_may_test_and_outsiders_get_404(self) -> None:
+        url = f"/p/p1/models/{self.model.pk}/test/"
+        self.assert_roles("post", url, {"reviewer": 403, "viewer": 403, "outsider": 404})
+
+    def test_the_status_fragment_stops_polling_and_escapes_the_answer(self) -> None:
+        since = timezone.now()
+        self.login(self.victor)
+        url = f"/p/p1/models/{self.model.pk}/test/status/"
+        r = self.client.get(url, {"since": since.isoformat()}, headers={"HX-Request": "true"})
+        self.assertContains(r, "hx-trigger")  # still pending
+        LanguageModel.objects.filter(pk=self.model.pk).update(
+            last_test_output="<script>alert(1)</script>", last_test_at=since + timedelta(seconds=1)
+        )
+        r = self.client.get(url, {"since": since.isoformat()}, headers={"HX-Request": "true"})
+        self.assertNotContains(r, "hx-trigger")
+        self.assertContains(r, "&lt;script&gt;alert(1)&lt;/script&gt;")
+        self.assertNotContains(r, "<script>alert(1)")
+
+    def test_a_failed_test_shows_the_error(self) -> None:
+        LanguageModel.objects.filter(pk=self.model.pk).update(
+            last_test_error="UnknownModelError: nope", last_test_at=timezone.now()
+        )
+        self.login(self.victor)
+        r = self.client.get("/p/p1/models/")
+        self.assertContains(r, "UnknownModelError: nope")
+
+    def test_status_of_another_projects_model_is_404(self) -> None:
+        self.assertEqual(
+            self.status_for(self.charlie, "get", f"/p/p1/models/{self.model.pk}/test/status/"), 404
+        )
+        self.assertEqual(
+            self.status_for(self.charlie, "get", f"/p/p2/models/{self.model.pk}/test/status/"), 404
+        )
+
+    def test_model_posts_need_the_csrf_token_including_htmx_posts(self) -> None:
+        client, token = self.csrf_client(self.bob)
+        self.assertEqual(client.post("/p/p1/models/new/", LITELLM).status_code, 403)
+        url = f"/p/p1/models/{self.model.pk}/test/"
+        self.assertEqual(client.post(url, headers={"HX-Request": "true"}).status_code, 403)
+        with self.captureOnCommitCallbacks(execute=True):
+            r = client.post(url, headers={"HX-Request": "true", "X-CSRFToken": token})
+        self.assertEqual(r.status_code, 200)

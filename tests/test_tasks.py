@@ -1,0 +1,153 @@
+"""Tasks called directly with the real engine: the bundled model bootstraps and trains.
+
+RQ is not involved here (tests/test_worker.py runs the same tasks on a real worker, including a
+cancel that stops a real fine-tune within one step); these tests check what a task records.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from jobs import services, tasks
+from jobs.engine.types import BootstrapConfig, FinetuneConfig
+from jobs.models import BootstrapRun, FinetuneJob, LanguageModel
+from tests.base import BaseTestCase
+
+TRAIN_SPLIT = [0, 1, 2, 4, 5, 6]  # make_trainset(dev_every=4) puts rows 3 and 7 in dev
+
+
+def earlier_record(index: int) -> dict:
+    """A trace an earlier, interrupted attempt stored (what the engine hands to on_trace)."""
+    return {
+        "example_index": index, "inputs": {"text": f"review {index}"}, "labels": {"sentiment": "negative"},
+        "outputs": {"sentiment": "negative"}, "calls": [], "score": 1.0, "passed": True, "parsed": True,
+        "error": "", "lm_calls": 1, "tokens": 10, "elapsed_s": 0.1,
+    }
+
+
+class RunBootstrapTestCase(BaseTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        teacher = self.make_model("teacher", max_tokens=24)
+        self.run = self.make_run(total=6, trainset=self.make_trainset(dev_every=4), teacher=teacher,
+                                 config=BootstrapConfig(num_threads=3).to_dict())
+
+    def test_it_stores_each_trace_and_the_counters(self) -> None:
+        self.assertEqual(tasks.run_bootstrap(self.run.pk), "succeeded")
+        self.run.refresh_from_db()
+        self.assertEqual(self.run.status, "succeeded")
+        indexes = sorted(self.run.traces.values_list("example_index", flat=True))
+        self.assertEqual(indexes, TRAIN_SPLIT)
+        self.assertEqual(self.run.done, 6)
+        self.assertEqual(self.run.passed + self.run.failed + self.run.errored, 6)
+        self.assertEqual(self.run.lm_calls, 6)  # one Predict call per example, parsed or not
+        self.assertGreater(self.run.tokens, 6 * 24)
+        for trace in self.run.traces.all():
+            self.assertEqual(trace.inputs, {"text": f"review {trace.example_index}"})
+            self.assertEqual(trace.parsed, not trace.error)
+
+    def test_it_skips_finished_examples_when_resumed(self) -> None:
+        services.record_traces(self.run, [earlier_record(0), earlier_record(1)])
+        tasks.run_bootstrap(self.run.pk)
+        self.assertEqual(sorted(self.run.traces.values_list("example_index", flat=True)), TRAIN_SPLIT)
+        first = self.run.traces.get(example_index=0)
+        self.assertEqual((first.tokens, first.calls), (10, []))  # the earlier record stays as it was
+
+    def test_a_duplicate_record_is_ignored(self) -> None:
+        services.record_traces(self.run, [earlier_record(0)])
+        services.record_traces(self.run, [{**earlier_record(0), "passed": False, "tokens": 99}])
+        self.assertEqual(self.run.traces.get(example_index=0).tokens, 10)
+
+    def test_it_stops_when_cancelled(self) -> None:
+        BootstrapRun.objects.filter(pk=self.run.pk).update(cancel_requested=True)  # asked after the claim
+        self.assertEqual(tasks.run_bootstrap(self.run.pk), "cancelled")
+        self.run.refresh_from_db()
+        self.assertEqual((self.run.status, self.run.done), ("cancelled", 0))
+
+    def test_it_records_an_unusable_teacher_as_the_run_failure(self) -> None:
+        LanguageModel.objects.filter(pk=self.run.teacher_id).update(model_name="no-such-model")
+        with self.assertRaises(ValueError):
+            tasks.run_bootstrap(self.run.pk)
+        self.run.refresh_from_db()
+        self.assertEqual(self.run.status, "failed")
+        self.assertIn("UnknownModelError", self.run.error)
+        self.assertIn("no-such-model", self.run.error)
+
+    def test_it_skips_a_run_that_is_no_longer_queued(self) -> None:
+        self.run.cancel_if_queued()
+        self.assertEqual(tasks.run_bootstrap(self.run.pk), "skipped")
+        self.assertFalse(self.run.traces.exists())
+
+
+class RunFinetuneTestCase(BaseTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.run = self.make_run(status="succeeded")
+        for i in range(4):
+            self.make_trace(self.run, i, review_state="approved")
+        self.student = self.make_model("student")
+
+    def make_job(self, **config) -> FinetuneJob:
+        config = {"base_model": "smollm2", "max_steps": 3, "batch_size": 1, "bf16": False, **config}
+        return FinetuneJob.objects.create(project=self.p1, run=self.run, student=self.student,
+                                          config=FinetuneConfig(**config).to_dict(), created_by=self.bob)
+
+    def test_it_trains_records_progress_and_registers_the_output_model(self) -> None:
+        job = self.make_job()
+        model_id = tasks.run_finetune(job.pk)
+        job.refresh_from_db()
+        self.assertEqual(model_id, f"bftweb:smollm2:ft-{job.pk}")
+        self.assertEqual((job.status, job.step, job.total_steps), ("succeeded", 3, 3))
+        self.assertEqual(job.output_model_id, model_id)
+        self.assertEqual(job.output_dir, str(self.artifacts / "jobs" / str(job.pk)))
+        self.assertEqual(job.train_rows, 4)
+        self.assertTrue(job.worker_name)
+        self.assertEqual(job.device, "cpu")
+        self.assertIn("step 3/3", job.log_tail)
+        steps = list(job.metrics.values_list("step", "loss"))
+        self.assertEqual([s for s, _ in steps], [1, 2, 3])
+        self.assertTrue(all(loss > 0 for _, loss in steps))
+        output = LanguageModel.objects.get(source_job=job)
+        self.assertEqual((output.project, output.kind, output.model_name, output.fine_tunable),
+                         (self.p1, "local", model_id, True))
+        rows = (self.artifacts / "jobs" / str(job.pk) / "rows.jsonl").read_text().splitlines()
+        self.assertEqual(len(rows), 4)
+        self.assertIn("messages", json.loads(rows[0]))
+        self.assertTrue((self.artifacts / "jobs" / str(job.pk) / "adapter" / "adapter_config.json").exists())
+
+    def test_it_records_an_engine_failure_and_reraises(self) -> None:
+        job = self.make_job(target_modules=("no_such_proj",))
+        with self.assertRaises(ValueError):
+            tasks.run_finetune(job.pk)
+        job.refresh_from_db()
+        self.assertEqual(job.status, "failed")
+        self.assertIn("no_such_proj", job.error)
+        self.assertIn("failed: ValueError", job.log_tail)
+
+    def test_the_failure_callback_marks_timeouts_failed(self) -> None:
+        job = self.make_job()
+        job.mark_running()
+        rq_job = Job.create("jobs.tasks.run_finetune", args=(job.pk,), id=str(job.rq_job_id), connection=self.redis)
+        exc = JobTimeoutException("Task exceeded maximum timeout value (10 seconds)")
+        tasks.on_work_failure(rq_job, self.redis, JobTimeoutException, exc, None)
+        job.refresh_from_db()
+        self.assertEqual(job.status, "failed")
+        self.assertIn("exceeded maximum timeout", job.error)
+
+
+class RunModelTestTestCase(BaseTestCase):
+    def test_it_stores_the_answer_or_the_error(self) -> None:
+        model = self.make_model("m", max_tokens=12)
+        tasks.run_model_test(model.pk)
+        model.refresh_from_db()
+        self.assertTrue(model.last_test_output.strip())
+        self.assertEqual(model.last_test_error, "")
+        self.assertIsNotNone(model.last_test_at)
+        LanguageModel.objects.filter(pk=model.pk).update(model_name="no-such-model")
+        tasks.run_model_test(model.pk)
+        model.refresh_from_db()
+        self.assertEqual(model.last_test_output, "")
+        self.assertIn("no-such-model", model.last_test_error)

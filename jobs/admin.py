@@ -208,6 +208,7 @@ class FinetuneJobAdmin(QueuedWorkActions, admin.ModelAdmin):
         "rq_job",
         "step",
         "total_steps",
+        "checkpoint_step",
         "epoch",
         "last_loss",
         "learning_rate",

@@ -473,6 +473,8 @@ class FinetuneJob(QueuedWork):
     exclude_demos = models.BooleanField(default=True)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(null=True, blank=True)
+    # The newest checkpoint the worker reported on disk: a resume starts there, not at `step`.
+    checkpoint_step = models.PositiveIntegerField(default=0)
     epoch = models.FloatField(null=True, blank=True)
     last_loss = models.FloatField(null=True, blank=True)
     learning_rate = models.FloatField(null=True, blank=True)

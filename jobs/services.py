@@ -360,6 +360,7 @@ def finish_finetune(job: FinetuneJob, result: FinetuneResult) -> LanguageModel |
             output_dir=result.output_dir,
             step=result.steps,
             total_steps=result.total_steps,
+            checkpoint_step=result.steps,
             last_loss=result.final_loss,
         ):
             return None

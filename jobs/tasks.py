@@ -119,6 +119,7 @@ class JobRecorder:
             changes.update(
                 step=p.step,
                 total_steps=p.total_steps,
+                checkpoint_step=p.checkpoint_step,
                 epoch=p.epoch,
                 learning_rate=p.learning_rate,
                 tokens_per_s=p.tokens_per_s,
@@ -160,7 +161,12 @@ def run_finetune(job_pk: int) -> str:
     if result.stopped_early:
         recorder.note(f"stopped at step {result.steps} of {result.total_steps}; the checkpoint is kept")
         recorder.flush()
-        job.mark_finished(Status.CANCELLED, step=result.steps, total_steps=result.total_steps)
+        job.mark_finished(
+            Status.CANCELLED,
+            step=result.steps,
+            total_steps=result.total_steps,
+            checkpoint_step=result.steps,
+        )
         return "cancelled"
     recorder.note(f"done: {result.model_id}")
     recorder.flush()

@@ -230,11 +230,12 @@ class JobActionsTestCase(JobLiveBase):
 
     def test_retry_resumes_a_failed_job_under_a_new_rq_id(self) -> None:
         FinetuneJob.objects.filter(pk=self.job.pk).update(
-            status="failed", error="worker died", finished=now()
+            status="failed", error="worker died", finished=now(), checkpoint_step=4
         )
         old_id = self.job.rq_job_id
         self.login(self.bob)
-        self.assertContains(self.client.get(self.url), "Resume from step 5")
+        # It resumes from the checkpoint on disk, not from the last step it reported.
+        self.assertContains(self.client.get(self.url), "Resume from step 4")
         with self.captureOnCommitCallbacks(execute=True):
             r = self.client.post(f"{self.url}retry/")
         self.assertRedirects(r, self.url, fetch_redirect_response=False)

@@ -101,6 +101,7 @@ class RunFinetuneTestCase(BaseTestCase):
         job.refresh_from_db()
         self.assertEqual(model_id, f"bftweb:smollm2:ft-{job.pk}")
         self.assertEqual((job.status, job.step, job.total_steps), ("succeeded", 3, 3))
+        self.assertEqual(job.checkpoint_step, 3)
         self.assertEqual(job.output_model_id, model_id)
         self.assertEqual(job.output_dir, str(self.artifacts / "jobs" / str(job.pk)))
         self.assertEqual(job.train_rows, 4)

@@ -134,7 +134,9 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
         self.assertEqual(job.status, "cancelled")
         self.assertLessEqual(job.step, step_at_cancel + 1)
         self.assertLess(job.step, 8)
-        self.assertTrue((Path(job.output_dir) / "checkpoint").exists())  # resumable
+        self.assertEqual(job.checkpoint_step, job.step)  # the stop saved a checkpoint at that step
+        meta = json.loads((Path(job.output_dir) / "checkpoint" / "meta.json").read_text())
+        self.assertEqual(meta["step"], job.step)
 
     def test_a_timed_out_job_ends_failed_with_the_reason(self) -> None:
         with self.settings(BFT_FINETUNE_TIMEOUT_S=2):

@@ -557,7 +557,7 @@ def finetune(
     started = time.monotonic()
     run_tokens = 0
     stopped = False
-    step = start_step
+    step = saved_step = start_step
     for step_index in range(start_step, total_steps):
         plan = steps[step_index]
         batches = [[data.examples[i] for i in micro] for micro in plan.micro_batches]
@@ -587,6 +587,9 @@ def finetune(
         log = f"step {step}/{total_steps} loss {step_loss:.4f} lr {learning_rate:.2e} {tokens_per_s:.0f} tok/s"
         if step == start_step + 1:
             log += f" | {data_note}" + (f" | resumed from step {start_step}" if start_step else "")
+        if step % config.checkpoint_every_steps == 0 and step < total_steps:
+            checkpoint(step)  # before the report: a reported checkpoint is always on disk
+            saved_step = step
         on_progress(
             TrainProgress(
                 step=step,
@@ -598,16 +601,16 @@ def finetune(
                 elapsed_s=elapsed,
                 eta_s=eta,
                 log=log,
+                checkpoint_step=saved_step,
             )
         )
         if step < total_steps and should_stop():
             stopped = True
             break
-        if step % config.checkpoint_every_steps == 0 and step < total_steps:
-            checkpoint(step)
 
-    run_seconds = time.monotonic() - started  # training only: saving is not counted
-    checkpoint(step)
+    run_seconds = time.monotonic() - started  # training only: the final save is not counted
+    if saved_step != step:
+        checkpoint(step)
     final_loss = losses[-1] if losses else None
     adapter_dir = output_dir / ADAPTER_DIR
     manifest_path = output_dir / MANIFEST_FILE

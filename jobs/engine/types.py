@@ -141,6 +141,7 @@ class TrainProgress:
     elapsed_s: float
     eta_s: float | None
     log: str = ""                          # one human-readable line for the job's log tail
+    checkpoint_step: int = 0               # the newest checkpoint on disk (0: none); a resume starts there
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,7 @@ def test_finetune_trains_saves_and_registers(trained, tokenizer, base_model) -> 
     result, progress, output_dir = trained
     assert (result.steps, result.total_steps, result.stopped_early) == (3, 3, False)
     assert [p.step for p in progress] == [1, 2, 3]
+    assert [p.checkpoint_step for p in progress] == [0, 0, 0]  # every 100 steps: only the final one
     assert all(
         p.total_steps == 3 and math.isfinite(p.loss) and p.tokens_per_s > 0 for p in progress
     )
@@ -322,14 +323,23 @@ def test_stop_then_resume_continues_exactly(trained, tmp_path: Path) -> None:
         )
 
     progress: list[TrainProgress] = []
+    on_disk: list[int] = []
+
+    def report(p: TrainProgress) -> None:
+        progress.append(p)
+        on_disk.append(json.loads((output_dir / "checkpoint" / "meta.json").read_text())["step"])
+
     resumed = ft.finetune(
-        CONFIG,
+        replace(CONFIG, checkpoint_every_steps=1),  # tolerated on resume; training is unchanged
         ROWS,
         output_dir=output_dir,
         model_id="bftweb:smollm2:ft-stop",
-        on_progress=progress.append,
+        on_progress=report,
     )
     assert [p.step for p in progress] == [2, 3]
+    # A reported checkpoint is already on disk when the report arrives (the last step's is saved
+    # after it, with the adapter).
+    assert [p.checkpoint_step for p in progress] == on_disk == [2, 2]
     assert (resumed.steps, resumed.total_steps, resumed.stopped_early) == (3, 3, False)
     assert "resumed from step 1" in progress[0].log
     # the same trajectory as the uninterrupted run: order, optimizer state and dropout RNG restored

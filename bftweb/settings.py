@@ -166,6 +166,8 @@ BFT_FINETUNE_TIMEOUT_S = envint("BFT_FINETUNE_TIMEOUT_S", str(24 * 3600))
 BFT_MODEL_TEST_TIMEOUT_S = envint("BFT_MODEL_TEST_TIMEOUT_S", "600")
 BFT_RQ_RESULT_TTL_S = envint("BFT_RQ_RESULT_TTL_S", str(7 * 24 * 3600))
 BFT_CANCEL_GRACE_S = envint("BFT_CANCEL_GRACE_S", "60")
+# How often a worker writes a run's counters and a job's progress to the database (0: every change).
+BFT_PROGRESS_EVERY_S = envint("BFT_PROGRESS_EVERY_S", "2")
 # A busy worker heartbeats this often; reconcile calls it dead after three missed beats.
 BFT_WORKER_HEARTBEAT_S = envint("BFT_WORKER_HEARTBEAT_S", "10")
 # How often an idle worker reconciles stale rows (also: `manage.py reconcile`).

@@ -12,13 +12,13 @@ import time
 from collections import deque
 from typing import Any
 
+from django.conf import settings
 from django.utils.timezone import now
 
 from jobs import services
 from jobs.engine.types import TrainProgress
 from jobs.models import BootstrapRun, FinetuneJob, FinetuneMetric, LanguageModel, Status
 
-PROGRESS_EVERY_S = 2.0
 LOG_TAIL_LINES = 50
 
 
@@ -38,9 +38,9 @@ def worker_name() -> str:
 class RunRecorder:
     """Stores each trace as it completes; refreshes the run's counters at most every few seconds."""
 
-    def __init__(self, run: BootstrapRun, every_s: float = PROGRESS_EVERY_S) -> None:
+    def __init__(self, run: BootstrapRun) -> None:
         self.run = run
-        self.every_s = every_s
+        self.every_s = settings.BFT_PROGRESS_EVERY_S
         self._last = 0.0
 
     def on_trace(self, record: dict[str, Any]) -> None:
@@ -83,9 +83,9 @@ def run_bootstrap(run_pk: int) -> str:
 class JobRecorder:
     """Progress, per-step metrics and the log tail, written at most every few seconds."""
 
-    def __init__(self, job: FinetuneJob, every_s: float = PROGRESS_EVERY_S) -> None:
+    def __init__(self, job: FinetuneJob) -> None:
         self.job = job
-        self.every_s = every_s
+        self.every_s = settings.BFT_PROGRESS_EVERY_S
         self.log = deque(job.log_tail.splitlines(), maxlen=LOG_TAIL_LINES)
         self.metrics: list[FinetuneMetric] = []
         self.latest: TrainProgress | None = None

@@ -26,7 +26,13 @@ def database_url_for_workers() -> str:
 
 def start_worker(log: Path, *queues: str) -> subprocess.Popen[bytes]:
     """`manage.py rqworker default gpu --worker-class jobs.worker.BftWorker`, in its own process group."""
-    env = dict(os.environ, DATABASE_URL=database_url_for_workers(), BFT_WORKER_HEARTBEAT_S="1", PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url_for_workers(),
+        BFT_WORKER_HEARTBEAT_S="1",
+        BFT_PROGRESS_EVERY_S="0",  # the database follows every step, so tests can reason in steps
+        PYTHONUNBUFFERED="1",
+    )
     with log.open("ab") as out:
         return subprocess.Popen(
             worker_command(*(queues or ("default", "gpu"))),

@@ -57,6 +57,7 @@ from jobs.models import (
     TraceSet,
     TraceSetItem,
 )
+from jobs.training_rows import item_record, rows_from_records
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -923,16 +924,6 @@ def trace_set_items(trace_set: TraceSet) -> Iterator[TraceSetItem]:
     )
 
 
-def item_record(item: TraceSetItem) -> dict[str, Any]:
-    """The trace's engine record with the edits frozen in the set (not today's edits)."""
-    record = item.trace.as_record()
-    if item.edited_outputs:
-        from jobs.engine.training_data import rerender_trace
-
-        record = rerender_trace(record, item.edited_outputs)
-    return record
-
-
 def trace_set_records(trace_set: TraceSet) -> list[dict[str, Any]]:
     return [item_record(item) for item in trace_set_items(trace_set)]
 
@@ -941,18 +932,9 @@ def trace_set_training_rows(
     trace_set: TraceSet, *, multitask: bool = True, exclude_demos: bool = True
 ) -> list[dict[str, Any]]:
     """Exactly ``build_training_rows`` on the frozen records (per predictor when not multitask)."""
-    from jobs.engine.training_data import build_training_rows
-
-    records = trace_set_records(trace_set)
-    if multitask:
-        return build_training_rows(records, multitask=True, exclude_demos=exclude_demos)
-    predictors = max((len(r["calls"]) for r in records), default=0)
-    rows: list[dict[str, Any]] = []
-    for index in range(predictors):
-        rows += build_training_rows(
-            records, multitask=False, exclude_demos=exclude_demos, predictor_index=index
-        )
-    return rows
+    return rows_from_records(
+        trace_set_records(trace_set), multitask=multitask, exclude_demos=exclude_demos
+    )
 
 
 # --- exports ----------------------------------------------------------------------------------

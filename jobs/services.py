@@ -318,23 +318,17 @@ def prepare_output_dir(job: FinetuneJob) -> Path:
 
 
 def training_rows(job: FinetuneJob) -> list[dict[str, Any]]:
-    """Chat rows from the run's selected traces, reviewers' edits applied, exactly as DSPy formats them."""
-    from jobs.engine.training_data import build_training_rows, rerender_trace
+    """Chat rows from the job's traces, reviewers' edits applied, exactly as DSPy formats them."""
+    from jobs.review import trace_set_training_rows
+    from jobs.training_rows import rows_from_records, trace_record
 
     if job.trace_set_id:  # the frozen set: decisions and edits as they were when it was frozen
-        from jobs.review import trace_set_training_rows
-
-        # multitask=False: each predictor's rows in turn, as the fine-tune form's preview shows them
         return trace_set_training_rows(
             job.trace_set, multitask=job.multitask, exclude_demos=job.exclude_demos
         )
-    records = []
-    for trace in job.run.traces.for_selection(job.selection).order_by("example_index"):
-        record = trace.as_record()
-        if trace.edited_outputs:
-            record = rerender_trace(record, trace.edited_outputs)
-        records.append(record)
-    return build_training_rows(records, multitask=job.multitask, exclude_demos=job.exclude_demos)
+    traces = job.run.traces.for_selection(job.selection).order_by("example_index")
+    records = [trace_record(trace) for trace in traces]
+    return rows_from_records(records, multitask=job.multitask, exclude_demos=job.exclude_demos)
 
 
 def frozen_training_rows(job: FinetuneJob, output_dir: Path) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ import dataclasses
 
 from rq import Queue
 
+from jobs import review
 from jobs.engine.types import FinetuneConfig
 from jobs.models import BootstrapRun, FinetuneJob, Trace
 from tests.base import SENTIMENT_SPEC
@@ -267,6 +268,34 @@ class FinetuneFormTestCase(WebTestCase):
             )
         r = self.client.get(f"{self.url}preview/", {"selection": "passing", "multitask": "on"})
         self.assertContains(r, "may learn to always answer")
+
+    def test_picking_a_frozen_trace_set_previews_that_set_not_todays_selection(self) -> None:
+        frozen = review.freeze_trace_set(run=self.run, user=self.alice)  # the 2 approved traces
+        edited = self.run.traces.get(example_index=0)
+        edited.edited_outputs = {"sentiment": "neutral"}  # an edit after the freeze
+        edited.save()
+        self.run.traces.update(review_state="approved")  # and 2 more approved since
+        other_run = self.make_run(
+            trainset=self.run.trainset,
+            program_version=self.run.program_version,
+            teacher=self.run.teacher,
+        )
+        make_call_trace(other_run, 0)
+        other_run_set = review.freeze_trace_set(run=other_run, user=self.alice, selection="all")
+        self.login(self.bob)
+        query = {"selection": "approved", "multitask": "on"}
+        r = self.client.get(f"{self.url}preview/", {**query, "trace_set": frozen.pk})
+        self.assertContains(r, f"from {frozen}")
+        self.assertContains(r, "<strong>2</strong>traces", html=False)
+        self.assertContains(r, "negative × 1")  # trace 0 as frozen, not as edited later
+        self.assertNotContains(r, "neutral")
+        r = self.client.get(f"{self.url}preview/", query)
+        self.assertContains(r, "<strong>4</strong>traces", html=False)
+        self.assertContains(r, "neutral × 1")
+        # another run's set is not this run's: the live selection is previewed
+        r = self.client.get(f"{self.url}preview/", {**query, "trace_set": other_run_set.pk})
+        self.assertContains(r, "<strong>4</strong>traces", html=False)
+        self.assertNotContains(r, "from ")
 
     def test_it_queues_a_fine_tune_with_the_chosen_settings(self) -> None:
         self.login(self.bob)

@@ -4,7 +4,6 @@ training-data preview). The live run and job pages are in run_live.py, job_live.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from django.contrib import messages
@@ -13,15 +12,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from jobs import services
+from jobs import services, training_rows
 from jobs.forms import BootstrapRunForm, FinetuneForm
 from jobs.models import BootstrapRun, FinetuneJob, ProgramVersion, Project, Trainset, TrainsetRow
 from jobs.permissions import get_project_for
-
-PREVIEW_ROWS = 2
-TOKEN_SAMPLE_TRACES = 200
-OUTPUT_SAMPLE_TRACES = 5000
-
 
 # --- bootstrap --------------------------------------------------------------------------------
 
@@ -171,69 +165,6 @@ def _selection_counts(run: BootstrapRun) -> dict[str, int]:
     }
 
 
-def _preview(
-    run: BootstrapRun, selection: str, *, multitask: bool, exclude_demos: bool
-) -> dict[str, Any]:
-    """How many training rows the selection yields, a couple of them, and ≈ tokens (chars / 4)."""
-    traces = run.traces.for_selection(selection).order_by("example_index")
-    count = traces.count()
-    result: dict[str, Any] = {"traces": count, "rows": 0, "tokens": 0, "examples": [], "error": ""}
-    if not count:
-        return result
-    result["outputs"], result["unbalanced"] = _output_distribution(traces)
-    sample = list(traces[:TOKEN_SAMPLE_TRACES])
-    try:
-        rows = _training_rows(sample, multitask=multitask, exclude_demos=exclude_demos)
-    except Exception as e:  # a trace the adapter cannot render: say so instead of failing the page
-        result["error"] = f"could not render training rows: {e}"
-        return result
-    scale = count / len(sample)
-    chars = sum(len(str(m.get("content", ""))) for row in rows for m in row.get("messages", []))
-    result.update(
-        rows=round(len(rows) * scale), tokens=round(chars / 4 * scale), examples=rows[:PREVIEW_ROWS]
-    )
-    return result
-
-
-def _output_distribution(traces: Any) -> tuple[dict[str, list[tuple[str, int]]], bool]:
-    """The most common values of each output among the kept traces (a teacher that always says
-    "positive" would teach the student to always say it), and whether one value dominates."""
-    counts: dict[str, Counter[str]] = {}
-    for outputs, edited in traces.values_list("outputs", "edited_outputs")[:OUTPUT_SAMPLE_TRACES]:
-        for field, value in {**(outputs or {}), **(edited or {})}.items():
-            counts.setdefault(field, Counter())[str(value)] += 1
-    shown = {field: c.most_common(5) for field, c in counts.items()}
-    unbalanced = any(
-        len(c) <= 20 and sum(c.values()) >= 10 and c.most_common(1)[0][1] / sum(c.values()) >= 0.8
-        for c in counts.values()
-    )
-    return shown, unbalanced
-
-
-def _training_rows(
-    traces: list[Any], *, multitask: bool, exclude_demos: bool
-) -> list[dict[str, Any]]:
-    from jobs.engine.training_data import build_training_rows, rerender_trace
-
-    records = []
-    for trace in traces:
-        record = trace.as_record()
-        if trace.edited_outputs:
-            record = rerender_trace(record, trace.edited_outputs)
-        records.append(record)
-    if multitask:
-        return build_training_rows(records, multitask=True, exclude_demos=exclude_demos)
-    predictors = max((len(r["calls"]) for r in records), default=0)
-    rows: list[dict[str, Any]] = []
-    for index in range(
-        predictors
-    ):  # one training set per predictor, as DSPy does without multitask
-        rows += build_training_rows(
-            records, multitask=False, exclude_demos=exclude_demos, predictor_index=index
-        )
-    return rows
-
-
 def _get_run(project: Project, pk: int) -> BootstrapRun:
     return get_object_or_404(
         BootstrapRun.objects.select_related("program_version__program", "trainset"),
@@ -242,16 +173,22 @@ def _get_run(project: Project, pk: int) -> BootstrapRun:
     )
 
 
-def _preview_args(data: Any, form: FinetuneForm) -> dict[str, Any]:
+def _preview(run: BootstrapRun, data: Any, form: FinetuneForm) -> dict[str, Any]:
+    """The preview of what the form, as filled in so far, would train on."""
     bound = form.is_bound
     selection = data.get("selection") if bound else form["selection"].initial
-    return {
-        "selection": selection
+    trace_set_pk = data.get("trace_set") if bound else None
+    return training_rows.preview(
+        run,
+        selection=selection
         if selection in FinetuneJob.Selection.values
         else FinetuneJob.Selection.APPROVED,
-        "multitask": (data.get("multitask") in ("on", "true", "1")) if bound else True,
-        "exclude_demos": (data.get("exclude_demos") in ("on", "true", "1")) if bound else True,
-    }
+        trace_set=run.trace_sets.filter(pk=trace_set_pk).first()
+        if trace_set_pk and str(trace_set_pk).isdigit()
+        else None,
+        multitask=(data.get("multitask") in ("on", "true", "1")) if bound else True,
+        exclude_demos=(data.get("exclude_demos") in ("on", "true", "1")) if bound else True,
+    )
 
 
 @login_required
@@ -292,7 +229,7 @@ def run_finetune(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "run": run,
         "form": form,
         "counts": counts,
-        "preview": _preview(run, **_preview_args(request.POST, form)),
+        "preview": _preview(run, request.POST, form),
     }
     return render(request, "jobs/run_finetune.html", context, status=400 if form.is_bound else 200)
 
@@ -312,6 +249,6 @@ def run_finetune_preview(request: HttpRequest, slug: str, pk: int) -> HttpRespon
     context = {
         "project": project,
         "run": run,
-        "preview": _preview(run, **_preview_args(request.GET, form)),
+        "preview": _preview(run, request.GET, form),
     }
     return render(request, "jobs/run_finetune.html#finetune-preview", context)

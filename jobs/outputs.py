@@ -3,8 +3,8 @@
 Files come from the job's artifact directory (``services.job_output_dir``: derived from the
 job's primary key, never from request input): the LoRA adapter (zipped on the fly, streamed),
 the training data JSONL and the manifest the engine wrote, and the compiled DSPy program JSON.
-The web process never imports DSPy, so the program JSON is written once by
-``python -m jobs.engine.export`` in a subprocess and kept next to the other outputs.
+The worker writes the program JSON when the job succeeds; the web process never imports DSPy,
+so if it is missing it runs ``python -m jobs.engine.export`` in a subprocess, once.
 """
 
 from __future__ import annotations
@@ -129,32 +129,19 @@ def output_model(job: FinetuneJob) -> LanguageModel | None:
 
 
 def program_json(job: FinetuneJob) -> Path:
-    """The compiled program of a succeeded job, written on first request and kept."""
+    """The compiled program of a succeeded job: written by the worker on success, or here (in a
+    subprocess, on first request) when that failed or the job predates it; then kept."""
     if job.status != FinetuneJob.Status.SUCCEEDED or not job.output_model_id:
         raise ExportError("Only a succeeded job has a compiled program.")
     path = output_dir(job) / PROGRAM_FILE
     if path.is_file():
         return path
-    model = output_model(job)
-    student = model or job.student
-    model_spec = {
-        "kind": "local",
-        "name": job.output_model_id,
-        "temperature": student.temperature,
-        "max_tokens": student.max_tokens,
-    }
-    extra = {
-        "model_id": job.output_model_id,
-        "job": job.pk,
-        "project": job.project.slug,
-        "program": str(job.run.program_version),
-        "trained_without_demos": job.exclude_demos,
-    }
+    spec, model_spec, extra = _program_inputs(job)
     with tempfile.TemporaryDirectory(prefix="bftweb-export-") as tmp:
         spec_file, model_file, extra_file = (
             Path(tmp) / n for n in ("spec.json", "model.json", "extra.json")
         )
-        spec_file.write_text(json.dumps(job.run.program_version.spec))
+        spec_file.write_text(json.dumps(spec))
         model_file.write_text(json.dumps(model_spec))
         extra_file.write_text(json.dumps(extra))
         cmd = [
@@ -178,6 +165,38 @@ def program_json(job: FinetuneJob) -> Path:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ExportError(f"Writing the program failed: {last}")
     return path
+
+
+def write_program(job: FinetuneJob) -> Path:
+    """Write the compiled program now, in a process that may import DSPy (the worker, on success)."""
+    from jobs.engine.export import export_program
+    from jobs.engine.programs import parse_program_spec
+    from jobs.engine.types import ModelSpec
+
+    spec, model_spec, extra = _program_inputs(job)
+    path = output_dir(job) / PROGRAM_FILE
+    return export_program(
+        parse_program_spec(spec), ModelSpec.from_dict(model_spec), path, extra=extra
+    )
+
+
+def _program_inputs(job: FinetuneJob) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The program spec, the fine-tuned model's spec and the provenance the program file carries."""
+    student = output_model(job) or job.student
+    model_spec = {
+        "kind": "local",
+        "name": job.output_model_id,
+        "temperature": student.temperature,
+        "max_tokens": student.max_tokens,
+    }
+    extra = {
+        "model_id": job.output_model_id,
+        "job": job.pk,
+        "project": job.project.slug,
+        "program": str(job.run.program_version),
+        "trained_without_demos": job.exclude_demos,
+    }
+    return job.run.program_version.spec, model_spec, extra
 
 
 # --- how to use it --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ bodies, so a worker's parent process never imports torch before it forks a work 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -15,9 +16,11 @@ from typing import Any
 from django.conf import settings
 from django.utils.timezone import now
 
-from jobs import services
+from jobs import outputs, services
 from jobs.engine.types import TrainProgress
 from jobs.models import BootstrapRun, FinetuneJob, FinetuneMetric, LanguageModel, Status
+
+logger = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 50
 
@@ -171,6 +174,11 @@ def run_finetune(job_pk: int) -> str:
     recorder.note(f"done: {result.model_id}")
     recorder.flush()
     services.finish_finetune(job, result)
+    job.refresh_from_db()
+    try:
+        outputs.write_program(job)
+    except Exception:  # the job has succeeded; the page writes the program on first download
+        logger.exception("could not write the program of finetunejob %s", job.pk)
     return result.model_id
 
 

@@ -7,6 +7,7 @@ cancel that stops a real fine-tune within one step); these tests check what a ta
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
@@ -108,6 +109,10 @@ class RunFinetuneTestCase(BaseTestCase):
         self.assertTrue(job.worker_name)
         self.assertEqual(job.device, "cpu")
         self.assertIn("step 3/3", job.log_tail)
+        # The worker wrote the compiled program on success: the first download needs no export.
+        program = json.loads((Path(job.output_dir) / "program.json").read_text())
+        self.assertEqual(program["bftweb"]["model_id"], model_id)
+        self.assertEqual(program["bftweb"]["model"]["name"], model_id)
         steps = list(job.metrics.values_list("step", "loss"))
         self.assertEqual([s for s, _ in steps], [1, 2, 3])
         self.assertTrue(all(loss > 0 for _, loss in steps))

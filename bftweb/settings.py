@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -46,6 +47,14 @@ def envlist(name: str, default: str) -> list[str]:
 def envpath(name: str, default: Path) -> Path:
     """A directory from the environment; a relative path is taken from the project root."""
     return (BASE_DIR / os.getenv(name, str(default))).resolve()
+
+
+def with_query_defaults(url: str, **defaults: object) -> str:
+    """``url`` with ``defaults`` added to its query string, where it does not set them already."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update({k: str(v) for k, v in defaults.items() if k not in query})
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def envsecret(name: str, default: str) -> str:
@@ -161,6 +170,16 @@ os.environ["BFT_MODEL_CACHE_DIR"] = str(BFT_MODEL_CACHE_DIR)
 # Queues. RQ's own defaults (180 s timeout, 500 s result TTL) would kill or forget a fine-tune,
 # so every timeout and TTL is explicit; the database row is the lasting record anyway.
 REDIS_URL = os.getenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+# A Redis that stops answering must not hang pages: every call gives up after this long (seconds;
+# RQ raises it for a worker's blocking dequeue). A socket_timeout in REDIS_URL's query wins.
+BFT_REDIS_TIMEOUT_S = envint("BFT_REDIS_TIMEOUT_S", "5")
+
+
+def rq_redis_url(redis_url: str) -> str:
+    timeout = BFT_REDIS_TIMEOUT_S
+    return with_query_defaults(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
 BFT_BOOTSTRAP_TIMEOUT_S = envint("BFT_BOOTSTRAP_TIMEOUT_S", str(6 * 3600))
 BFT_FINETUNE_TIMEOUT_S = envint("BFT_FINETUNE_TIMEOUT_S", str(24 * 3600))
 BFT_MODEL_TEST_TIMEOUT_S = envint("BFT_MODEL_TEST_TIMEOUT_S", "600")
@@ -174,12 +193,12 @@ BFT_WORKER_HEARTBEAT_S = envint("BFT_WORKER_HEARTBEAT_S", "10")
 BFT_RECONCILE_EVERY_S = envint("BFT_RECONCILE_EVERY_S", "60")
 RQ_QUEUES = {
     "default": {
-        "URL": REDIS_URL,
+        "URL": rq_redis_url(REDIS_URL),
         "DEFAULT_TIMEOUT": BFT_BOOTSTRAP_TIMEOUT_S,
         "DEFAULT_RESULT_TTL": BFT_RQ_RESULT_TTL_S,
     },
     "gpu": {
-        "URL": REDIS_URL,
+        "URL": rq_redis_url(REDIS_URL),
         "DEFAULT_TIMEOUT": BFT_FINETUNE_TIMEOUT_S,
         "DEFAULT_RESULT_TTL": BFT_RQ_RESULT_TTL_S,
     },

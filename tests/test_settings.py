@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 
+import redis
 from django.test import SimpleTestCase
 
+from bftweb.settings import with_query_defaults
 from tests.workers import ROOT
 
 PRODUCTION = {
@@ -47,3 +49,10 @@ class SettingsTestCase(SimpleTestCase):
         for queue in settings.RQ_QUEUES.values():
             self.assertGreater(queue["DEFAULT_TIMEOUT"], 180)
             self.assertGreater(queue["DEFAULT_RESULT_TTL"], 500)
+            kwargs = redis.Redis.from_url(queue["URL"]).connection_pool.connection_kwargs
+            self.assertEqual(kwargs["socket_timeout"], settings.BFT_REDIS_TIMEOUT_S)
+            self.assertEqual(kwargs["socket_connect_timeout"], settings.BFT_REDIS_TIMEOUT_S)
+
+    def test_a_timeout_in_redis_url_wins_over_the_default(self) -> None:
+        url = with_query_defaults("redis://h:1/2?socket_timeout=30", socket_timeout=5, ssl="x")
+        self.assertEqual(url, "redis://h:1/2?socket_timeout=30&ssl=x")

@@ -344,6 +344,11 @@ class BootstrapRunForm(forms.Form):
         help_text="Train-split examples shown to the teacher (small models need a few).",
     )  # fmt: skip
     demo_seed = forms.IntegerField(initial=0, label="Demo seed")
+    temperature = forms.FloatField(
+        required=False, min_value=0.0, max_value=2.0, label="Teacher temperature",
+        widget=forms.NumberInput(attrs={"step": "0.1", "placeholder": "the model's own"}),
+        help_text="Empty: the teacher model's own setting (Models page).",
+    )  # fmt: skip
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -362,9 +367,7 @@ class BootstrapRunForm(forms.Form):
         self.fields["teacher"].label_from_instance = lambda m: (
             f"{m.name} ({m.model_name}, temperature {m.temperature})"
         )  # type: ignore[attr-defined]
-        self.fields[
-            "teacher"
-        ].help_text = "Temperature and max tokens are set per model on the Models page."
+        self.fields["teacher"].help_text = "Max tokens is set per model on the Models page."
         self.fields["metric"].choices = [(name, name) for name in METRICS]
         self.metric_descriptions = METRICS
 
@@ -423,6 +426,7 @@ class BootstrapRunForm(forms.Form):
             num_demos=data["num_demos"],
             demo_seed=data["demo_seed"],
             limit=data.get("limit"),
+            temperature=data.get("temperature"),
         )
         return data
 

@@ -351,6 +351,12 @@ class BootstrapRun(QueuedWork):
 
         return BootstrapConfig.from_dict(self.config)
 
+    @property
+    def teacher_temperature(self) -> float:
+        """What the teacher sampled at: this run's setting, else the model's own."""
+        temperature = self.bootstrap_config().temperature
+        return self.teacher.temperature if temperature is None else temperature
+
 
 class TraceQuerySet(models.QuerySet["Trace"]):
     def approved(self) -> TraceQuerySet:

@@ -96,11 +96,28 @@ class RunCreateTestCase(WebTestCase):
         self.assertRedirects(r, f"/p/p1/runs/{run.pk}/", fetch_redirect_response=False)
         self.assertEqual((run.status, run.total, run.created_by), ("queued", 3, self.bob))
         self.assertEqual(run.metric["name"], "normalized_match")
-        self.assertEqual(run.config, {"num_threads": 2, "num_demos": 4, "demo_seed": 0, "limit": 3})
+        self.assertEqual(
+            run.config,
+            {"num_threads": 2, "num_demos": 4, "demo_seed": 0, "limit": 3, "temperature": None},
+        )
         self.assertEqual(Queue("default", connection=self.redis).job_ids, [str(run.rq_job_id)])
         page = self.client.get(r.url)
         self.assertContains(page, "Queued")
         self.assertContains(page, "0/3")
+
+    def test_a_run_may_sample_the_teacher_at_its_own_temperature(self) -> None:
+        self.login(self.bob)
+        page = self.client.get(self.url)
+        self.assertContains(page, 'name="temperature"')
+        r = self.client.post(self.url, run_post(self.setup, temperature="3"))
+        self.assertContains(r, "less than or equal to 2", status_code=400)
+        self.client.post(self.url, run_post(self.setup))
+        self.client.post(self.url, run_post(self.setup, temperature="0.7"))
+        default, warm = BootstrapRun.objects.order_by("pk")
+        self.assertEqual((default.teacher_temperature, warm.teacher_temperature), (0.0, 0.7))
+        self.assertEqual(warm.bootstrap_config().temperature, 0.7)
+        self.assertContains(self.client.get(f"/p/p1/runs/{warm.pk}/"), "temperature 0.7")
+        self.assertContains(self.client.get(f"/p/p1/runs/{default.pk}/"), "temperature 0.0")
 
     def test_it_refuses_a_metric_field_that_is_not_an_output(self) -> None:
         self.login(self.bob)

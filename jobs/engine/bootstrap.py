@@ -46,6 +46,7 @@ def bootstrap(
     An unusable teacher (unknown local model, missing API key) fails the whole call up front
     instead of failing every example one by one.
     """
+    teacher = config.teacher_for_run(teacher)
     check_model(teacher)
     return bootstrap_with_lm(
         program=program, lm=make_lm(teacher), examples=examples, metric=metric, config=config,

@@ -6,7 +6,7 @@ it in a row and hand it back to a worker on another host.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 ModelKind = Literal["local", "litellm"]
@@ -74,6 +74,7 @@ class BootstrapConfig:
     num_demos: int = 0          # labeled demos from the train split given to the teacher
     demo_seed: int = 0
     limit: int | None = None    # bootstrap at most this many examples
+    temperature: float | None = None  # the teacher's sampling temperature; None: the model's own
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +82,12 @@ class BootstrapConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BootstrapConfig:
         return _from_dict(cls, data)
+
+    def teacher_for_run(self, teacher: ModelSpec) -> ModelSpec:
+        """The teacher as this run samples it."""
+        if self.temperature is None:
+            return teacher
+        return replace(teacher, temperature=self.temperature)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,13 @@ def test_it_bootstraps_eight_examples_with_the_bundled_teacher(demo_spec, demo_r
             assert record["error"] and not record["passed"]
 
 
+def test_a_run_temperature_overrides_the_teachers_own():
+    teacher = ModelSpec("local", "smollm2", temperature=0.0, max_tokens=96)
+    assert BootstrapConfig().teacher_for_run(teacher) == teacher
+    warm = BootstrapConfig(temperature=0.7).teacher_for_run(teacher)
+    assert (warm.temperature, warm.name, warm.max_tokens) == (0.7, "smollm2", 96)
+
+
 def test_it_records_unparseable_answers_instead_of_crashing(demo_spec, demo_rows, demo_examples):
     good, bad = demo_rows[0], demo_rows[1]
     # An answer with no field markers at all, and one that stops after the reasoning.

@@ -291,10 +291,11 @@ class QueuedWork(models.Model):
             return self.is_active
         return self._transition(self.ACTIVE, cancel_requested=True, cancel_requested_at=now())
 
-    def reset_for_retry(self) -> bool:
+    def reset_for_retry(self, **changes: Any) -> bool:
         """Back to queued, under a new RQ job id, from failed or cancelled only."""
         return self._transition(
             self.RETRYABLE,
+            **changes,
             status=Status.QUEUED,
             rq_job_id=uuid.uuid4(),
             cancel_requested=False,
@@ -505,6 +506,10 @@ class FinetuneJob(QueuedWork):
         if not self.total_steps:
             return None
         return min(100, round(100 * self.step / self.total_steps))
+
+    def reset_for_retry(self, **changes: Any) -> bool:
+        """The step counter goes back to the checkpoint the retry resumes from, so it never jumps."""
+        return super().reset_for_retry(step=self.checkpoint_step, **changes)
 
     def finetune_config(self) -> FinetuneConfig:
         from jobs.engine.types import FinetuneConfig

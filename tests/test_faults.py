@@ -127,6 +127,7 @@ class WorkerKilledTestCase(FaultTestCase):
         r = client.post(f"/p/p1/jobs/{job.pk}/retry/", {"csrfmiddlewaretoken": token})
         self.assertEqual(r.status_code, 302)
         self.assertIn("hx-trigger", self.status(job))  # polling again
+        self.assertEqual(self.step_on_page(job), killed_at)  # the counter is where training resumes
         self.start_worker()
         steps_seen = []
 

@@ -100,6 +100,10 @@ class LanguageModelForm(forms.ModelForm):
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.project = project
+        if self.instance.pk and self.instance.in_use:  # what its runs and jobs ran stays true
+            for name in ("kind", "model_name"):
+                self.fields[name].disabled = True
+                self.fields[name].help_text = "Fixed: runs or fine-tunes already used this model."
         self.fields["kind"].choices = [
             (LanguageModel.Kind.LOCAL, "local (transformers on a worker; fine-tunable)"),
             (LanguageModel.Kind.LITELLM, "LiteLLM (an API or an OpenAI-compatible server)"),

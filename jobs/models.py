@@ -96,6 +96,13 @@ class LanguageModel(models.Model):
     def is_local(self) -> bool:
         return self.kind == self.Kind.LOCAL
 
+    @property
+    def in_use(self) -> bool:
+        """A teacher of a run, a student of a fine-tune, or a fine-tune's output."""
+        return bool(
+            self.source_job_id or self.teacher_runs.exists() or self.student_jobs.exists()
+        )
+
     def to_spec(self) -> ModelSpec:
         from jobs.engine.types import ModelSpec
 

@@ -165,6 +165,8 @@ def create_bootstrap_run(
     n_train = trainset.rows.filter(split=TrainsetRow.Split.TRAIN).count()
     if not n_train:
         raise ValueError(f"Trainset {trainset.name!r} has no rows in its train split.")
+    if config.temperature is None:  # recorded, so a later edit of the model does not rewrite the run
+        config = dataclasses.replace(config, temperature=teacher.temperature)
     with transaction.atomic():
         run = BootstrapRun.objects.create(
             project=project,

@@ -28,6 +28,7 @@ urlpatterns = [
     # models
     path("p/<slug:slug>/models/", language_models.model_list, name="model-list"),
     path("p/<slug:slug>/models/new/", language_models.model_create, name="model-create"),
+    path("p/<slug:slug>/models/<int:pk>/edit/", language_models.model_edit, name="model-edit"),
     path("p/<slug:slug>/models/<int:pk>/test/", language_models.model_test, name="model-test"),
     path(
         "p/<slug:slug>/models/<int:pk>/test/status/",

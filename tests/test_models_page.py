@@ -134,9 +134,48 @@ class ModelsPageTestCase(WebTestCase):
             self.status_for(self.charlie, "get", f"/p/p2/models/{self.model.pk}/test/status/"), 404
         )
 
+    def test_only_operators_edit_models_of_their_project(self) -> None:
+        url = f"/p/p1/models/{self.model.pk}/edit/"
+        self.assert_roles("get", url, OPERATE)
+        changed = {**LITELLM, "name": "renamed"}
+        self.assert_roles("post", url, {"reviewer": 403, "viewer": 403, "outsider": 404}, changed)
+        self.assertEqual(LanguageModel.objects.get(pk=self.model.pk).name, "smollm2")
+        foreign = self.make_model("theirs", project=self.p2)
+        self.login(self.bob)
+        self.assertEqual(self.client.get(f"/p/p1/models/{foreign.pk}/edit/").status_code, 404)
+        self.assertEqual(self.client.get(f"/p/p2/models/{foreign.pk}/edit/").status_code, 404)
+
+    def test_an_unused_model_can_be_changed_entirely(self) -> None:
+        self.login(self.bob)
+        self.assertContains(self.client.get("/p/p1/models/"), f"/p/p1/models/{self.model.pk}/edit/")
+        r = self.client.post(f"/p/p1/models/{self.model.pk}/edit/", {**LITELLM, "name": "api"})
+        self.assertRedirects(r, "/p/p1/models/")
+        model = LanguageModel.objects.get(pk=self.model.pk)
+        self.assertEqual((model.name, model.kind, model.model_name), ("api", "litellm", LITELLM["model_name"]))
+        r = self.client.post(
+            f"/p/p1/models/{self.model.pk}/edit/", {**LITELLM, "api_key_env": "sk-abc123secret"}
+        )
+        self.assertContains(r, "not the key itself", status_code=400)
+
+    def test_a_used_model_keeps_what_it_is_and_changes_only_its_settings(self) -> None:
+        self.make_run(teacher=self.model)
+        self.login(self.bob)
+        url = f"/p/p1/models/{self.model.pk}/edit/"
+        self.assertContains(self.client.get(url), "Fixed: runs or fine-tunes already used this model.")
+        local = {"name": "teacher", "kind": "litellm", "model_name": "other", "temperature": "0.7",
+                 "max_tokens": "64"}  # fmt: skip
+        self.assertRedirects(self.client.post(url, local), "/p/p1/models/")
+        model = LanguageModel.objects.get(pk=self.model.pk)
+        self.assertEqual(
+            (model.name, model.kind, model.model_name, model.temperature, model.max_tokens),
+            ("teacher", "local", "smollm2", 0.7, 64),
+        )
+
     def test_model_posts_need_the_csrf_token_including_htmx_posts(self) -> None:
         client, token = self.csrf_client(self.bob)
         self.assertEqual(client.post("/p/p1/models/new/", LITELLM).status_code, 403)
+        edit = f"/p/p1/models/{self.model.pk}/edit/"
+        self.assertEqual(client.post(edit, LITELLM).status_code, 403)
         url = f"/p/p1/models/{self.model.pk}/test/"
         self.assertEqual(client.post(url, headers={"HX-Request": "true"}).status_code, 403)
         with self.captureOnCommitCallbacks(execute=True):

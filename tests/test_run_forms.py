@@ -98,7 +98,7 @@ class RunCreateTestCase(WebTestCase):
         self.assertEqual(run.metric["name"], "normalized_match")
         self.assertEqual(
             run.config,
-            {"num_threads": 2, "num_demos": 4, "demo_seed": 0, "limit": 3, "temperature": None},
+            {"num_threads": 2, "num_demos": 4, "demo_seed": 0, "limit": 3, "temperature": 0.0},
         )
         self.assertEqual(Queue("default", connection=self.redis).job_ids, [str(run.rq_job_id)])
         page = self.client.get(r.url)

@@ -48,6 +48,22 @@ def model_create(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "jobs/model_form.html", context, status=status)
 
 
+@login_required
+@require_http_methods(["GET", "POST"])
+def model_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Change a model's settings; they apply to runs and fine-tunes started from now on."""
+    project = get_project_for(request, slug, need="operate")
+    model = get_object_or_404(LanguageModel, pk=pk, project=project)
+    form = LanguageModelForm(request.POST or None, instance=model, project=project)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, f"Model “{model.name}” saved.")
+        return redirect("jobs:model-list", project.slug)
+    status = 400 if form.is_bound else 200
+    context = {"project": project, "nav": "models", "form": form, "model": model}
+    return render(request, "jobs/model_form.html", context, status=status)
+
+
 def _test_state(model: LanguageModel, since: datetime | None) -> str:
     """pending: asked at ``since`` and not answered since; else done / untested."""
     if since is not None and (model.last_test_at is None or model.last_test_at < since):

@@ -353,6 +353,11 @@ class BootstrapRunForm(forms.Form):
         widget=forms.NumberInput(attrs={"step": "0.1", "placeholder": "the model's own"}),
         help_text="Empty: the teacher model's own setting (Models page).",
     )  # fmt: skip
+    reason_demos = forms.BooleanField(
+        required=False, label="Reason the demos first",
+        help_text="Labeled demos carry no reasoning, and small teachers copy the gap. The teacher "
+        "answers each demo first; an answer that passes keeps its reasoning (DSPy's BootstrapFewShot).",
+    )  # fmt: skip
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -431,6 +436,7 @@ class BootstrapRunForm(forms.Form):
             demo_seed=data["demo_seed"],
             limit=data.get("limit"),
             temperature=data.get("temperature"),
+            reason_demos=bool(data.get("reason_demos")),
         )
         return data
 

@@ -48,6 +48,7 @@ from django.db.models.functions import Coalesce, Floor
 from django.db.models.lookups import Exact, GreaterThanOrEqual
 from django.utils.timezone import now
 
+from jobs.engine.types import DEMO_PLACEHOLDER
 from jobs.models import (
     BootstrapRun,
     FinetuneJob,
@@ -62,9 +63,6 @@ from jobs.training_rows import item_record, rows_from_records
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
-# What ChatAdapter writes for a demo's missing field; a teacher that copies it into its own
-# reasoning learned nothing from the demos (DESIGN.md, "Labeled demos carry no reasoning").
-PLACEHOLDER = "Not supplied for this particular example."
 LOPSIDED = 0.8  # one class above this share of the kept traces draws a warning
 HISTOGRAM_BINS = 20
 BALANCE_TOP = 8
@@ -185,7 +183,7 @@ def queue_page_traces(traces: QuerySet[Trace]) -> QuerySet[Trace]:
         .select_related("assigned_to", "reviewed_by")
         .annotate(
             has_placeholder=Case(
-                When(calls__icontains=PLACEHOLDER, then=Value(True)), default=Value(False)
+                When(calls__icontains=DEMO_PLACEHOLDER, then=Value(True)), default=Value(False)
             )
         )
         .order_by("example_index")
@@ -537,7 +535,7 @@ def training_view(trace: Trace) -> dict[str, Any]:
                 "outputs": outputs,
                 "reasoning": reasoning,
                 "placeholder": any(
-                    isinstance(v, str) and PLACEHOLDER in v for v in outputs.values()
+                    isinstance(v, str) and DEMO_PLACEHOLDER in v for v in outputs.values()
                 ),
                 "error": call.get("error", ""),
                 "raw": call.get("raw", ""),

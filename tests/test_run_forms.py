@@ -81,6 +81,14 @@ class RunCreateTestCase(WebTestCase):
         )
         self.assertContains(r, "≈ 10")
         self.assertContains(r, "5 examples × 2 modules")
+        self.assertNotContains(r, "to reason the demos")
+        r = self.client.get(
+            "/p/p1/runs/estimate/",
+            {**self.setup, "program_version": version.pk, "limit": "5", "num_demos": "3",
+             "reason_demos": "on"},
+        )  # fmt: skip
+        self.assertContains(r, "≈ 16")
+        self.assertContains(r, "plus 6 to reason the demos")
         self.assertNotContains(r, "<html")
         r = self.client.get("/p/p1/runs/estimate/", {**self.setup, "metric_field": "text"})
         self.assertContains(r, "not a program output")
@@ -98,25 +106,29 @@ class RunCreateTestCase(WebTestCase):
         self.assertEqual(run.metric["name"], "normalized_match")
         self.assertEqual(
             run.config,
-            {"num_threads": 2, "num_demos": 4, "demo_seed": 0, "limit": 3, "temperature": 0.0},
+            {"num_threads": 2, "num_demos": 4, "demo_seed": 0, "limit": 3, "temperature": 0.0,
+             "reason_demos": False},
         )
         self.assertEqual(Queue("default", connection=self.redis).job_ids, [str(run.rq_job_id)])
         page = self.client.get(r.url)
         self.assertContains(page, "Queued")
         self.assertContains(page, "0/3")
 
-    def test_a_run_may_sample_the_teacher_at_its_own_temperature(self) -> None:
+    def test_a_run_may_set_the_teacher_temperature_and_reason_its_demos_first(self) -> None:
         self.login(self.bob)
         page = self.client.get(self.url)
         self.assertContains(page, 'name="temperature"')
         r = self.client.post(self.url, run_post(self.setup, temperature="3"))
         self.assertContains(r, "less than or equal to 2", status_code=400)
         self.client.post(self.url, run_post(self.setup))
-        self.client.post(self.url, run_post(self.setup, temperature="0.7"))
+        self.client.post(self.url, run_post(self.setup, temperature="0.7", reason_demos="on"))
         default, warm = BootstrapRun.objects.order_by("pk")
         self.assertEqual((default.teacher_temperature, warm.teacher_temperature), (0.0, 0.7))
         self.assertEqual(warm.bootstrap_config().temperature, 0.7)
+        self.assertTrue(warm.bootstrap_config().reason_demos)
+        self.assertFalse(default.bootstrap_config().reason_demos)
         self.assertContains(self.client.get(f"/p/p1/runs/{warm.pk}/"), "temperature 0.7")
+        self.assertContains(self.client.get(f"/p/p1/runs/{warm.pk}/"), "reasoned by the teacher first")
         self.assertContains(self.client.get(f"/p/p1/runs/{default.pk}/"), "temperature 0.0")
 
     def test_it_refuses_a_metric_field_that_is_not_an_output(self) -> None:

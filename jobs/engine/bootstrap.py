@@ -23,7 +23,13 @@ from jobs.engine import metrics
 from jobs.engine.local_lm import check_model, make_lm
 from jobs.engine.programs import ProgramSpec, build_program
 from jobs.engine.training_data import call_messages, chat_adapter, signature_to_dict
-from jobs.engine.types import BootstrapConfig, BootstrapProgress, MetricSpec, ModelSpec
+from jobs.engine.types import (
+    DEMO_PLACEHOLDER,
+    BootstrapConfig,
+    BootstrapProgress,
+    MetricSpec,
+    ModelSpec,
+)
 
 TraceCallback = Callable[[dict[str, Any]], None]
 
@@ -70,14 +76,20 @@ def bootstrap_with_lm(
     """:func:`bootstrap` with an LM object (any ``dspy.LM``, e.g. ``DummyLM`` in fast tests)."""
     metrics.validate_metric_spec(metric, program.output_fields)
     module = build_program(program)
-    attach_demos(module, pick_demos(demos, config.num_demos, config.demo_seed))
+    adapter = chat_adapter()
+    picked = pick_demos(demos, config.num_demos, config.demo_seed)
+    reasoned = (
+        reason_demos(module, lm, adapter, program, metric, picked, threads=config.num_threads)
+        if config.reason_demos
+        else None
+    )
+    attach_demos(module, picked, reasoned)
     chosen = list(examples)[: config.limit] if config.limit is not None else list(examples)
     skipped = set(skip)
     todo = [ex for ex in chosen if ex["index"] not in skipped]
 
     counts = {"done": 0, "passed": 0, "failed": 0, "errored": 0, "lm_calls": 0, "tokens": 0}
     started = time.monotonic()
-    adapter = chat_adapter()
 
     def progress() -> BootstrapProgress:
         return BootstrapProgress(total=len(todo), elapsed_s=time.monotonic() - started, **counts)
@@ -121,13 +133,41 @@ def pick_demos(rows: Sequence[dict[str, Any]], k: int, seed: int) -> list[dict[s
     return random.Random(seed).sample(rows, min(k, len(rows)))
 
 
-def attach_demos(module: dspy.Module, demos: list[dict[str, Any]]) -> None:
-    """Give each predictor the demos that carry all of its input fields and one of its outputs."""
-    for _, predictor in module.named_predictors():
+def reason_demos(module: dspy.Module, lm: Any, adapter: dspy.Adapter, program: ProgramSpec,
+                 metric: MetricSpec, demos: list[dict[str, Any]], *, threads: int) -> list[dict[str, dict]]:
+    """DSPy's BootstrapFewShot step on the labeled demos: the teacher answers each demo, shown the
+    others; an answer that parses, passes the metric and does not copy the placeholder gives that
+    demo the teacher's own calls, reasoning included. For each demo: {predictor name: the call's
+    inputs and outputs}, or {} where the demo stays labeled."""
+    def answer(index: int) -> dict[str, Any]:
+        copy = module.deepcopy()
+        attach_demos(copy, demos[:index] + demos[index + 1:])
+        return trace_example(copy, lm, adapter, program, metric, {"index": index, "data": demos[index]})
+
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="demo") as pool:
+        records = list(pool.map(answer, range(len(demos))))
+    reasoned = []
+    for record in records:
+        calls = {call["predictor"]: {**call["inputs"], **call["outputs"]} for call in record["calls"]}
+        copied = any(isinstance(v, str) and DEMO_PLACEHOLDER in v for c in calls.values() for v in c.values())
+        reasoned.append(calls if record["passed"] and not copied else {})
+    return reasoned
+
+
+def attach_demos(module: dspy.Module, demos: list[dict[str, Any]],
+                 reasoned: list[dict[str, dict]] | None = None) -> None:
+    """Give each predictor, for each demo, the teacher's reasoned call when there is one (see
+    :func:`reason_demos`), else the labeled demo if it carries all of the predictor's input
+    fields and one of its outputs."""
+    for name, predictor in module.named_predictors():
         sig = predictor.signature
-        usable = [d for d in demos
-                  if all(f in d for f in sig.input_fields) and any(f in d for f in sig.output_fields)]
-        predictor.demos = [dspy.Example(**d) for d in usable]
+        chosen = []
+        for index, demo in enumerate(demos):
+            if reasoned and name in reasoned[index]:
+                chosen.append(dspy.Example(**reasoned[index][name], augmented=True))
+            elif all(f in demo for f in sig.input_fields) and any(f in demo for f in sig.output_fields):
+                chosen.append(dspy.Example(**demo))
+        predictor.demos = chosen
 
 
 def trace_example(module: dspy.Module, lm: Any, adapter: dspy.Adapter, program: ProgramSpec,

@@ -21,6 +21,11 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
     return cls(**data)
 
 
+# What DSPy's ChatAdapter writes for a demo's missing field (a labeled demo has no reasoning); a
+# teacher that copies it into its own answers learned nothing from the demos.
+DEMO_PLACEHOLDER = "Not supplied for this particular example."
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Which LM to run, and how.
@@ -75,6 +80,8 @@ class BootstrapConfig:
     demo_seed: int = 0
     limit: int | None = None    # bootstrap at most this many examples
     temperature: float | None = None  # the teacher's sampling temperature; None: the model's own
+    reason_demos: bool = False  # the teacher answers its labeled demos first: passing answers keep
+    #                             their reasoning (DSPy's BootstrapFewShot step), see bootstrap.py
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -54,7 +54,16 @@ def _estimate(project: Project, data: Any) -> dict[str, Any]:
     n_train = trainset.rows.filter(split=TrainsetRow.Split.TRAIN).count()
     limit = _int(data.get("limit"))
     examples = min(n_train, limit) if limit and limit > 0 else n_train
-    result.update(examples=examples, modules=len(spec.modules), calls=examples * len(spec.modules))
+    modules = len(spec.modules)
+    demo_calls = 0
+    if data.get("reason_demos") in ("on", "true", "1"):
+        demo_calls = min(n_train, max(0, _int(data.get("num_demos")) or 0)) * modules
+    result.update(
+        examples=examples,
+        modules=modules,
+        demo_calls=demo_calls,
+        calls=examples * modules + demo_calls,
+    )
     field = (data.get("metric_field") or "").strip()
     result["problems"] = check_fields(
         spec, trainset.field_names, label_fields=[field] if field else []

@@ -8,7 +8,7 @@ import pytest
 from dspy.utils.dummies import DummyLM
 
 from jobs.engine.bootstrap import bootstrap, bootstrap_with_lm
-from jobs.engine.types import BootstrapConfig, MetricSpec, ModelSpec
+from jobs.engine.types import DEMO_PLACEHOLDER, BootstrapConfig, MetricSpec, ModelSpec
 
 METRIC = MetricSpec("normalized_match", "sentiment")
 KEYS = {"example_index", "inputs", "labels", "outputs", "calls", "score", "passed", "parsed", "error",
@@ -85,6 +85,30 @@ def test_it_skips_finished_examples_and_honours_limit_and_stop(demo_spec, demo_r
     nothing = bootstrap_with_lm(program=demo_spec, lm=lm, examples=demo_examples, metric=METRIC, config=config,
                                 on_trace=stopped.append, should_stop=lambda: True)
     assert nothing.done == 0
+
+
+def test_reasoned_demos_keep_the_teachers_passing_reasoning(demo_spec, demo_rows, demo_examples):
+    good, wrong, copier, other = demo_rows[:4]
+    flip = {"positive": "negative", "negative": "positive"}
+    lm = DummyLM({
+        good["text"]: {"reasoning": "It says it loved it.", "sentiment": good["sentiment"]},
+        wrong["text"]: {"reasoning": "Hard to say.", "sentiment": flip[wrong["sentiment"]]},
+        copier["text"]: {"reasoning": DEMO_PLACEHOLDER, "sentiment": copier["sentiment"]},
+        other["text"]: {"reasoning": "r", "sentiment": other["sentiment"]},
+    })  # fmt: skip
+    for reason in (False, True):
+        records = []
+        bootstrap_with_lm(program=demo_spec, lm=lm, examples=demo_examples[3:4], metric=METRIC,
+                          config=BootstrapConfig(num_threads=2, num_demos=3, reason_demos=reason),
+                          demos=demo_rows[:3], on_trace=records.append)
+        demos = {d["text"]: d for d in records[0]["calls"][0]["demos"]}
+        assert set(demos) == {good["text"], wrong["text"], copier["text"]}
+        if reason:  # only the passing answer that did not copy the placeholder is kept
+            assert demos[good["text"]]["reasoning"] == "It says it loved it."
+            assert demos[good["text"]]["augmented"] is True
+        else:
+            assert "reasoning" not in demos[good["text"]]
+        assert demos[wrong["text"]] == wrong and demos[copier["text"]] == copier  # stay labeled
 
 
 def test_it_calls_back_on_the_callers_thread(demo_spec, demo_rows, demo_examples):

@@ -24,23 +24,41 @@ def run(max_batch: int, batch_window_s: float) -> tuple[float, int, int]:
     rows = [json.loads(line) for line in (DEMO / "sentiment.jsonl").read_text().splitlines()]
     spec = parse_program_spec((DEMO / "sentiment_program.json").read_text())
     examples = [{"index": i, "data": row} for i, row in enumerate(rows)][8 : 8 + EXAMPLES]
-    lm = make_lm(ModelSpec("local", "smollm2", max_tokens=96), max_batch=max_batch, batch_window_s=batch_window_s)
+    lm = make_lm(
+        ModelSpec("local", "smollm2", max_tokens=96),
+        max_batch=max_batch,
+        batch_window_s=batch_window_s,
+    )
     loaded = get_loaded_model("smollm2", batch_window_s=batch_window_s, max_batch=max_batch)
-    loaded.generate([{"role": "user", "content": "warm up"}], max_new_tokens=4, temperature=0.0, stop=())
+    loaded.generate(
+        [{"role": "user", "content": "warm up"}], max_new_tokens=4, temperature=0.0, stop=()
+    )
     prefills_before = loaded.decoder.prefills
     records: list[dict] = []
     started = time.perf_counter()
-    bootstrap_with_lm(program=spec, lm=lm, examples=examples, metric=MetricSpec("normalized_match", "sentiment"),
-                      config=BootstrapConfig(num_threads=THREADS, num_demos=4), demos=rows[:8],
-                      on_trace=records.append)
+    bootstrap_with_lm(
+        program=spec,
+        lm=lm,
+        examples=examples,
+        metric=MetricSpec("normalized_match", "sentiment"),
+        config=BootstrapConfig(num_threads=THREADS, num_demos=4),
+        demos=rows[:8],
+        on_trace=records.append,
+    )
     elapsed = time.perf_counter() - started
-    return len(records) / elapsed, loaded.decoder.prefills - prefills_before, sum(r["passed"] for r in records)
+    return (
+        len(records) / elapsed,
+        loaded.decoder.prefills - prefills_before,
+        sum(r["passed"] for r in records),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     from jobs.engine.model_store import pick_device
 
-    print(f"\n== bootstrap speed: {EXAMPLES} examples, {THREADS} threads, device {pick_device()} ==")
+    print(
+        f"\n== bootstrap speed: {EXAMPLES} examples, {THREADS} threads, device {pick_device()} =="
+    )
     batched, batched_calls, batched_passed = run(max_batch=16, batch_window_s=0.02)
     single, single_calls, single_passed = run(max_batch=1, batch_window_s=0.0)
     print(f"{'policy':<28}{'examples/s':>12}{'prefill passes':>16}{'passed':>8}")

@@ -37,7 +37,9 @@ def envint(name: str, default: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ImproperlyConfigured(f"Unexpected value {name}={value!r}, expected an integer") from None
+        raise ImproperlyConfigured(
+            f"Unexpected value {name}={value!r}, expected an integer"
+        ) from None
 
 
 def envlist(name: str, default: str) -> list[str]:
@@ -130,7 +132,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     # A file, not :memory:, so worker subprocesses started by tests see the test database.
     DATABASES["default"]["TEST"] = {
-        "NAME": os.getenv("BFT_TEST_SQLITE", str(Path(tempfile.gettempdir()) / f"bftweb-test-{os.getpid()}.sqlite3"))
+        "NAME": os.getenv(
+            "BFT_TEST_SQLITE",
+            str(Path(tempfile.gettempdir()) / f"bftweb-test-{os.getpid()}.sqlite3"),
+        )
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -69,7 +69,12 @@ class QueuedWorkActions:
 
     @admin.action(description="Mark the selected as failed (stuck rows; their RQ job is stopped)")
     def mark_failed(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        _run_each(request, queryset, lambda r: services.mark_failed(row=r, user=request.user), "Marked failed")
+        _run_each(
+            request,
+            queryset,
+            lambda r: services.mark_failed(row=r, user=request.user),
+            "Marked failed",
+        )
 
 
 class MembershipInline(admin.TabularInline):
@@ -97,7 +102,15 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(LanguageModel)
 class LanguageModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "kind", "model_name", "fine_tunable", "source_job", "last_test_at"]
+    list_display = [
+        "name",
+        "project",
+        "kind",
+        "model_name",
+        "fine_tunable",
+        "source_job",
+        "last_test_at",
+    ]
     list_filter = ["kind", "fine_tunable", "project"]
     search_fields = ["name", "model_name"]
     list_select_related = ["project", "source_job"]
@@ -107,12 +120,26 @@ class LanguageModelAdmin(admin.ModelAdmin):
 
     @admin.action(description="Test the selected models on a worker")
     def test_models(self, request: HttpRequest, queryset: QuerySet[LanguageModel]) -> None:
-        _run_each(request, queryset, lambda m: services.enqueue_model_test(model=m, user=request.user), "Queued tests for")
+        _run_each(
+            request,
+            queryset,
+            lambda m: services.enqueue_model_test(model=m, user=request.user),
+            "Queued tests for",
+        )
 
 
 @admin.register(Trainset)
 class TrainsetAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "fmt", "row_count", "status", "dev_ratio", "split_seed", "created"]
+    list_display = [
+        "name",
+        "project",
+        "fmt",
+        "row_count",
+        "status",
+        "dev_ratio",
+        "split_seed",
+        "created",
+    ]
     list_filter = ["status", "fmt", "project"]
     search_fields = ["name", "file_name"]
     list_select_related = ["project"]
@@ -159,32 +186,81 @@ class ProgramVersionAdmin(admin.ModelAdmin):
 
 @admin.register(BootstrapRun)
 class BootstrapRunAdmin(QueuedWorkActions, admin.ModelAdmin):
-    list_display = ["id", "project", "trainset", "teacher", "status", "done", "total", "passed", "failed", "errored", "rq_job", "created"]
+    list_display = [
+        "id",
+        "project",
+        "trainset",
+        "teacher",
+        "status",
+        "done",
+        "total",
+        "passed",
+        "failed",
+        "errored",
+        "rq_job",
+        "created",
+    ]
     list_filter = ["status", "project"]
     search_fields = ["=id", "=rq_job_id", "trainset__name"]
     list_select_related = ["project", "trainset", "teacher"]
     raw_id_fields = ["trainset", "program_version", "teacher", "created_by"]
-    readonly_fields = [*QUEUED_WORK_READONLY, "rq_job", "total", "done", "passed", "failed", "errored", "lm_calls", "tokens"]
+    readonly_fields = [
+        *QUEUED_WORK_READONLY,
+        "rq_job",
+        "total",
+        "done",
+        "passed",
+        "failed",
+        "errored",
+        "lm_calls",
+        "tokens",
+    ]
     actions = ["cancel", "retry", "mark_failed"]
 
     @admin.action(description="Cancel the selected runs")
     def cancel(self, request: HttpRequest, queryset: QuerySet[BootstrapRun]) -> None:
-        _run_each(request, queryset, lambda r: services.cancel_run(run=r, user=request.user), "Cancelled")
+        _run_each(
+            request, queryset, lambda r: services.cancel_run(run=r, user=request.user), "Cancelled"
+        )
 
     @admin.action(description="Retry the selected runs (finished traces are kept)")
     def retry(self, request: HttpRequest, queryset: QuerySet[BootstrapRun]) -> None:
-        _run_each(request, queryset, lambda r: services.retry_run(run=r, user=request.user), "Retried")
+        _run_each(
+            request, queryset, lambda r: services.retry_run(run=r, user=request.user), "Retried"
+        )
 
 
 @admin.register(Trace)
 class TraceAdmin(admin.ModelAdmin):
-    list_display = ["id", "run", "example_index", "score", "passed", "parsed", "review_state", "reviewed_by"]
+    list_display = [
+        "id",
+        "run",
+        "example_index",
+        "score",
+        "passed",
+        "parsed",
+        "review_state",
+        "reviewed_by",
+    ]
     list_filter = ["review_state", "passed", "parsed"]
     search_fields = ["=run__id"]
     list_select_related = ["run", "reviewed_by"]
     raw_id_fields = ["run", "reviewed_by"]
     show_full_result_count = False
-    readonly_fields = ["inputs", "labels", "outputs", "calls", "score", "passed", "parsed", "error", "lm_calls", "tokens", "elapsed_s", "created"]
+    readonly_fields = [
+        "inputs",
+        "labels",
+        "outputs",
+        "calls",
+        "score",
+        "passed",
+        "parsed",
+        "error",
+        "lm_calls",
+        "tokens",
+        "elapsed_s",
+        "created",
+    ]
 
 
 class FinetuneMetricInline(admin.TabularInline):
@@ -198,7 +274,19 @@ class FinetuneMetricInline(admin.TabularInline):
 
 @admin.register(FinetuneJob)
 class FinetuneJobAdmin(QueuedWorkActions, admin.ModelAdmin):
-    list_display = ["id", "project", "run", "student", "status", "step", "total_steps", "last_loss", "output_model_id", "rq_job", "created"]
+    list_display = [
+        "id",
+        "project",
+        "run",
+        "student",
+        "status",
+        "step",
+        "total_steps",
+        "last_loss",
+        "output_model_id",
+        "rq_job",
+        "created",
+    ]
     list_filter = ["status", "selection", "project"]
     search_fields = ["=id", "=rq_job_id", "output_model_id"]
     list_select_related = ["project", "run", "student"]
@@ -226,11 +314,15 @@ class FinetuneJobAdmin(QueuedWorkActions, admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected jobs")
     def cancel(self, request: HttpRequest, queryset: QuerySet[FinetuneJob]) -> None:
-        _run_each(request, queryset, lambda j: services.cancel_job(job=j, user=request.user), "Cancelled")
+        _run_each(
+            request, queryset, lambda j: services.cancel_job(job=j, user=request.user), "Cancelled"
+        )
 
     @admin.action(description="Retry the selected jobs (resume from the last checkpoint)")
     def retry(self, request: HttpRequest, queryset: QuerySet[FinetuneJob]) -> None:
-        _run_each(request, queryset, lambda j: services.retry_job(job=j, user=request.user), "Retried")
+        _run_each(
+            request, queryset, lambda j: services.retry_job(job=j, user=request.user), "Retried"
+        )
 
 
 @admin.register(FinetuneMetric)

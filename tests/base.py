@@ -51,10 +51,17 @@ class CastMixin:
 
     # Small builders for the rows most tests need (no factories: see STYLE.md 3.9).
 
-    def make_trainset(self, rows: list[dict[str, Any]] | None = None, *, dev_every: int = 0) -> Trainset:
-        rows = rows if rows is not None else [
-            {"text": f"review {i}", "sentiment": "positive" if i % 2 else "negative"} for i in range(8)
-        ]
+    def make_trainset(
+        self, rows: list[dict[str, Any]] | None = None, *, dev_every: int = 0
+    ) -> Trainset:
+        rows = (
+            rows
+            if rows is not None
+            else [
+                {"text": f"review {i}", "sentiment": "positive" if i % 2 else "negative"}
+                for i in range(8)
+            ]
+        )
         trainset = Trainset.objects.create(
             project=self.p1,
             name="reviews",
@@ -111,7 +118,9 @@ class CastMixin:
         kwargs.setdefault("parsed", True)
         call = {
             "predictor": "classify",
-            "signature": signature_to_dict(dspy.Signature("text -> sentiment", "Classify the sentiment.")),
+            "signature": signature_to_dict(
+                dspy.Signature("text -> sentiment", "Classify the sentiment.")
+            ),
             "inputs": {"text": f"review {index}"},
             "outputs": {"sentiment": label},
         }

@@ -40,8 +40,14 @@ class Browser:
     def login(self, username: str, password: str) -> tuple[int, str, str]:
         _, page = self.get("/accounts/login/")
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-        data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": username, "password": password})
-        request = urllib.request.Request(self.base + "/accounts/login/", data=data.encode(), headers={"Referer": self.base + "/accounts/login/"})
+        data = urllib.parse.urlencode(
+            {"csrfmiddlewaretoken": token, "username": username, "password": password}
+        )
+        request = urllib.request.Request(
+            self.base + "/accounts/login/",
+            data=data.encode(),
+            headers={"Referer": self.base + "/accounts/login/"},
+        )
         with self.opener.open(request, timeout=30) as r:
             return r.status, r.geturl(), r.read().decode()
 
@@ -49,14 +55,25 @@ class Browser:
 @pytest.fixture
 def devserver(tmp_path: Path):
     port, redis_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # a fresh SQLite, never CI's database
-    env.update(BFT_VAR_DIR=str(tmp_path / "var"), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", DEBUG="True")
+    env = {
+        k: v for k, v in os.environ.items() if k != "DATABASE_URL"
+    }  # a fresh SQLite, never CI's database
+    env.update(
+        BFT_VAR_DIR=str(tmp_path / "var"),
+        REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        DEBUG="True",
+    )
     log = (tmp_path / "devserver.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "manage.py", "devserver", "--addrport", f"127.0.0.1:{port}"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    yield process, f"http://127.0.0.1:{port}", f"redis://127.0.0.1:{redis_port}/0", tmp_path / "devserver.log"
+    yield (
+        process,
+        f"http://127.0.0.1:{port}",
+        f"redis://127.0.0.1:{redis_port}/0",
+        tmp_path / "devserver.log",
+    )
     stop_process(process)
 
 
@@ -88,5 +105,7 @@ def test_make_run_brings_everything_up_and_ctrl_c_stops_it(devserver) -> None:
 
     process.send_signal(signal.SIGINT)  # Ctrl-C
     assert process.wait(timeout=60) == 0
-    wait_for(lambda: not any(pid_alive(pid) for pid in children), timeout=30, what="every child to stop")
+    wait_for(
+        lambda: not any(pid_alive(pid) for pid in children), timeout=30, what="every child to stop"
+    )
     assert not redis_answers(redis_url)

@@ -101,7 +101,9 @@ class FinetuneEnqueueTestCase(BaseTestCase):
         job.refresh_from_db()
         self.assertEqual(job.status, "cancelled")
         self.assertEqual(services.get_queue("gpu").job_ids, [])
-        self.assertEqual(Job.fetch(str(job.rq_job_id), connection=self.redis).get_status(), "canceled")
+        self.assertEqual(
+            Job.fetch(str(job.rq_job_id), connection=self.redis).get_status(), "canceled"
+        )
 
     def test_it_asks_a_running_job_to_stop(self) -> None:
         with self.captureOnCommitCallbacks(execute=True):
@@ -171,7 +173,9 @@ class ReconcileTestCase(BaseTestCase):
         self.run = self.make_run()
 
     def enqueue(self) -> Job:
-        return services.get_queue("default").enqueue("jobs.tasks.run_bootstrap", self.run.pk, job_id=str(self.run.rq_job_id))
+        return services.get_queue("default").enqueue(
+            "jobs.tasks.run_bootstrap", self.run.pk, job_id=str(self.run.rq_job_id)
+        )
 
     def test_it_fails_a_running_row_whose_rq_job_failed(self) -> None:
         queue = services.get_queue("default")  # a job that fails without reaching our task code
@@ -211,7 +215,9 @@ class ReconcileTestCase(BaseTestCase):
         with mock.patch("jobs.services.send_stop_job_command") as stop:
             services.reconcile_stale()
             stop.assert_not_called()  # still within the grace period
-            BootstrapRun.objects.filter(pk=self.run.pk).update(cancel_requested_at=now() - timedelta(hours=1))
+            BootstrapRun.objects.filter(pk=self.run.pk).update(
+                cancel_requested_at=now() - timedelta(hours=1)
+            )
             services.reconcile_stale()
         stop.assert_called_once_with(mock.ANY, str(self.run.rq_job_id))
 

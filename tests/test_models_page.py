@@ -151,7 +151,9 @@ class ModelsPageTestCase(WebTestCase):
         r = self.client.post(f"/p/p1/models/{self.model.pk}/edit/", {**LITELLM, "name": "api"})
         self.assertRedirects(r, "/p/p1/models/")
         model = LanguageModel.objects.get(pk=self.model.pk)
-        self.assertEqual((model.name, model.kind, model.model_name), ("api", "litellm", LITELLM["model_name"]))
+        self.assertEqual(
+            (model.name, model.kind, model.model_name), ("api", "litellm", LITELLM["model_name"])
+        )
         r = self.client.post(
             f"/p/p1/models/{self.model.pk}/edit/", {**LITELLM, "api_key_env": "sk-abc123secret"}
         )
@@ -161,7 +163,9 @@ class ModelsPageTestCase(WebTestCase):
         self.make_run(teacher=self.model)
         self.login(self.bob)
         url = f"/p/p1/models/{self.model.pk}/edit/"
-        self.assertContains(self.client.get(url), "Fixed: runs or fine-tunes already used this model.")
+        self.assertContains(
+            self.client.get(url), "Fixed: runs or fine-tunes already used this model."
+        )
         local = {"name": "teacher", "kind": "litellm", "model_name": "other", "temperature": "0.7",
                  "max_tokens": "64"}  # fmt: skip
         self.assertRedirects(self.client.post(url, local), "/p/p1/models/")

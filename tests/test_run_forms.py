@@ -106,8 +106,14 @@ class RunCreateTestCase(WebTestCase):
         self.assertEqual(run.metric["name"], "normalized_match")
         self.assertEqual(
             run.config,
-            {"num_threads": 2, "num_demos": 4, "demo_seed": 0, "limit": 3, "temperature": 0.0,
-             "reason_demos": False},
+            {
+                "num_threads": 2,
+                "num_demos": 4,
+                "demo_seed": 0,
+                "limit": 3,
+                "temperature": 0.0,
+                "reason_demos": False,
+            },
         )
         self.assertEqual(Queue("default", connection=self.redis).job_ids, [str(run.rq_job_id)])
         page = self.client.get(r.url)
@@ -128,7 +134,9 @@ class RunCreateTestCase(WebTestCase):
         self.assertTrue(warm.bootstrap_config().reason_demos)
         self.assertFalse(default.bootstrap_config().reason_demos)
         self.assertContains(self.client.get(f"/p/p1/runs/{warm.pk}/"), "temperature 0.7")
-        self.assertContains(self.client.get(f"/p/p1/runs/{warm.pk}/"), "reasoned by the teacher first")
+        self.assertContains(
+            self.client.get(f"/p/p1/runs/{warm.pk}/"), "reasoned by the teacher first"
+        )
         self.assertContains(self.client.get(f"/p/p1/runs/{default.pk}/"), "temperature 0.0")
 
     def test_it_refuses_a_metric_field_that_is_not_an_output(self) -> None:

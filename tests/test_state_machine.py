@@ -13,7 +13,10 @@ class StateMachineTestCase(BaseTestCase):
         self.run = self.make_run()
 
     def test_it_lets_a_cancel_beat_a_late_worker_claim(self) -> None:
-        web, worker = BootstrapRun.objects.get(pk=self.run.pk), BootstrapRun.objects.get(pk=self.run.pk)
+        web, worker = (
+            BootstrapRun.objects.get(pk=self.run.pk),
+            BootstrapRun.objects.get(pk=self.run.pk),
+        )
         self.assertTrue(web.cancel_if_queued())
         self.assertFalse(worker.mark_running())
         self.run.refresh_from_db()
@@ -21,7 +24,10 @@ class StateMachineTestCase(BaseTestCase):
         self.assertIsNone(self.run.started)
 
     def test_it_lets_a_worker_claim_beat_a_late_cancel(self) -> None:
-        web, worker = BootstrapRun.objects.get(pk=self.run.pk), BootstrapRun.objects.get(pk=self.run.pk)
+        web, worker = (
+            BootstrapRun.objects.get(pk=self.run.pk),
+            BootstrapRun.objects.get(pk=self.run.pk),
+        )
         self.assertTrue(worker.mark_running())
         self.assertFalse(web.cancel_if_queued())
         self.assertTrue(web.request_cancel())  # the worker will stop cooperatively instead
@@ -46,7 +52,9 @@ class StateMachineTestCase(BaseTestCase):
     def test_it_finishes_only_active_rows(self) -> None:
         self.assertTrue(self.run.mark_running())
         self.assertTrue(self.run.mark_finished("failed", error="boom"))
-        self.assertFalse(self.run.mark_finished("succeeded"))  # e.g. reconciled before the worker returned
+        self.assertFalse(
+            self.run.mark_finished("succeeded")
+        )  # e.g. reconciled before the worker returned
         self.run.refresh_from_db()
         self.assertEqual((self.run.status, self.run.error), ("failed", "boom"))
         self.assertIsNotNone(self.run.finished)
@@ -65,7 +73,12 @@ class StateMachineTestCase(BaseTestCase):
 
     def test_it_shares_the_machine_with_finetune_jobs(self) -> None:
         job = FinetuneJob.objects.create(
-            project=self.p1, run=self.run, student=self.make_model("student"), created_by=self.alice, total_steps=10, step=5
+            project=self.p1,
+            run=self.run,
+            student=self.make_model("student"),
+            created_by=self.alice,
+            total_steps=10,
+            step=5,
         )
         self.assertEqual(job.percent, 50)
         self.assertTrue(job.mark_running(worker_name="w1"))

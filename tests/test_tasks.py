@@ -23,9 +23,18 @@ TRAIN_SPLIT = [0, 1, 2, 4, 5, 6]  # make_trainset(dev_every=4) puts rows 3 and 7
 def earlier_record(index: int) -> dict:
     """A trace an earlier, interrupted attempt stored (what the engine hands to on_trace)."""
     return {
-        "example_index": index, "inputs": {"text": f"review {index}"}, "labels": {"sentiment": "negative"},
-        "outputs": {"sentiment": "negative"}, "calls": [], "score": 1.0, "passed": True, "parsed": True,
-        "error": "", "lm_calls": 1, "tokens": 10, "elapsed_s": 0.1,
+        "example_index": index,
+        "inputs": {"text": f"review {index}"},
+        "labels": {"sentiment": "negative"},
+        "outputs": {"sentiment": "negative"},
+        "calls": [],
+        "score": 1.0,
+        "passed": True,
+        "parsed": True,
+        "error": "",
+        "lm_calls": 1,
+        "tokens": 10,
+        "elapsed_s": 0.1,
     }
 
 
@@ -33,8 +42,12 @@ class RunBootstrapTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         teacher = self.make_model("teacher", max_tokens=24)
-        self.run = self.make_run(total=6, trainset=self.make_trainset(dev_every=4), teacher=teacher,
-                                 config=BootstrapConfig(num_threads=3).to_dict())
+        self.run = self.make_run(
+            total=6,
+            trainset=self.make_trainset(dev_every=4),
+            teacher=teacher,
+            config=BootstrapConfig(num_threads=3).to_dict(),
+        )
 
     def test_it_stores_each_trace_and_the_counters(self) -> None:
         self.assertEqual(tasks.run_bootstrap(self.run.pk), "succeeded")
@@ -53,9 +66,13 @@ class RunBootstrapTestCase(BaseTestCase):
     def test_it_skips_finished_examples_when_resumed(self) -> None:
         services.record_traces(self.run, [earlier_record(0), earlier_record(1)])
         tasks.run_bootstrap(self.run.pk)
-        self.assertEqual(sorted(self.run.traces.values_list("example_index", flat=True)), TRAIN_SPLIT)
+        self.assertEqual(
+            sorted(self.run.traces.values_list("example_index", flat=True)), TRAIN_SPLIT
+        )
         first = self.run.traces.get(example_index=0)
-        self.assertEqual((first.tokens, first.calls), (10, []))  # the earlier record stays as it was
+        self.assertEqual(
+            (first.tokens, first.calls), (10, [])
+        )  # the earlier record stays as it was
 
     def test_a_duplicate_record_is_ignored(self) -> None:
         services.record_traces(self.run, [earlier_record(0)])
@@ -63,7 +80,9 @@ class RunBootstrapTestCase(BaseTestCase):
         self.assertEqual(self.run.traces.get(example_index=0).tokens, 10)
 
     def test_it_stops_when_cancelled(self) -> None:
-        BootstrapRun.objects.filter(pk=self.run.pk).update(cancel_requested=True)  # asked after the claim
+        BootstrapRun.objects.filter(pk=self.run.pk).update(
+            cancel_requested=True
+        )  # asked after the claim
         self.assertEqual(tasks.run_bootstrap(self.run.pk), "cancelled")
         self.run.refresh_from_db()
         self.assertEqual((self.run.status, self.run.done), ("cancelled", 0))
@@ -93,8 +112,13 @@ class RunFinetuneTestCase(BaseTestCase):
 
     def make_job(self, **config) -> FinetuneJob:
         config = {"base_model": "smollm2", "max_steps": 3, "batch_size": 1, "bf16": False, **config}
-        return FinetuneJob.objects.create(project=self.p1, run=self.run, student=self.student,
-                                          config=FinetuneConfig(**config).to_dict(), created_by=self.bob)
+        return FinetuneJob.objects.create(
+            project=self.p1,
+            run=self.run,
+            student=self.student,
+            config=FinetuneConfig(**config).to_dict(),
+            created_by=self.bob,
+        )
 
     def test_it_trains_records_progress_and_registers_the_output_model(self) -> None:
         job = self.make_job()
@@ -117,12 +141,16 @@ class RunFinetuneTestCase(BaseTestCase):
         self.assertEqual([s for s, _ in steps], [1, 2, 3])
         self.assertTrue(all(loss > 0 for _, loss in steps))
         output = LanguageModel.objects.get(source_job=job)
-        self.assertEqual((output.project, output.kind, output.model_name, output.fine_tunable),
-                         (self.p1, "local", model_id, True))
+        self.assertEqual(
+            (output.project, output.kind, output.model_name, output.fine_tunable),
+            (self.p1, "local", model_id, True),
+        )
         rows = (self.artifacts / "jobs" / str(job.pk) / "rows.jsonl").read_text().splitlines()
         self.assertEqual(len(rows), 4)
         self.assertIn("messages", json.loads(rows[0]))
-        self.assertTrue((self.artifacts / "jobs" / str(job.pk) / "adapter" / "adapter_config.json").exists())
+        self.assertTrue(
+            (self.artifacts / "jobs" / str(job.pk) / "adapter" / "adapter_config.json").exists()
+        )
 
     def test_it_records_an_engine_failure_and_reraises(self) -> None:
         job = self.make_job(target_modules=("no_such_proj",))
@@ -136,7 +164,9 @@ class RunFinetuneTestCase(BaseTestCase):
     def test_the_failure_callback_marks_timeouts_failed(self) -> None:
         job = self.make_job()
         job.mark_running()
-        rq_job = Job.create("jobs.tasks.run_finetune", args=(job.pk,), id=str(job.rq_job_id), connection=self.redis)
+        rq_job = Job.create(
+            "jobs.tasks.run_finetune", args=(job.pk,), id=str(job.rq_job_id), connection=self.redis
+        )
         exc = JobTimeoutException("Task exceeded maximum timeout value (10 seconds)")
         tasks.on_work_failure(rq_job, self.redis, JobTimeoutException, exc, None)
         job.refresh_from_db()

@@ -46,14 +46,18 @@ class LiveWorkerTestCase(WorkerTestCase):
         try:
             wait_for(done, timeout=timeout, what=f"{row} to finish")
         except AssertionError:
-            raise AssertionError(f"{row} did not finish; worker log:\n{self.worker_log.read_text()[-3000:]}") from None
+            raise AssertionError(
+                f"{row} did not finish; worker log:\n{self.worker_log.read_text()[-3000:]}"
+            ) from None
         return row
 
     def finetune_job(self, **config) -> FinetuneJob:
         run = self.make_run(status="succeeded")
         for i in range(8):
             self.make_trace(run, i)
-        config = FinetuneConfig(base_model="smollm2", batch_size=1, checkpoint_every_steps=1, bf16=False, **config)
+        config = FinetuneConfig(
+            base_model="smollm2", batch_size=1, checkpoint_every_steps=1, bf16=False, **config
+        )
         return services.create_finetune_job(
             run=run, student=self.make_model("student"), config=config, selection="passing",
             multitask=True, exclude_demos=True, user=self.bob,
@@ -62,7 +66,10 @@ class LiveWorkerTestCase(WorkerTestCase):
 
 class QueuePathTestCase(LiveWorkerTestCase):
     def test_it_bootstraps_then_fine_tunes_on_the_worker_that_make_run_starts(self) -> None:
-        rows = [json.loads(line) for line in (DEMO_DIR / "sentiment.jsonl").read_text().splitlines()[:12]]
+        rows = [
+            json.loads(line)
+            for line in (DEMO_DIR / "sentiment.jsonl").read_text().splitlines()[:12]
+        ]
         program = self.make_program(json.loads((DEMO_DIR / "sentiment_program.json").read_text()))
         run = services.create_bootstrap_run(
             project=self.p1,
@@ -73,7 +80,9 @@ class QueuePathTestCase(LiveWorkerTestCase):
             config=BootstrapConfig(num_threads=2, num_demos=4, limit=4),
             user=self.bob,
         )
-        self.assertEqual(services.get_queue("default").job_ids, [str(run.rq_job_id)])  # committed, then enqueued
+        self.assertEqual(
+            services.get_queue("default").job_ids, [str(run.rq_job_id)]
+        )  # committed, then enqueued
         self.start_worker()
         self.wait_until_terminal(run)
         self.assertEqual(run.status, "succeeded", run.error)
@@ -100,14 +109,26 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
     def test_a_killed_worker_fails_the_job_and_a_retry_resumes_from_the_checkpoint(self) -> None:
         job = self.finetune_job(max_steps=8)  # progress lands every ~2 s: leave steps to kill it in
         worker = self.start_worker()
-        wait_for(lambda: FinetuneJob.objects.get(pk=job.pk).step >= 2, timeout=RUN_TIMEOUT_S, what="two steps")
+        wait_for(
+            lambda: FinetuneJob.objects.get(pk=job.pk).step >= 2,
+            timeout=RUN_TIMEOUT_S,
+            what="two steps",
+        )
         horses = child_pids(worker.pid)
         self.assertEqual(len(horses), 1)
-        os.killpg(worker.pid, signal.SIGKILL)  # the worker, mid fine-tune (rq's horse has its own group)
+        os.killpg(
+            worker.pid, signal.SIGKILL
+        )  # the worker, mid fine-tune (rq's horse has its own group)
         worker.wait()
-        wait_for(lambda: not pid_alive(horses[0]), timeout=10, what="the horse to die with its worker")
+        wait_for(
+            lambda: not pid_alive(horses[0]), timeout=10, what="the horse to die with its worker"
+        )
 
-        wait_for(lambda: services.reconcile_stale(), timeout=60, what="reconcile to notice the dead worker")
+        wait_for(
+            lambda: services.reconcile_stale(),
+            timeout=60,
+            what="reconcile to notice the dead worker",
+        )
         job.refresh_from_db()
         self.assertEqual(job.status, "failed")
         self.assertIn("died while running this job", job.error)
@@ -126,7 +147,11 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
     def test_cancel_stops_a_fine_tune_within_one_step(self) -> None:
         job = self.finetune_job(max_steps=8)
         self.start_worker()
-        wait_for(lambda: FinetuneJob.objects.get(pk=job.pk).step >= 1, timeout=RUN_TIMEOUT_S, what="the first step")
+        wait_for(
+            lambda: FinetuneJob.objects.get(pk=job.pk).step >= 1,
+            timeout=RUN_TIMEOUT_S,
+            what="the first step",
+        )
         job.refresh_from_db()
         step_at_cancel = job.step
         services.cancel_job(job=job, user=self.bob)
@@ -148,7 +173,10 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
         self.assertIn("timeout", job.error)
 
     def test_a_retried_bootstrap_skips_finished_examples(self) -> None:
-        rows = [json.loads(line) for line in (DEMO_DIR / "sentiment.jsonl").read_text().splitlines()[:12]]
+        rows = [
+            json.loads(line)
+            for line in (DEMO_DIR / "sentiment.jsonl").read_text().splitlines()[:12]
+        ]
         run = BootstrapRun.objects.create(
             project=self.p1, trainset=self.make_trainset(rows),
             program_version=self.make_program(json.loads((DEMO_DIR / "sentiment_program.json").read_text())),
@@ -164,4 +192,6 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
         self.assertEqual(run.status, "succeeded", run.error)
         self.assertEqual(sorted(run.traces.values_list("example_index", flat=True)), [0, 1, 2, 3])
         for trace in finished:  # untouched: the same rows, not re-run
-            self.assertEqual(run.traces.get(example_index=trace.example_index).created, trace.created)
+            self.assertEqual(
+                run.traces.get(example_index=trace.example_index).created, trace.created
+            )

@@ -61,7 +61,9 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float, what: str, every: float = 0.5) -> object:
+def wait_for(
+    predicate: Callable[[], object], *, timeout: float, what: str, every: float = 0.5
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := predicate():
@@ -70,4 +72,11 @@ def wait_for(predicate: Callable[[], object], *, timeout: float, what: str, ever
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-__all__ = ["child_pids", "database_url_for_workers", "pid_alive", "start_worker", "stop_process", "wait_for"]
+__all__ = [
+    "child_pids",
+    "database_url_for_workers",
+    "pid_alive",
+    "start_worker",
+    "stop_process",
+    "wait_for",
+]

@@ -55,8 +55,16 @@ def bootstrap(
     teacher = config.teacher_for_run(teacher)
     check_model(teacher)
     return bootstrap_with_lm(
-        program=program, lm=make_lm(teacher), examples=examples, metric=metric, config=config,
-        demos=demos, skip=skip, on_trace=on_trace, on_progress=on_progress, should_stop=should_stop,
+        program=program,
+        lm=make_lm(teacher),
+        examples=examples,
+        metric=metric,
+        config=config,
+        demos=demos,
+        skip=skip,
+        on_trace=on_trace,
+        on_progress=on_progress,
+        should_stop=should_stop,
     )
 
 
@@ -114,8 +122,14 @@ def bootstrap_with_lm(
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bootstrap") as pool:
         in_flight: set[Future] = set()
         while True:
-            while not stopping and len(in_flight) < threads and (example := next(waiting, None)) is not None:
-                in_flight.add(pool.submit(trace_example, module, lm, adapter, program, metric, example))
+            while (
+                not stopping
+                and len(in_flight) < threads
+                and (example := next(waiting, None)) is not None
+            ):
+                in_flight.add(
+                    pool.submit(trace_example, module, lm, adapter, program, metric, example)
+                )
             if not in_flight:
                 break
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -133,29 +147,45 @@ def pick_demos(rows: Sequence[dict[str, Any]], k: int, seed: int) -> list[dict[s
     return random.Random(seed).sample(rows, min(k, len(rows)))
 
 
-def reason_demos(module: dspy.Module, lm: Any, adapter: dspy.Adapter, program: ProgramSpec,
-                 metric: MetricSpec, demos: list[dict[str, Any]], *, threads: int) -> list[dict[str, dict]]:
+def reason_demos(
+    module: dspy.Module,
+    lm: Any,
+    adapter: dspy.Adapter,
+    program: ProgramSpec,
+    metric: MetricSpec,
+    demos: list[dict[str, Any]],
+    *,
+    threads: int,
+) -> list[dict[str, dict]]:
     """DSPy's BootstrapFewShot step on the labeled demos: the teacher answers each demo, shown the
     others; an answer that parses, passes the metric and does not copy the placeholder gives that
     demo the teacher's own calls, reasoning included. For each demo: {predictor name: the call's
     inputs and outputs}, or {} where the demo stays labeled."""
+
     def answer(index: int) -> dict[str, Any]:
         copy = module.deepcopy()
-        attach_demos(copy, demos[:index] + demos[index + 1:])
-        return trace_example(copy, lm, adapter, program, metric, {"index": index, "data": demos[index]})
+        attach_demos(copy, demos[:index] + demos[index + 1 :])
+        return trace_example(
+            copy, lm, adapter, program, metric, {"index": index, "data": demos[index]}
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="demo") as pool:
         records = list(pool.map(answer, range(len(demos))))
     reasoned = []
     for record in records:
-        calls = {call["predictor"]: {**call["inputs"], **call["outputs"]} for call in record["calls"]}
-        copied = any(isinstance(v, str) and DEMO_PLACEHOLDER in v for c in calls.values() for v in c.values())
+        calls = {
+            call["predictor"]: {**call["inputs"], **call["outputs"]} for call in record["calls"]
+        }
+        copied = any(
+            isinstance(v, str) and DEMO_PLACEHOLDER in v for c in calls.values() for v in c.values()
+        )
         reasoned.append(calls if record["passed"] and not copied else {})
     return reasoned
 
 
-def attach_demos(module: dspy.Module, demos: list[dict[str, Any]],
-                 reasoned: list[dict[str, dict]] | None = None) -> None:
+def attach_demos(
+    module: dspy.Module, demos: list[dict[str, Any]], reasoned: list[dict[str, dict]] | None = None
+) -> None:
     """Give each predictor, for each demo, the teacher's reasoned call when there is one (see
     :func:`reason_demos`), else the labeled demo if it carries all of the predictor's input
     fields and one of its outputs."""
@@ -165,13 +195,21 @@ def attach_demos(module: dspy.Module, demos: list[dict[str, Any]],
         for index, demo in enumerate(demos):
             if reasoned and name in reasoned[index]:
                 chosen.append(dspy.Example(**reasoned[index][name], augmented=True))
-            elif all(f in demo for f in sig.input_fields) and any(f in demo for f in sig.output_fields):
+            elif all(f in demo for f in sig.input_fields) and any(
+                f in demo for f in sig.output_fields
+            ):
                 chosen.append(dspy.Example(**demo))
         predictor.demos = chosen
 
 
-def trace_example(module: dspy.Module, lm: Any, adapter: dspy.Adapter, program: ProgramSpec,
-                  metric: MetricSpec, example: dict[str, Any]) -> dict[str, Any]:
+def trace_example(
+    module: dspy.Module,
+    lm: Any,
+    adapter: dspy.Adapter,
+    program: ProgramSpec,
+    metric: MetricSpec,
+    example: dict[str, Any],
+) -> dict[str, Any]:
     """Run one example; return its record whatever happens (parse failures are recorded)."""
     data = example["data"]
     inputs = {name: data[name] for name in program.input_fields}
@@ -191,8 +229,10 @@ def trace_example(module: dspy.Module, lm: Any, adapter: dspy.Adapter, program: 
             prediction, outputs = None, {}
             error = f"{type(exc).__name__}: {exc}"
         trace = list(dspy.settings.trace)
-    calls = [_call_record(names.get(id(pred), ""), pred, call_inputs, call_outputs)
-             for pred, call_inputs, call_outputs in trace]
+    calls = [
+        _call_record(names.get(id(pred), ""), pred, call_inputs, call_outputs)
+        for pred, call_inputs, call_outputs in trace
+    ]
     for call in calls:
         outputs.update({k: v for k, v in call["outputs"].items() if k in program.output_fields})
     if failed_call is not None:
@@ -230,7 +270,9 @@ def _call_record(name: str, predictor: Any, inputs: dict[str, Any], outputs: Any
     return call
 
 
-def _failed_call_record(module: dspy.Module, position: int, error: str, failure: dict[str, Any]) -> dict[str, Any]:
+def _failed_call_record(
+    module: dspy.Module, position: int, error: str, failure: dict[str, Any]
+) -> dict[str, Any]:
     """The predictor call whose answer did not parse: its raw text, and any fields that did."""
     named = module.named_predictors()
     name, predictor = named[min(position, len(named) - 1)]
@@ -258,8 +300,14 @@ def _example_dict(example: Any) -> dict[str, Any]:
 def _usage_totals(tracker: UsageTracker) -> tuple[int, int]:
     """LM calls and tokens recorded in this example's own usage context (thread-safe)."""
     entries = [entry for per_lm in tracker.usage_data.values() for entry in per_lm]
-    tokens = sum(int(e.get("total_tokens") or (e.get("input_tokens") or 0) + (e.get("output_tokens") or 0)
-                     or (e.get("prompt_tokens") or 0) + (e.get("completion_tokens") or 0)) for e in entries)
+    tokens = sum(
+        int(
+            e.get("total_tokens")
+            or (e.get("input_tokens") or 0) + (e.get("output_tokens") or 0)
+            or (e.get("prompt_tokens") or 0) + (e.get("completion_tokens") or 0)
+        )
+        for e in entries
+    )
     return len(entries), tokens
 
 

@@ -25,7 +25,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Generation:
     text: str
-    finish_reason: str      # "stop" | "length"
+    finish_reason: str  # "stop" | "length"
     input_tokens: int
     output_tokens: int
 
@@ -44,7 +44,9 @@ _STOP: Any = object()  # queued by close(): stop after the rows in flight
 
 
 class ContinuousBatcher:
-    def __init__(self, model: Any, tokenizer: Any, device: str, *, max_batch: int, batch_window_s: float) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, device: str, *, max_batch: int, batch_window_s: float
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -54,21 +56,26 @@ class ContinuousBatcher:
         self.max_batch = max(1, max_batch)
         self.batch_window_s = batch_window_s
         self.eos_ids = _eos_ids(model, tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
-        self.forward_calls = 0     # model forward passes (prefills + decode steps)
-        self.prefills = 0          # prefill passes: requests that arrived together share one
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        )
+        self.forward_calls = 0  # model forward passes (prefills + decode steps)
+        self.prefills = 0  # prefill passes: requests that arrived together share one
         self.requests = 0
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._rows: list[_Request] = []
         self._cache: Any = None
-        self._mask: Any = None      # [rows, cached positions]: 1 for real tokens, 0 for padding
-        self._logits: Any = None    # [rows, vocab]: each row's next-token logits
+        self._mask: Any = None  # [rows, cached positions]: 1 for real tokens, 0 for padding
+        self._logits: Any = None  # [rows, vocab]: each row's next-token logits
         self._thread = threading.Thread(target=self._serve, name="decoder", daemon=True)
         self._thread.start()
 
-    def submit(self, prompt_ids: list[int], *, max_new_tokens: int, temperature: float,
-               stop: Sequence[str]) -> Future:
-        request = _Request(list(prompt_ids), max(1, int(max_new_tokens)), float(temperature), tuple(stop))
+    def submit(
+        self, prompt_ids: list[int], *, max_new_tokens: int, temperature: float, stop: Sequence[str]
+    ) -> Future:
+        request = _Request(
+            list(prompt_ids), max(1, int(max_new_tokens)), float(temperature), tuple(stop)
+        )
         self._queue.put(request)
         return request.future
 
@@ -158,7 +165,9 @@ class ContinuousBatcher:
                 self._finish(row, "stop")
                 continue
             row.generated.append(token)
-            text, stopped = cut_at_stop(self.tokenizer.decode(row.generated, skip_special_tokens=True), row.stop)
+            text, stopped = cut_at_stop(
+                self.tokenizer.decode(row.generated, skip_special_tokens=True), row.stop
+            )
             if stopped:
                 self._finish(row, "stop", text)
             elif len(row.generated) >= row.max_new_tokens:
@@ -202,14 +211,18 @@ class ContinuousBatcher:
 
     def _finish(self, row: _Request, reason: str, text: str | None = None) -> None:
         if text is None:
-            text, _ = cut_at_stop(self.tokenizer.decode(row.generated, skip_special_tokens=True), row.stop)
+            text, _ = cut_at_stop(
+                self.tokenizer.decode(row.generated, skip_special_tokens=True), row.stop
+            )
         row.future.set_result(Generation(text, reason, len(row.prompt_ids), len(row.generated)))
 
     def _reset(self) -> None:
         self._rows, self._cache, self._mask, self._logits = [], None, None, None
 
 
-def _merge_caches(torch: Any, cache_a: Any, mask_a: Any, cache_b: Any, mask_b: Any) -> tuple[Any, Any]:
+def _merge_caches(
+    torch: Any, cache_a: Any, mask_a: Any, cache_b: Any, mask_b: Any
+) -> tuple[Any, Any]:
     """Stack two left-padded KV caches along the batch, left-padding the shorter in time."""
     width = max(mask_a.shape[1], mask_b.shape[1])
 

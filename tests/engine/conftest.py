@@ -12,7 +12,11 @@ DEMO = Path(__file__).resolve().parents[2] / "jobs" / "demo"
 
 @pytest.fixture(scope="session")
 def demo_rows() -> list[dict]:
-    return [json.loads(line) for line in (DEMO / "sentiment.jsonl").read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in (DEMO / "sentiment.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -11,17 +11,35 @@ from jobs.engine.bootstrap import bootstrap, bootstrap_with_lm
 from jobs.engine.types import DEMO_PLACEHOLDER, BootstrapConfig, MetricSpec, ModelSpec
 
 METRIC = MetricSpec("normalized_match", "sentiment")
-KEYS = {"example_index", "inputs", "labels", "outputs", "calls", "score", "passed", "parsed", "error",
-        "lm_calls", "tokens", "elapsed_s"}
+KEYS = {
+    "example_index",
+    "inputs",
+    "labels",
+    "outputs",
+    "calls",
+    "score",
+    "passed",
+    "parsed",
+    "error",
+    "lm_calls",
+    "tokens",
+    "elapsed_s",
+}
 
 
 @pytest.mark.slow
 def test_it_bootstraps_eight_examples_with_the_bundled_teacher(demo_spec, demo_rows, demo_examples):
     records, progress = [], []
-    summary = bootstrap(program=demo_spec, teacher=ModelSpec("local", "smollm2", max_tokens=96),
-                        examples=demo_examples[8:16], metric=METRIC,
-                        config=BootstrapConfig(num_threads=8, num_demos=4), demos=demo_rows[:8],
-                        on_trace=records.append, on_progress=progress.append)
+    summary = bootstrap(
+        program=demo_spec,
+        teacher=ModelSpec("local", "smollm2", max_tokens=96),
+        examples=demo_examples[8:16],
+        metric=METRIC,
+        config=BootstrapConfig(num_threads=8, num_demos=4),
+        demos=demo_rows[:8],
+        on_trace=records.append,
+        on_progress=progress.append,
+    )
     assert summary.done == summary.total == 8 == len(records)
     assert summary.passed + summary.failed + summary.errored == 8
     assert [p.done for p in progress] == list(range(1, 9))
@@ -49,17 +67,29 @@ def test_a_run_temperature_overrides_the_teachers_own():
 def test_it_records_unparseable_answers_instead_of_crashing(demo_spec, demo_rows, demo_examples):
     good, bad = demo_rows[0], demo_rows[1]
     # An answer with no field markers at all, and one that stops after the reasoning.
-    lm = DummyLM({good["text"]: {"reasoning": "clear", "sentiment": good["sentiment"]},
-                  bad["text"]: {"reasoning": "half an answer"}})
+    lm = DummyLM(
+        {
+            good["text"]: {"reasoning": "clear", "sentiment": good["sentiment"]},
+            bad["text"]: {"reasoning": "half an answer"},
+        }
+    )
     records = []
-    summary = bootstrap_with_lm(program=demo_spec, lm=lm, examples=demo_examples[:2], metric=METRIC,
-                                config=BootstrapConfig(num_threads=2), on_trace=records.append)
+    summary = bootstrap_with_lm(
+        program=demo_spec,
+        lm=lm,
+        examples=demo_examples[:2],
+        metric=METRIC,
+        config=BootstrapConfig(num_threads=2),
+        on_trace=records.append,
+    )
     by_index = {r["example_index"]: r for r in records}
     assert summary.passed == 1 and summary.errored == 1
     failed = by_index[1]
     assert not failed["parsed"] and not failed["passed"] and "did not parse" in failed["error"]
     assert failed["calls"][-1]["error"] and failed["calls"][-1]["raw"]
-    assert failed["calls"][-1]["outputs"].get("reasoning") == "half an answer"  # the part that parsed
+    assert (
+        failed["calls"][-1]["outputs"].get("reasoning") == "half an answer"
+    )  # the part that parsed
     assert by_index[0]["passed"] and by_index[0]["outputs"] == {"sentiment": good["sentiment"]}
 
 
@@ -67,23 +97,50 @@ def test_it_skips_finished_examples_and_honours_limit_and_stop(demo_spec, demo_r
     lm = DummyLM({r["text"]: {"reasoning": "r", "sentiment": r["sentiment"]} for r in demo_rows})
     config = BootstrapConfig(num_threads=1, limit=6)
     records = []
-    bootstrap_with_lm(program=demo_spec, lm=lm, examples=demo_examples, metric=METRIC, config=config,
-                      skip={0, 2, 4}, on_trace=records.append)
+    bootstrap_with_lm(
+        program=demo_spec,
+        lm=lm,
+        examples=demo_examples,
+        metric=METRIC,
+        config=config,
+        skip={0, 2, 4},
+        on_trace=records.append,
+    )
     assert sorted(r["example_index"] for r in records) == [1, 3, 5]
 
     # A stop starts no further example: with one thread nothing else is in flight.
     stopped = []
-    summary = bootstrap_with_lm(program=demo_spec, lm=lm, examples=demo_examples, metric=METRIC, config=config,
-                                on_trace=stopped.append, should_stop=lambda: len(stopped) >= 2)
+    summary = bootstrap_with_lm(
+        program=demo_spec,
+        lm=lm,
+        examples=demo_examples,
+        metric=METRIC,
+        config=config,
+        on_trace=stopped.append,
+        should_stop=lambda: len(stopped) >= 2,
+    )
     assert len(stopped) == 2 and summary.done == 2 and summary.total == 6
     # With more threads, at most the examples already in flight finish after the stop.
     stopped = []
-    summary = bootstrap_with_lm(program=demo_spec, lm=lm, examples=demo_examples,
-                                metric=METRIC, config=BootstrapConfig(num_threads=3),
-                                on_trace=stopped.append, should_stop=lambda: len(stopped) >= 2)
+    summary = bootstrap_with_lm(
+        program=demo_spec,
+        lm=lm,
+        examples=demo_examples,
+        metric=METRIC,
+        config=BootstrapConfig(num_threads=3),
+        on_trace=stopped.append,
+        should_stop=lambda: len(stopped) >= 2,
+    )
     assert 2 <= len(stopped) <= 4 and summary.done == len(stopped)
-    nothing = bootstrap_with_lm(program=demo_spec, lm=lm, examples=demo_examples, metric=METRIC, config=config,
-                                on_trace=stopped.append, should_stop=lambda: True)
+    nothing = bootstrap_with_lm(
+        program=demo_spec,
+        lm=lm,
+        examples=demo_examples,
+        metric=METRIC,
+        config=config,
+        on_trace=stopped.append,
+        should_stop=lambda: True,
+    )
     assert nothing.done == 0
 
 
@@ -98,9 +155,15 @@ def test_reasoned_demos_keep_the_teachers_passing_reasoning(demo_spec, demo_rows
     })  # fmt: skip
     for reason in (False, True):
         records = []
-        bootstrap_with_lm(program=demo_spec, lm=lm, examples=demo_examples[3:4], metric=METRIC,
-                          config=BootstrapConfig(num_threads=2, num_demos=3, reason_demos=reason),
-                          demos=demo_rows[:3], on_trace=records.append)
+        bootstrap_with_lm(
+            program=demo_spec,
+            lm=lm,
+            examples=demo_examples[3:4],
+            metric=METRIC,
+            config=BootstrapConfig(num_threads=2, num_demos=3, reason_demos=reason),
+            demos=demo_rows[:3],
+            on_trace=records.append,
+        )
         demos = {d["text"]: d for d in records[0]["calls"][0]["demos"]}
         assert set(demos) == {good["text"], wrong["text"], copier["text"]}
         if reason:  # only the passing answer that did not copy the placeholder is kept
@@ -116,14 +179,25 @@ def test_it_calls_back_on_the_callers_thread(demo_spec, demo_rows, demo_examples
 
     lm = DummyLM({r["text"]: {"reasoning": "r", "sentiment": r["sentiment"]} for r in demo_rows})
     threads = set()
-    bootstrap_with_lm(program=demo_spec, lm=lm, examples=demo_examples[:6], metric=METRIC,
-                      config=BootstrapConfig(num_threads=4), on_trace=lambda r: threads.add(threading.get_ident()),
-                      on_progress=lambda p: threads.add(threading.get_ident()))
+    bootstrap_with_lm(
+        program=demo_spec,
+        lm=lm,
+        examples=demo_examples[:6],
+        metric=METRIC,
+        config=BootstrapConfig(num_threads=4),
+        on_trace=lambda r: threads.add(threading.get_ident()),
+        on_progress=lambda p: threads.add(threading.get_ident()),
+    )
     assert threads == {threading.get_ident()}
 
 
 def test_it_refuses_a_metric_on_a_field_the_program_does_not_output(demo_spec, demo_examples):
     with pytest.raises(ValueError, match="label"):
-        bootstrap_with_lm(program=demo_spec, lm=DummyLM([]), examples=demo_examples[:1],
-                          metric=MetricSpec("exact_match", "label"), config=BootstrapConfig(),
-                          on_trace=lambda r: None)
+        bootstrap_with_lm(
+            program=demo_spec,
+            lm=DummyLM([]),
+            examples=demo_examples[:1],
+            metric=MetricSpec("exact_match", "label"),
+            config=BootstrapConfig(),
+            on_trace=lambda r: None,
+        )

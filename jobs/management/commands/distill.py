@@ -23,14 +23,22 @@ def parse_metric(text: str, default_field: str) -> MetricSpec:
     """NAME:FIELD[:THRESHOLD]; FIELD may be empty (the program's first output field)."""
     parts = text.split(":")
     if not 1 <= len(parts) <= 3 or not parts[0]:
-        raise CommandError(f"--metric {text!r}: expected NAME:FIELD[:THRESHOLD], e.g. exact_match:sentiment")
+        raise CommandError(
+            f"--metric {text!r}: expected NAME:FIELD[:THRESHOLD], e.g. exact_match:sentiment"
+        )
     threshold = 1.0
     if len(parts) == 3:
         try:
             threshold = float(parts[2])
         except ValueError:
-            raise CommandError(f"--metric {text!r}: the threshold {parts[2]!r} is not a number") from None
-    return MetricSpec(name=parts[0], field=(parts[1] if len(parts) > 1 else "") or default_field, threshold=threshold)
+            raise CommandError(
+                f"--metric {text!r}: the threshold {parts[2]!r} is not a number"
+            ) from None
+    return MetricSpec(
+        name=parts[0],
+        field=(parts[1] if len(parts) > 1 else "") or default_field,
+        threshold=threshold,
+    )
 
 
 def positive_int(text: str) -> int:
@@ -48,15 +56,43 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--trainset", required=True, type=Path, help="JSONL or CSV file")
-        parser.add_argument("--program", required=True, type=Path, help="program spec, JSON or YAML")
-        parser.add_argument("--teacher", default=BUNDLED_NAME, help="a model name in the project, or a local model (default: %(default)s)")
-        parser.add_argument("--student", default=BUNDLED_NAME, help="a fine-tunable local model (default: %(default)s)")
-        parser.add_argument("--metric", default="exact_match:", help="NAME:FIELD[:THRESHOLD] (default: exact_match on the first output field)")
-        parser.add_argument("--limit", type=positive_int, default=None, help="bootstrap at most N examples")
-        parser.add_argument("--epochs", type=positive_int, default=1, help="fine-tune epochs (default: 1)")
-        parser.add_argument("--demos", type=int, default=4, help="labeled demos given to the teacher (default: 4)")
-        parser.add_argument("--project", default="distill", help="project to record everything in (default: %(default)s)")
-        parser.add_argument("--sync", action="store_true", help="run the tasks in this process instead of waiting for a worker")
+        parser.add_argument(
+            "--program", required=True, type=Path, help="program spec, JSON or YAML"
+        )
+        parser.add_argument(
+            "--teacher",
+            default=BUNDLED_NAME,
+            help="a model name in the project, or a local model (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--student",
+            default=BUNDLED_NAME,
+            help="a fine-tunable local model (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--metric",
+            default="exact_match:",
+            help="NAME:FIELD[:THRESHOLD] (default: exact_match on the first output field)",
+        )
+        parser.add_argument(
+            "--limit", type=positive_int, default=None, help="bootstrap at most N examples"
+        )
+        parser.add_argument(
+            "--epochs", type=positive_int, default=1, help="fine-tune epochs (default: 1)"
+        )
+        parser.add_argument(
+            "--demos", type=int, default=4, help="labeled demos given to the teacher (default: 4)"
+        )
+        parser.add_argument(
+            "--project",
+            default="distill",
+            help="project to record everything in (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--sync",
+            action="store_true",
+            help="run the tasks in this process instead of waiting for a worker",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         for name in ("trainset", "program"):
@@ -71,7 +107,9 @@ class Command(BaseCommand):
         except ValueError as exc:  # bad files, metric, models or settings: one clear line
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"model id: {job.output_model_id}"))
-        self.stdout.write(f"run {run.pk}: {run.done} traces, {run.passed} passed; job {job.pk}: {job.step} steps")
+        self.stdout.write(
+            f"run {run.pk}: {run.done} traces, {run.passed} passed; job {job.pk}: {job.step} steps"
+        )
         for path in sorted(Path(job.output_dir).iterdir()):
             self.stdout.write(f"artifact: {path}")
 
@@ -87,29 +125,45 @@ class Command(BaseCommand):
         services.check_student(student, project)  # fail before the bootstrap, not after it
         metric = parse_metric(options["metric"], program.to_spec().output_fields[0])
         config = BootstrapConfig(num_demos=options["demos"], limit=options["limit"])
-        self.stdout.write(f"project {project.name!r}: trainset {trainset.name!r} ({trainset.row_count} rows), "
-                          f"program {program}, teacher {teacher.model_name}, student {student.model_name}")
+        self.stdout.write(
+            f"project {project.name!r}: trainset {trainset.name!r} ({trainset.row_count} rows), "
+            f"program {program}, teacher {teacher.model_name}, student {student.model_name}"
+        )
 
         run = services.create_bootstrap_run(
             project=project, trainset=trainset, program_version=program, teacher=teacher,
             metric=metric, config=config, user=user,
         )  # fmt: skip
-        self.wait(run, lambda r: f"bootstrap {r.done}/{r.total}: {r.passed} passed, {r.failed} failed, {r.errored} errored")
+        self.wait(
+            run,
+            lambda r: (
+                f"bootstrap {r.done}/{r.total}: {r.passed} passed, {r.failed} failed, {r.errored} errored"
+            ),
+        )
         job = services.create_finetune_job(
             run=run, student=student, config=FinetuneConfig(base_model=student.model_name, epochs=options["epochs"]),
             selection=FinetuneJob.Selection.PASSING, multitask=True, exclude_demos=True, user=user,
         )  # fmt: skip
-        self.wait(job, lambda j: f"fine-tune step {j.step}/{j.total_steps or '?'}"
-                  + (f", loss {j.last_loss:.4f}" if j.last_loss is not None else ""))
+        self.wait(
+            job,
+            lambda j: (
+                f"fine-tune step {j.step}/{j.total_steps or '?'}"
+                + (f", loss {j.last_loss:.4f}" if j.last_loss is not None else "")
+            ),
+        )
         return run, job
 
     def check_queue(self) -> None:
         health = services.queue_health()
         if not health.redis_ok:
-            raise CommandError(f"Redis does not answer at the configured REDIS_URL ({health.error}); or use --sync")
+            raise CommandError(
+                f"Redis does not answer at the configured REDIS_URL ({health.error}); or use --sync"
+            )
         for queue in ("default", "gpu"):
             if not health.workers_for(queue):
-                self.stdout.write(f"no worker on queue {queue!r} yet; start one with: {WORKER_HINT}")
+                self.stdout.write(
+                    f"no worker on queue {queue!r} yet; start one with: {WORKER_HINT}"
+                )
 
     def wait(self, row: QueuedWork, describe: Any) -> None:
         """Poll the row until it ends, printing progress; Ctrl-C cancels it."""
@@ -127,7 +181,9 @@ class Command(BaseCommand):
                 services.reconcile_row(row)
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
-            services.cancel_run(run=row) if isinstance(row, BootstrapRun) else services.cancel_job(job=row)
+            services.cancel_run(run=row) if isinstance(row, BootstrapRun) else services.cancel_job(
+                job=row
+            )
             raise CommandError(f"interrupted: {label} cancelled") from None
         if row.status != row.Status.SUCCEEDED:
             raise CommandError(f"{label} {row.status}: {row.error or 'no reason recorded'}")

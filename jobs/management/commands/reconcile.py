@@ -14,7 +14,9 @@ class Command(BaseCommand):
     help = "Reconcile queued/running rows with RQ: dead workers, failed, stopped or lost jobs end as failed."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--every", type=int, default=0, help="repeat every N seconds (default: once)")
+        parser.add_argument(
+            "--every", type=int, default=0, help="repeat every N seconds (default: once)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         while True:

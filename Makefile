@@ -24,6 +24,7 @@ run: install .env
 
 test: install .env
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

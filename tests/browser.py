@@ -32,6 +32,7 @@ needs_chromium = pytest.mark.skipif(
 @contextmanager
 def chromium_context(**context_options: Any) -> Iterator[Any]:
     """A fresh browser context (1366×900 unless told otherwise); closed with the browser."""
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
@@ -44,6 +45,9 @@ def chromium_context(**context_options: Any) -> Iterator[Any]:
             try:
                 yield browser.new_context(**context_options)
             finally:
+                # While Playwright's loop runs, Django keeps this thread's connections in that
+                # loop's context: close them there, or PostgreSQL cannot drop the test database.
+                connections.close_all()
                 browser.close()
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)

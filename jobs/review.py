@@ -48,7 +48,7 @@ from django.db.models.functions import Coalesce, Floor
 from django.db.models.lookups import Exact, GreaterThanOrEqual
 from django.utils.timezone import now
 
-from jobs.engine.types import DEMO_PLACEHOLDER
+from jobs.engine.types import DEMO_PLACEHOLDER, copies_placeholder
 from jobs.models import (
     BootstrapRun,
     FinetuneJob,
@@ -534,9 +534,7 @@ def training_view(trace: Trace) -> dict[str, Any]:
                 "inputs": call.get("inputs") or {},
                 "outputs": outputs,
                 "reasoning": reasoning,
-                "placeholder": any(
-                    isinstance(v, str) and DEMO_PLACEHOLDER in v for v in outputs.values()
-                ),
+                "placeholder": copies_placeholder(outputs.values()),
                 "error": call.get("error", ""),
                 "raw": call.get("raw", ""),
                 "messages": call.get("messages") or [],

@@ -181,8 +181,7 @@ def run_finetune(job_pk: int) -> str:
         return "cancelled"
     recorder.note(f"done: {result.model_id}")
     recorder.flush()
-    services.finish_finetune(job, result)
-    job.refresh_from_db()
+    services.finish_finetune(job, result)  # the instance now carries the output model id
     try:
         outputs.write_program(job)
     except Exception:  # the job has succeeded; the page writes the program on first download

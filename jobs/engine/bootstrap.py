@@ -24,11 +24,11 @@ from jobs.engine.local_lm import check_model, make_lm
 from jobs.engine.programs import ProgramSpec, build_program
 from jobs.engine.training_data import call_messages, chat_adapter, signature_to_dict
 from jobs.engine.types import (
-    DEMO_PLACEHOLDER,
     BootstrapConfig,
     BootstrapProgress,
     MetricSpec,
     ModelSpec,
+    copies_placeholder,
 )
 
 TraceCallback = Callable[[dict[str, Any]], None]
@@ -176,9 +176,7 @@ def reason_demos(
         calls = {
             call["predictor"]: {**call["inputs"], **call["outputs"]} for call in record["calls"]
         }
-        copied = any(
-            isinstance(v, str) and DEMO_PLACEHOLDER in v for c in calls.values() for v in c.values()
-        )
+        copied = any(copies_placeholder(call.values()) for call in calls.values())
         reasoned.append(calls if record["passed"] and not copied else {})
     return reasoned
 

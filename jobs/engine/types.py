@@ -6,6 +6,7 @@ it in a row and hand it back to a worker on another host.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -24,6 +25,11 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
 # What DSPy's ChatAdapter writes for a demo's missing field (a labeled demo has no reasoning); a
 # teacher that copies it into its own answers learned nothing from the demos.
 DEMO_PLACEHOLDER = "Not supplied for this particular example."
+
+
+def copies_placeholder(values: Iterable[Any]) -> bool:
+    """Whether any of these field values contains :data:`DEMO_PLACEHOLDER`."""
+    return any(isinstance(v, str) and DEMO_PLACEHOLDER in v for v in values)
 
 
 @dataclass(frozen=True)

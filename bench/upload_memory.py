@@ -72,7 +72,7 @@ def child(path: Path, mode: str, trace: bool) -> dict[str, float]:
     from django.test import override_settings
 
     from jobs import imports
-    from jobs.models import Project, Trainset
+    from jobs.models import Project, Trainset, TrainsetImport
 
     call_command("migrate", verbosity=0)
     user = User.objects.create_user("bench")
@@ -107,7 +107,10 @@ def child(path: Path, mode: str, trace: bool) -> dict[str, float]:
         trainset = Trainset.objects.create(
             project=project, name="big", file_name=path.name, fmt="jsonl", created_by=user
         )
-        result = imports.run_trainset_import(trainset.pk, str(_copy(path)))
+        work = TrainsetImport.objects.create(
+            trainset=trainset, path=str(_copy(path)), created_by=user
+        )
+        result = imports.run_trainset_import(work.pk)
         assert result == "ready", Trainset.objects.get(pk=trainset.pk).error
     elapsed = time.monotonic() - started
     figures = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -85,6 +86,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_rq",
+    "axes",
     "jobs",
 ]
 
@@ -97,6 +99,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "bftweb.urls"
@@ -149,6 +153,22 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed sign-ins for one username, or
+# from one address, further attempts for it are refused until AXES_COOLOFF_MINUTES have passed.
+# Behind a reverse proxy every client has the proxy's address (REMOTE_ADDR): set
+# AXES_LOCKOUT_PARAMETERS=username there, or one failing client locks everybody out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: it refuses locked-out credentials
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", "5")
+AXES_COOLOFF_TIME = timedelta(minutes=envint("AXES_COOLOFF_MINUTES", "15"))
+AXES_LOCKOUT_PARAMETERS = envlist("AXES_LOCKOUT_PARAMETERS", "username,ip_address")
+# Not True: a success would also wipe the failures counted against its address, so an attacker
+# could clear them by signing in to their own account between guesses at someone else's.
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.getenv("TIME_ZONE", "UTC")
 USE_I18N = True
@@ -171,6 +191,18 @@ BFT_ARTIFACTS_DIR = envpath("BFT_ARTIFACTS_DIR", VAR_DIR / "artifacts")
 BFT_MODEL_CACHE_DIR = envpath("BFT_MODEL_CACHE_DIR", VAR_DIR / "model-cache")
 os.environ["BFT_ARTIFACTS_DIR"] = str(BFT_ARTIFACTS_DIR)  # the same value, made absolute
 os.environ["BFT_MODEL_CACHE_DIR"] = str(BFT_MODEL_CACHE_DIR)
+
+# What a project may ask the workers to use (jobs/model_policy.py). Each is a door into the
+# workers, so only the operator opens it; the form, the admin, `distill` and the worker all check.
+# Environment variables a LiteLLM model may name as its API key: listed here, or starting with the
+# prefix. SECRET_KEY, DATABASE_URL and REDIS_URL are refused whatever these say.
+BFT_LM_KEY_VARS = envlist("BFT_LM_KEY_VARS", "")
+BFT_LM_KEY_PREFIX = os.getenv("BFT_LM_KEY_PREFIX", "BFT_KEY_")
+# Hosts (api.together.xyz, 10.0.0.5:8000) or URL prefixes (https://vllm.internal/v1) a custom
+# api_base may point at. Empty: LiteLLM's own provider endpoints only.
+BFT_LM_API_BASES = envlist("BFT_LM_API_BASES", "")
+# Directories local model files may be read from (the bundled model and the cache always).
+BFT_LOCAL_MODEL_DIRS = envlist("BFT_LOCAL_MODEL_DIRS", "")
 
 # Queues. RQ's own defaults (180 s timeout, 500 s result TTL) would kill or forget a fine-tune,
 # so every timeout and TTL is explicit; the database row is the lasting record anyway.
@@ -196,16 +228,21 @@ BFT_PROGRESS_EVERY_S = envint("BFT_PROGRESS_EVERY_S", "2")
 BFT_WORKER_HEARTBEAT_S = envint("BFT_WORKER_HEARTBEAT_S", "10")
 # How often an idle worker reconciles stale rows (also: `manage.py reconcile`).
 BFT_RECONCILE_EVERY_S = envint("BFT_RECONCILE_EVERY_S", "60")
+# Job payloads are primary keys, so RQ stores them as JSON: nothing a worker reads from Redis is
+# unpickled. jobs.worker.BftWorker uses the same serializer whatever its command line says.
+BFT_RQ_SERIALIZER = "rq.serializers.JSONSerializer"
 RQ_QUEUES = {
     "default": {
         "URL": rq_redis_url(REDIS_URL),
         "DEFAULT_TIMEOUT": BFT_BOOTSTRAP_TIMEOUT_S,
         "DEFAULT_RESULT_TTL": BFT_RQ_RESULT_TTL_S,
+        "SERIALIZER": BFT_RQ_SERIALIZER,
     },
     "gpu": {
         "URL": rq_redis_url(REDIS_URL),
         "DEFAULT_TIMEOUT": BFT_FINETUNE_TIMEOUT_S,
         "DEFAULT_RESULT_TTL": BFT_RQ_RESULT_TTL_S,
+        "SERIALIZER": BFT_RQ_SERIALIZER,
     },
 }
 RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "jobs.worker.BftWorker"}

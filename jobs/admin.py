@@ -8,7 +8,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from jobs import services
+from jobs import imports, services
+from jobs.forms import LanguageModelAdminForm
 from jobs.models import (
     BootstrapRun,
     FinetuneJob,
@@ -20,6 +21,7 @@ from jobs.models import (
     Project,
     Trace,
     Trainset,
+    TrainsetImport,
     TrainsetRow,
 )
 
@@ -43,8 +45,8 @@ def _run_each(request: HttpRequest, rows: QuerySet[Any], action: Any, verb: str)
         try:
             action(row)
             done += 1
-        except ValueError as exc:
-            messages.warning(request, f"{row}: {exc}")
+        except (ValueError, services.QueueUnavailable) as exc:
+            messages.warning(request, f"{row}: {exc or 'the queue is unavailable'}")
     if done:
         messages.success(request, f"{verb} {done}.")
 
@@ -102,6 +104,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(LanguageModel)
 class LanguageModelAdmin(admin.ModelAdmin):
+    form = LanguageModelAdminForm
     list_display = [
         "name",
         "project",
@@ -145,6 +148,26 @@ class TrainsetAdmin(admin.ModelAdmin):
     list_select_related = ["project"]
     raw_id_fields = ["created_by"]
     readonly_fields = ["row_count", "fields", "status", "error", "created"]
+
+
+@admin.register(TrainsetImport)
+class TrainsetImportAdmin(QueuedWorkActions, admin.ModelAdmin):
+    list_display = ["id", "trainset", "status", "skip_bad_rows", "rq_job", "created", "finished"]
+    list_filter = ["status"]
+    search_fields = ["=id", "=rq_job_id", "trainset__name"]
+    list_select_related = ["trainset"]
+    raw_id_fields = ["trainset", "created_by"]
+    readonly_fields = [*QUEUED_WORK_READONLY, "rq_job", "trainset", "path", "skip_bad_rows"]
+    actions = ["mark_failed"]
+
+    @admin.action(description="Mark the selected as failed (their trainsets fail, files removed)")
+    def mark_failed(self, request: HttpRequest, queryset: QuerySet[TrainsetImport]) -> None:
+        _run_each(
+            request,
+            queryset,
+            lambda w: imports.mark_import_failed(work=w, user=request.user),
+            "Marked failed",
+        )
 
 
 @admin.register(TrainsetRow)

@@ -8,15 +8,17 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.template.defaultfilters import filesizeformat
 from django.utils.text import slugify
 
 from jobs.engine.types import FinetuneConfig
+from jobs.memberships import users_visible_to
+from jobs.model_policy import model_problems
 from jobs.models import LanguageModel, Membership, Project
 
-ENV_VAR_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,99}")
 ROLE_CHOICES = Membership.Role.choices
+# A signed 32-bit integer: the range of an IntegerField column (PostgreSQL "integer").
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def upload_max_bytes() -> int:
@@ -44,18 +46,29 @@ class ProjectForm(forms.Form):
 
 
 class MemberAddForm(forms.Form):
-    username = forms.CharField(max_length=150, help_text="The person's bftweb username.")
+    """Adds someone the adding user may know exists (see ``users_visible_to``). Anyone else gets
+    the same answer as a name that does not exist, so the form cannot be used to probe names."""
+
+    username = forms.CharField(
+        max_length=150,
+        help_text="The bftweb username of someone who shares a project with you. "
+        "An administrator adds anyone else.",
+    )
     role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Membership.Role.VIEWER)
 
-    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, project: Project, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.project = project
+        self.user = user
 
     def clean_username(self) -> Any:
         username = self.cleaned_data["username"].strip()
-        user = get_user_model().objects.filter(username=username).first()
+        user = users_visible_to(self.user).filter(username=username).first()
         if user is None:
-            raise forms.ValidationError(f"No user named “{username}”.")
+            raise forms.ValidationError(
+                f"No user named “{username}” that you can add: you can add people who share "
+                "a project with you; an administrator adds anyone else."
+            )
         if Membership.objects.filter(project=self.project, user=user).exists():
             raise forms.ValidationError(f"{username} is already a member.")
         return user
@@ -125,19 +138,10 @@ class LanguageModelForm(forms.ModelForm):
         return value
 
     def clean_api_key_env(self) -> str:
-        value = self.cleaned_data["api_key_env"].strip()
-        if value and not ENV_VAR_RE.fullmatch(value):
-            raise forms.ValidationError(
-                "Enter the name of an environment variable (capital letters, digits and _, "
-                "e.g. OPENAI_API_KEY), not the key itself."
-            )
-        return value
+        return self.cleaned_data["api_key_env"].strip()
 
     def clean_api_base(self) -> str:
-        value = self.cleaned_data["api_base"].strip()
-        if value and not re.match(r"https?://", value):
-            raise forms.ValidationError("Enter an http:// or https:// URL.")
-        return value
+        return self.cleaned_data["api_base"].strip()
 
     def clean_temperature(self) -> float:
         value = self.cleaned_data["temperature"]
@@ -154,7 +158,50 @@ class LanguageModelForm(forms.ModelForm):
             for name in ("api_base", "api_key_env"):
                 if data.get(name):
                     self.add_error(name, "Only for litellm models.")
+        add_model_policy_errors(self, self.project)
         return data
+
+
+class LanguageModelAdminForm(forms.ModelForm):
+    """The admin's model form: the same allow-lists as the Models page."""
+
+    class Meta:
+        model = LanguageModel
+        fields = [
+            "project",
+            "name",
+            "kind",
+            "model_name",
+            "api_base",
+            "api_key_env",
+            "fine_tunable",
+            "temperature",
+            "max_tokens",
+            "source_job",
+            "created_by",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        add_model_policy_errors(self, data.get("project"))
+        return data
+
+
+def add_model_policy_errors(form: forms.BaseForm, project: Project | None) -> None:
+    """The installation's allow-lists (jobs/model_policy.py), as errors on the fields they concern."""
+    data = form.cleaned_data
+    if not data.get("kind") or not data.get("model_name") or form.has_error("model_name"):
+        return
+    problems = model_problems(
+        project=project,
+        kind=data["kind"],
+        model_name=data["model_name"],
+        api_base=data.get("api_base") or "",
+        api_key_env=data.get("api_key_env") or "",
+    )
+    for name, message in problems.items():
+        if name in form.fields and not form.has_error(name):
+            form.add_error(name, message)
 
 
 # --- trainsets -----------------------------------------------------------------------------
@@ -176,7 +223,9 @@ class TrainsetUploadForm(forms.Form):
         help_text="Share of rows held out for evaluation.",
         widget=forms.NumberInput(attrs={"step": "0.05"}),
     )  # fmt: skip
-    split_seed = forms.IntegerField(initial=0, label="Split seed")
+    split_seed = forms.IntegerField(
+        initial=0, min_value=INT32_MIN, max_value=INT32_MAX, label="Split seed"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -204,7 +253,7 @@ class SplitForm(forms.Form):
         label="Dev ratio",
         widget=forms.NumberInput(attrs={"step": "0.05"}),
     )
-    split_seed = forms.IntegerField(label="Seed")
+    split_seed = forms.IntegerField(min_value=INT32_MIN, max_value=INT32_MAX, label="Seed")
 
 
 # --- programs ------------------------------------------------------------------------------
@@ -250,7 +299,10 @@ class ProgramModuleForm(forms.Form):
         return module
 
 
-ProgramModuleFormSet = forms.formset_factory(ProgramModuleForm, extra=0, min_num=1, max_num=20)
+# absolute_max: a posted TOTAL_FORMS above 20 is refused, never built into that many forms.
+ProgramModuleFormSet = forms.formset_factory(
+    ProgramModuleForm, extra=0, min_num=1, max_num=20, absolute_max=20
+)
 
 
 def parse_descriptions(text: str) -> dict[str, str]:
@@ -340,6 +392,7 @@ class BootstrapRunForm(forms.Form):
     limit = forms.IntegerField(
         required=False,
         min_value=1,
+        max_value=INT32_MAX,
         label="Example limit",
         help_text="Bootstrap at most this many train examples.",
     )
@@ -347,7 +400,9 @@ class BootstrapRunForm(forms.Form):
         initial=4, min_value=0, max_value=32, label="Labeled demos",
         help_text="Train-split examples shown to the teacher (small models need a few).",
     )  # fmt: skip
-    demo_seed = forms.IntegerField(initial=0, label="Demo seed")
+    demo_seed = forms.IntegerField(
+        initial=0, min_value=INT32_MIN, max_value=INT32_MAX, label="Demo seed"
+    )
     temperature = forms.FloatField(
         required=False, min_value=0.0, max_value=2.0, label="Teacher temperature",
         widget=forms.NumberInput(attrs={"step": "0.1", "placeholder": "the model's own"}),
@@ -357,6 +412,11 @@ class BootstrapRunForm(forms.Form):
         required=False, label="Reason the demos first",
         help_text="Labeled demos carry no reasoning, and small teachers copy the gap. The teacher "
         "answers each demo first; an answer that passes keeps its reasoning (DSPy's BootstrapFewShot).",
+    )  # fmt: skip
+    skip_missing = forms.BooleanField(
+        required=False, label="Skip rows missing a field",
+        help_text="Train rows that lack a program input or the metric field (or hold null there) "
+        "are left out and counted as skipped; the teacher never sees them. Unticked, they refuse the run.",
     )  # fmt: skip
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
@@ -388,8 +448,8 @@ class BootstrapRunForm(forms.Form):
 
         data = super().clean()
         trainset, version = data.get("trainset"), data.get("program_version")
-        if not trainset or not version or not data.get("metric") or not data.get("metric_field"):
-            return data
+        if self.errors or not trainset or not version:
+            return data  # the fields' own errors first
         try:
             spec = version.to_spec()
         except ProgramSpecError as e:
@@ -409,6 +469,11 @@ class BootstrapRunForm(forms.Form):
                     f"{version.program.name} v{version.version} does not fit trainset {trainset.name}: {p}"
                     for p in problems
                 ]
+            )
+        missing = trainset.rows_missing([*spec.input_fields, field])
+        if missing.count and not data.get("skip_missing"):
+            raise forms.ValidationError(
+                f"{missing}. Fix the file and upload it again, or tick “Skip rows missing a field”."
             )
         options: dict[str, Any] = {}
         if data["metric"] == "numeric":
@@ -485,7 +550,7 @@ def _finetune_field(f: dataclasses.Field[Any], default: Any) -> forms.Field:
         )  # fmt: skip
     if isinstance(default, int) or default is None:
         return forms.IntegerField(
-            initial=default, min_value=0 if f.name in ("seed", "checkpoint_every_steps") else 1,
+            initial=default, min_value=0 if f.name == "seed" else 1, max_value=INT32_MAX,
             required=default is not None, help_text=help_text, label=label,
         )  # fmt: skip
     return forms.CharField(initial=default, help_text=help_text, label=label)

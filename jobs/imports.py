@@ -3,8 +3,16 @@
 Memory stays bounded: the file is read twice as a stream (validate, then import), rows are
 written with ``bulk_create`` in batches, and nothing holds every row. Small uploads are imported
 in the request; uploads of at least ``BFT_TRAINSET_ASYNC_ROWS`` lines are copied to the shared
-artifacts directory and imported by ``run_trainset_import`` on the "default" queue, with progress
-in the RQ job's meta (the Trainset row's status is the record: importing -> ready | failed).
+artifacts directory and imported by ``run_trainset_import`` on the "default" queue.
+
+A background import is a ``TrainsetImport`` row, a state machine like runs and jobs: the row, not
+Redis, is the record, and ``services.reconcile_stale`` ends it when its RQ job is lost or its
+worker dies. Whichever way it ends (the task, its failure callback, the queue being down when it
+is enqueued, reconcile), ``settle`` leaves the trainset ready or failed and removes the stored
+file. Progress is best effort, in the RQ job's meta.
+
+A request whose declared body is over the upload limit is refused before any of it is read
+(``request_too_large``): Django reads at most CONTENT_LENGTH bytes of a body.
 """
 
 from __future__ import annotations
@@ -21,16 +29,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import redis
 from django.conf import settings
 from django.db import transaction
+from django.template.defaultfilters import filesizeformat
 
-from jobs.models import Project, Trainset, TrainsetRow
+from jobs.models import Project, QueuedWork, Status, Trainset, TrainsetImport, TrainsetRow
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 MAX_ERRORS = 50
 PROGRESS_EVERY_S = 1.0
+IMPORT_QUEUE = "default"
+# Room for the multipart boundaries and the form's other fields around the file itself.
+UPLOAD_FORM_OVERHEAD = 64 * 1024
 
 
 def async_rows_threshold() -> int:
@@ -47,9 +60,19 @@ def trainset_limits() -> Any:
     )
 
 
-def import_job_id(trainset_pk: int) -> str:
-    """The RQ job id of a trainset's background import: chosen by us, so progress can be found."""
-    return f"trainset-import-{trainset_pk}"
+def request_too_large(meta: dict[str, Any]) -> str | None:
+    """Why a request must be refused unread (its declared body is over the upload limit), or None."""
+    try:
+        length = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:  # Django reads nothing of a body whose length it cannot parse
+        return None
+    limit = int(settings.BFT_UPLOAD_MAX_BYTES)
+    if length <= limit + UPLOAD_FORM_OVERHEAD:
+        return None
+    return (
+        f"The upload is {filesizeformat(length)}; the limit is {filesizeformat(limit)} per file. "
+        "It was refused before it was read, and nothing was imported."
+    )
 
 
 @dataclass
@@ -81,6 +104,7 @@ class ImportOutcome:
     error_count: int = 0
     row_count: int = 0  # rows read (valid or not)
     valid_count: int = 0
+    queue_error: str = ""  # a background import that could not be queued (the trainset failed)
 
     @property
     def more_errors(self) -> int:
@@ -88,9 +112,13 @@ class ImportOutcome:
 
 
 def error_line(error: Any) -> ErrorLine:
-    """An engine RowError as an ErrorLine."""
+    """An engine RowError as an ErrorLine (the engine already escaped what a page cannot show)."""
+    from jobs.engine.trainsets import escape_unstorable
+
     return ErrorLine(
-        location=str(error.location), column=error.column or "", message=str(error.message)
+        location=str(error.location),
+        column=escape_unstorable(error.column or ""),
+        message=escape_unstorable(str(error.message)),
     )
 
 
@@ -177,8 +205,15 @@ def _outcome_from_report(report: Any) -> ImportOutcome:
 
 
 def field_stats(report: Any) -> list[dict[str, Any]]:
+    """Per field: name, type, fill rate, filled rows, and rows that lack it or hold null."""
     return [
-        {"name": f.name, "type": f.type, "fill_rate": f.fill_rate, "filled": f.filled}
+        {
+            "name": f.name,
+            "type": f.type,
+            "fill_rate": f.fill_rate,
+            "filled": f.filled,
+            "missing": report.missing_counts.get(f.name, 0),
+        }
         for f in report.fields
     ]
 
@@ -198,26 +233,32 @@ def write_rows(
     valid_count: int,
     on_written: Callable[[int], None] | None = None,
 ) -> int:
-    """Insert the valid rows of ``source`` (numbered 0..n-1) with their train/dev split.
+    """Insert the valid rows of ``source`` (numbered 0..n-1) with their train/dev split and place.
 
     Call inside a transaction: a failure part-way leaves nothing behind.
     """
-    from jobs.engine.trainsets import iter_rows, split_indices
+    from jobs.engine.trainsets import iter_placed_rows, split_indices
 
     _, dev_idx = split_indices(valid_count, dev_ratio=trainset.dev_ratio, seed=trainset.split_seed)
     dev = set(dev_idx)
     batch: list[TrainsetRow] = []
     index = 0
     with open_source(source) as fh:
-        for row_number, row, errors in iter_rows(fh, trainset.fmt, limits=trainset_limits()):
-            if (
-                row_number == 0
-            ):  # the whole file fails (e.g. past the row limit): roll everything back
-                raise ImportAborted([error_line(e) for e in errors])
-            if errors or row is None:
+        for placed in iter_placed_rows(fh, trainset.fmt, limits=trainset_limits()):
+            if placed.row_number == 0:  # the whole file fails (e.g. past the row limit)
+                raise ImportAborted([error_line(e) for e in placed.errors])
+            if placed.errors or placed.row is None:
                 continue
             split = TrainsetRow.Split.DEV if index in dev else TrainsetRow.Split.TRAIN
-            batch.append(TrainsetRow(trainset=trainset, index=index, data=row, split=split))
+            batch.append(
+                TrainsetRow(
+                    trainset=trainset,
+                    index=index,
+                    data=placed.row,
+                    split=split,
+                    source_number=placed.place,
+                )
+            )
             index += 1
             if len(batch) >= BATCH_SIZE:
                 TrainsetRow.objects.bulk_create(batch)
@@ -233,6 +274,15 @@ def write_rows(
     return index
 
 
+def _names(name: str, file_name: str) -> dict[str, str]:
+    """The trainset's name and file name, cut to their columns (an upload's name can be any length)."""
+    limit = Trainset._meta.get_field
+    return {
+        "name": name[: limit("name").max_length],
+        "file_name": file_name[: limit("file_name").max_length],
+    }
+
+
 def import_upload(
     *,
     project: Project,
@@ -244,7 +294,10 @@ def import_upload(
     dev_ratio: float,
     split_seed: int,
 ) -> ImportOutcome:
-    """Import an uploaded file now, or queue it when it is large. Nothing is created on errors."""
+    """Import an uploaded file now, or queue it when it is large. Nothing is created on errors.
+
+    ValueError (before anything is read) when the split seed does not fit its column."""
+    Trainset.check_split(split_seed)
     lines = count_lines(upload)
     if lines - (1 if fmt == "csv" else 0) >= async_rows_threshold():
         return _queue_import(
@@ -274,8 +327,7 @@ def _create_and_write(
     with transaction.atomic():
         trainset = Trainset.objects.create(
             project=project,
-            name=name,
-            file_name=upload.name,
+            **_names(name, upload.name),
             fmt=fmt,
             row_count=report.valid_count,
             fields=field_stats(report),
@@ -306,50 +358,109 @@ def uploads_dir() -> Path:
     return path
 
 
+# --- the background import: a TrainsetImport row ----------------------------------------------
+
+
 def _queue_import(
     *, project: Project, user: Any, upload: Any, name: str, fmt: str,
     skip_bad_rows: bool, dev_ratio: float, split_seed: int,
 ) -> ImportOutcome:  # fmt: skip
     """Copy the upload to the shared directory and import it on a worker after commit."""
-    from jobs.services import get_queue
-
     path = uploads_dir() / f"{uuid.uuid4().hex}.{fmt}"
-    with open_source(upload) as src, open(path, "wb") as dst:
-        shutil.copyfileobj(src, dst, length=1 << 20)
-    with transaction.atomic():
-        trainset = Trainset.objects.create(
-            project=project,
-            name=name,
-            file_name=upload.name,
-            fmt=fmt,
-            dev_ratio=dev_ratio,
-            split_seed=split_seed,
-            status=Trainset.Status.IMPORTING,
-            created_by=user,
-        )
-        queue = get_queue("default")
-        transaction.on_commit(
-            lambda: queue.enqueue(
-                "jobs.imports.run_trainset_import",
-                trainset.pk,
-                str(path),
-                skip_bad_rows,
-                job_id=import_job_id(trainset.pk),
-                job_timeout=int(getattr(settings, "BFT_BOOTSTRAP_TIMEOUT_S", 3600)),
-                result_ttl=int(getattr(settings, "BFT_RQ_RESULT_TTL_S", 86400)),
-                on_failure=_failure_callback(),
+    outcome = ImportOutcome(queued=True)
+    try:
+        with open_source(upload) as src, open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 20)
+        with transaction.atomic():
+            outcome.trainset = Trainset.objects.create(
+                project=project,
+                **_names(name, upload.name),
+                fmt=fmt,
+                dev_ratio=dev_ratio,
+                split_seed=split_seed,
+                status=Trainset.Status.IMPORTING,
+                created_by=user,
             )
-        )
-    return ImportOutcome(trainset=trainset, queued=True)
+            work = TrainsetImport.objects.create(
+                trainset=outcome.trainset,
+                path=str(path),
+                skip_bad_rows=skip_bad_rows,
+                created_by=user,
+            )
+            transaction.on_commit(lambda: _enqueue(work, outcome))
+    except BaseException:
+        path.unlink(missing_ok=True)  # no row points at it
+        raise
+    return outcome
 
 
-def _failure_callback() -> Any:
+def _enqueue(work: TrainsetImport, outcome: ImportOutcome) -> None:
+    """Put the import on the queue; with the queue down, it ends at once as failed, file removed."""
     from rq import Callback
 
-    return Callback("jobs.imports.on_import_failure")
+    from jobs.services import get_queue
+
+    try:
+        get_queue(IMPORT_QUEUE).enqueue(
+            "jobs.imports.run_trainset_import",
+            work.pk,
+            job_id=str(work.rq_job_id),
+            job_timeout=int(getattr(settings, "BFT_BOOTSTRAP_TIMEOUT_S", 3600)),
+            result_ttl=int(getattr(settings, "BFT_RQ_RESULT_TTL_S", 86400)),
+            failure_ttl=int(getattr(settings, "BFT_RQ_RESULT_TTL_S", 86400)),
+            on_failure=Callback("jobs.imports.on_import_failure"),
+            description=f"import trainset {work.trainset_id}",
+        )
+    except redis.RedisError as exc:
+        log.warning("could not enqueue the import of trainset %s: %s", work.trainset_id, exc)
+        outcome.queue_error = (
+            f"The queue was unavailable ({type(exc).__name__}), so the import never started and "
+            "nothing was imported. Upload the file again once the queue is back."
+        )
+        fail_import(work, outcome.queue_error)
 
 
-# --- the worker side -------------------------------------------------------------------------
+def fail_import(work: TrainsetImport, error: str) -> None:
+    """End an import as failed (if it had not ended) and settle its trainset."""
+    work.mark_finished(Status.FAILED, error=error)
+    settle(work)
+
+
+def settle(work: TrainsetImport) -> None:
+    """After an import ended: its trainset, if still importing, fails with the import's reason,
+    and the stored file is removed. Safe to repeat."""
+    work.refresh_from_db(fields=["status", "error"])
+    if work.is_active:
+        return
+    reason = work.error or f"The import ended as {work.status} without importing the rows."
+    Trainset.objects.filter(pk=work.trainset_id, status=Trainset.Status.IMPORTING).update(
+        status=Trainset.Status.FAILED, error=reason
+    )
+    Path(work.path).unlink(missing_ok=True)
+
+
+def settle_ended_imports() -> None:
+    """For reconcile: every trainset still "importing" whose import has ended fails; so does one
+    without an import row (queued by a version that kept no row, so nothing would end it)."""
+    ended = TrainsetImport.objects.filter(trainset__status=Trainset.Status.IMPORTING).exclude(
+        status__in=QueuedWork.ACTIVE
+    )
+    for work in ended:
+        settle(work)
+    Trainset.objects.filter(
+        status=Trainset.Status.IMPORTING, background_import__isnull=True
+    ).update(
+        status=Trainset.Status.FAILED, error="The import was interrupted; nothing was imported."
+    )
+
+
+def mark_import_failed(*, work: TrainsetImport, user: Any = None) -> TrainsetImport:
+    """An operator's verdict on a stuck import (admin): failed now, its RQ job stopped."""
+    from jobs import services
+
+    services.mark_failed(row=work, user=user)
+    settle(work)
+    return work
 
 
 class _Progress:
@@ -368,72 +479,89 @@ class _Progress:
         self.job.meta["progress"] = {"phase": phase, "done": done, "total": total}
         try:
             self.job.save_meta()
-        except Exception:  # progress is best effort; the row's status is the record
+        except Exception:  # progress is best effort; the rows' status is the record
             log.warning("could not save import progress", exc_info=True)
 
 
-def run_trainset_import(trainset_pk: int, path: str, skip_bad_rows: bool = False) -> str:
-    """RQ task: validate and import a stored upload; the trainset ends ready or failed."""
-    trainset = Trainset.objects.get(pk=trainset_pk)
-    if trainset.status != Trainset.Status.IMPORTING:
+class _Superseded(Exception):
+    """The import was ended elsewhere (reconciled, marked failed) while it ran: roll back."""
+
+
+def run_trainset_import(import_pk: int) -> str:
+    """RQ task: validate and import a stored upload; the import and its trainset end either way."""
+    work = TrainsetImport.objects.select_related("trainset").filter(pk=import_pk).first()
+    if work is None or not work.mark_running():
         return "skipped"
+    try:
+        return _import_stored_file(work)
+    except Exception as exc:
+        fail_import(work, f"Import failed: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        Path(work.path).unlink(missing_ok=True)
+
+
+def _import_stored_file(work: TrainsetImport) -> str:
+    trainset, path = work.trainset, work.path
     progress = _Progress()
     total_bytes = os.path.getsize(path)
-    try:
-        report = validate(
-            path, trainset.fmt, on_read=lambda n: progress("validating", n, total_bytes)
+    report = validate(path, trainset.fmt, on_read=lambda n: progress("validating", n, total_bytes))
+    outcome = _outcome_from_report(report)
+    if _refused(outcome, work.skip_bad_rows):
+        fail_import(
+            work, _skipped_summary(outcome).replace("skipped", "found; nothing was imported", 1)
         )
-        outcome = _outcome_from_report(report)
-        if _refused(outcome, skip_bad_rows):
-            summary = _skipped_summary(outcome).replace("skipped", "found; nothing was imported", 1)
-            Trainset.objects.filter(pk=trainset_pk).update(
-                status=Trainset.Status.FAILED, error=summary
-            )
-            return "failed"
-        progress("writing", 0, report.valid_count, force=True)
+        return "failed"
+    progress("writing", 0, report.valid_count, force=True)
+    try:
         with transaction.atomic():
             write_rows(
                 trainset, path, valid_count=report.valid_count,
                 on_written=lambda n: progress("writing", n, report.valid_count),
             )  # fmt: skip
-            Trainset.objects.filter(pk=trainset_pk).update(
+            if not work.mark_finished(Status.SUCCEEDED):
+                raise _Superseded
+            Trainset.objects.filter(pk=trainset.pk).update(
                 status=Trainset.Status.READY,
                 row_count=report.valid_count,
                 fields=field_stats(report),
                 error=_skipped_summary(outcome) if report.error_count else "",
             )
-        progress("done", report.valid_count, report.valid_count, force=True)
-        return "ready"
     except ImportAborted as e:
-        summary = "The file failed; nothing was imported:\n" + "\n".join(map(str, e.errors))
-        Trainset.objects.filter(pk=trainset_pk).update(status=Trainset.Status.FAILED, error=summary)
-        return "failed"
-    except Exception as exc:
-        Trainset.objects.filter(pk=trainset_pk, status=Trainset.Status.IMPORTING).update(
-            status=Trainset.Status.FAILED, error=f"Import failed: {exc}"
+        fail_import(
+            work, "The file failed; nothing was imported:\n" + "\n".join(map(str, e.errors))
         )
-        raise
-    finally:
-        Path(path).unlink(missing_ok=True)
+        return "failed"
+    except _Superseded:
+        settle(work)
+        return "superseded"
+    progress("done", report.valid_count, report.valid_count, force=True)
+    return "ready"
 
 
 def on_import_failure(rq_job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) -> None:
-    """Timeouts and crashes the task could not record itself."""
-    prefix = "trainset-import-"
-    if str(rq_job.id).startswith(prefix):
-        Trainset.objects.filter(
-            pk=int(str(rq_job.id)[len(prefix) :]), status=Trainset.Status.IMPORTING
-        ).update(status=Trainset.Status.FAILED, error=f"Import failed: {exc_type.__name__}: {exc}")
+    """Timeouts and crashes the task could not record itself (rq passes these positionally)."""
+    try:
+        rq_job_id = uuid.UUID(str(rq_job.id))
+    except ValueError:  # not a job this module enqueued
+        return
+    if exc_type.__name__ == "AbandonedJobError":
+        reason = "The worker died while importing the file (RQ abandoned the job)."
+    else:
+        reason = f"Import failed: {exc_type.__name__}: {exc}"
+    for work in TrainsetImport.objects.filter(rq_job_id=rq_job_id):
+        fail_import(work, reason)
 
 
 def import_progress(trainset: Trainset) -> dict[str, Any] | None:
     """The background import's {phase, done, total, percent}, or None when unknown."""
+    work = TrainsetImport.objects.filter(trainset=trainset).first()
+    if work is None:
+        return None
     try:
-        from rq.job import Job
+        from jobs.services import get_queue
 
-        from jobs.services import redis_connection
-
-        job = Job.fetch(import_job_id(trainset.pk), connection=redis_connection())
+        job = get_queue(IMPORT_QUEUE).fetch_job(str(work.rq_job_id))  # the queue's serializer
         progress = dict(job.get_meta(refresh=True).get("progress") or {})
     except Exception:  # no Redis, or the job is gone: the page says "importing" without numbers
         return None

@@ -7,10 +7,12 @@ single conditional UPDATEs, so a worker claiming a row and a user cancelling it 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils.timezone import now
 
 if TYPE_CHECKING:
@@ -159,8 +161,59 @@ class Trainset(models.Model):
     def field_names(self) -> list[str]:
         return [f["name"] for f in self.fields]
 
+    @staticmethod
+    def check_split(seed: int) -> None:
+        """ValueError unless ``seed`` fits the split_seed column (a 32-bit integer everywhere)."""
+        if not SPLIT_SEED_MIN <= seed <= SPLIT_SEED_MAX:
+            raise ValueError(
+                f"The split seed must be between {SPLIT_SEED_MIN:,} and {SPLIT_SEED_MAX:,}."
+            )
+
+    def place(self, source_number: int | None, index: int) -> str:
+        """Where a row was in the uploaded file, as the upload's errors name it."""
+        from jobs.engine.trainsets import place_name
+
+        if source_number is None:  # imported before rows kept their place
+            return f"row #{index}"
+        return place_name(self.fmt, source_number)
+
+    def rows_missing(self, names: Iterable[str], *, shown: int = 5) -> MissingRows:
+        """Train rows (those a run sends to the teacher) that lack one of ``names`` or hold null
+        there. The rows are read only when the upload counted a missing value in those fields."""
+        from jobs.engine.trainsets import lacks_fields
+
+        names = list(dict.fromkeys(names))
+        counted = {f["name"]: f.get("missing") for f in self.fields}
+        missing = MissingRows(fields=names)
+        if all(counted.get(name) == 0 for name in names):
+            return missing
+        rows = self.rows.filter(split=TrainsetRow.Split.TRAIN).order_by("index")
+        for index, source_number, data in rows.values_list(
+            "index", "source_number", "data"
+        ).iterator(chunk_size=2000):
+            if lacks_fields(data, names):
+                missing.count += 1
+                if len(missing.places) < shown:
+                    missing.places.append(self.place(source_number, index))
+        return missing
+
     def resplit(self, dev_ratio: float, seed: int) -> None:
-        """Assign every row to train or dev, reproducibly from (dev_ratio, seed)."""
+        """Assign every row to train or dev, reproducibly from (dev_ratio, seed).
+
+        Refused (ValueError) once a run has used the trainset: its traces name rows by index and
+        split, so the split is fixed from then on."""
+        self.check_split(seed)
+        with transaction.atomic():
+            Trainset.objects.select_for_update().filter(pk=self.pk).first()  # runs wait for it
+            if runs := self.runs.count():
+                raise ValueError(
+                    f"{runs} run(s) used this trainset, so its split is fixed: their train and "
+                    "dev rows must stay as they were. Upload the file again to split it "
+                    "differently."
+                )
+            self._assign_split(dev_ratio, seed)
+
+    def _assign_split(self, dev_ratio: float, seed: int) -> None:
         from jobs.engine.trainsets import split_indices
 
         indices = list(self.rows.order_by("index").values_list("index", flat=True))
@@ -174,6 +227,25 @@ class Trainset(models.Model):
         self.save(update_fields=["dev_ratio", "split_seed"])
 
 
+SPLIT_SEED_MIN, SPLIT_SEED_MAX = -(2**31), 2**31 - 1
+
+
+@dataclass
+class MissingRows:
+    """Rows that lack one of ``fields`` (or hold null there): how many, and the first places."""
+
+    fields: list[str]
+    count: int = 0
+    places: list[str] = field(default_factory=list)  # "line 5" (JSONL) / "row 4" (CSV)
+
+    def __str__(self) -> str:
+        more = ", …" if self.count > len(self.places) else ""
+        return (
+            f"{self.count} train row(s) lack a value for {' or '.join(self.fields)} (missing or "
+            f"null): {', '.join(self.places)}{more}"
+        )
+
+
 class TrainsetRow(models.Model):
     class Split(models.TextChoices):
         TRAIN = "train"
@@ -183,6 +255,8 @@ class TrainsetRow(models.Model):
     index = models.PositiveIntegerField()
     data = models.JSONField()
     split = models.CharField(max_length=8, choices=Split, default=Split.TRAIN)
+    # The number the upload's errors would name this row by: its line (JSONL) or row (CSV).
+    source_number = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["trainset", "index"]
@@ -341,6 +415,23 @@ class QueuedWork(models.Model):
         return type(self)._default_manager.filter(pk=self.pk, cancel_requested=True).exists()
 
 
+class TrainsetImport(QueuedWork):
+    """A large upload validated and imported by a worker (jobs/imports.py). The row is the record:
+    when it ends, its trainset is ready or failed and the stored file is gone."""
+
+    trainset = models.OneToOneField(
+        Trainset, on_delete=models.CASCADE, related_name="background_import"
+    )
+    path = models.CharField(max_length=1000)  # the stored upload, under BFT_ARTIFACTS_DIR/uploads
+    skip_bad_rows = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"Import of trainset {self.trainset_id} ({self.status})"
+
+
 class BootstrapRun(QueuedWork):
     """The teacher program run over a trainset; each example's result is a Trace."""
 
@@ -361,6 +452,9 @@ class BootstrapRun(QueuedWork):
     errored = models.PositiveIntegerField(default=0)
     lm_calls = models.PositiveIntegerField(default=0)
     tokens = models.PositiveBigIntegerField(default=0)
+    # Train rows left out because they lack a program input or the metric's field (or hold null
+    # there): never sent to the teacher (services.bootstrap_inputs).
+    skipped = models.PositiveIntegerField(default=0)
     # Review rule: a trace counts as approved once this many reviewers approve it (jobs/review.py).
     required_approvals = models.PositiveSmallIntegerField(default=1)
 

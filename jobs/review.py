@@ -425,7 +425,10 @@ def parse_field_value(raw: str, type_name: str) -> Any:
     if type_name == "int":
         return int(text)
     if type_name == "float":
-        return float(text)
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(f"{text!r} is not a finite number")
+        return number
     if type_name == "bool":
         if text.lower() in ("true", "yes", "1"):
             return True
@@ -934,6 +937,16 @@ def trace_set_training_rows(
 
 
 # --- exports ----------------------------------------------------------------------------------
+
+EXPORT_FORMATS = {"jsonl": "application/jsonl; charset=utf-8", "csv": "text/csv; charset=utf-8"}
+
+
+def export_filename(trace_set: TraceSet, fmt: str) -> str:
+    """The download's name, from server-side values only; ``fmt`` must be an export format."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}")
+    run = trace_set.run
+    return f"{run.project.slug}-run{run.pk}-set{trace_set.version}.{fmt}"
 
 
 def export_jsonl(

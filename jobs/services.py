@@ -29,6 +29,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
+from jobs import model_policy
 from jobs.devices import REDIS_FIELD as DEVICE_FIELD
 from jobs.devices import parse_device
 from jobs.engine.types import BootstrapConfig, FinetuneConfig, MetricSpec
@@ -44,6 +45,7 @@ from jobs.models import (
     Trace,
     TraceSet,
     Trainset,
+    TrainsetImport,
     TrainsetRow,
 )
 
@@ -86,6 +88,15 @@ def tasks_inline() -> Iterator[None]:
 
 def redis_connection() -> redis.Redis:
     return django_rq.get_connection(BOOTSTRAP_QUEUE)
+
+
+def fetch_rq_job(rq_job_id: str, connection: redis.Redis | None = None) -> Job:
+    """An RQ job read back with the queues' JSON serializer (settings.BFT_RQ_SERIALIZER)."""
+    return Job.fetch(
+        rq_job_id,
+        connection=connection or redis_connection(),
+        serializer=settings.BFT_RQ_SERIALIZER,
+    )
 
 
 def _enqueue_on_commit(row: QueuedWork, *, queue_name: str, task: str, timeout: int) -> None:
@@ -160,7 +171,10 @@ def create_bootstrap_run(
     metric: MetricSpec,
     config: BootstrapConfig,
     user: AbstractBaseUser,
+    skip_missing: bool = False,
 ) -> BootstrapRun:
+    """Queue a bootstrap run. Train rows that lack a program input or the metric's field (or hold
+    null there) refuse it, unless ``skip_missing``: then they are counted as skipped, never sent."""
     from jobs.engine.metrics import validate_metric_spec
     from jobs.engine.programs import check_fields
 
@@ -171,6 +185,7 @@ def create_bootstrap_run(
     ):
         if obj.project_id != project.pk:
             raise ValueError(f"The {what} belongs to another project.")
+    model_policy.check_model(teacher)
     if trainset.status != Trainset.Status.READY:
         raise ValueError(f"Trainset {trainset.name!r} is not ready ({trainset.status}).")
     spec = program_version.to_spec()
@@ -180,14 +195,19 @@ def create_bootstrap_run(
         raise ValueError("The program does not fit the trainset: " + "; ".join(problems))
     if config.limit is not None and config.limit < 1:
         raise ValueError("The limit must be at least 1.")
-    n_train = trainset.rows.filter(split=TrainsetRow.Split.TRAIN).count()
-    if not n_train:
-        raise ValueError(f"Trainset {trainset.name!r} has no rows in its train split.")
+    missing = trainset.rows_missing([*spec.input_fields, metric.field])
+    if missing.count and not skip_missing:
+        raise ValueError(f"{missing}. Fix the file, or skip the rows missing a field.")
+    n_train = trainset.rows.filter(split=TrainsetRow.Split.TRAIN).count() - missing.count
+    if n_train < 1:
+        what = "rows with every field the run needs" if missing.count else "rows"
+        raise ValueError(f"Trainset {trainset.name!r} has no {what} in its train split.")
     if (
         config.temperature is None
     ):  # recorded, so a later edit of the model does not rewrite the run
         config = dataclasses.replace(config, temperature=teacher.temperature)
     with transaction.atomic():
+        Trainset.objects.select_for_update().filter(pk=trainset.pk).first()  # not while re-split
         run = BootstrapRun.objects.create(
             project=project,
             trainset=trainset,
@@ -196,6 +216,7 @@ def create_bootstrap_run(
             metric=metric.to_dict(),
             config=config.to_dict(),
             total=min(n_train, config.limit) if config.limit else n_train,
+            skipped=missing.count,
             created_by=user,
         )
         _enqueue_bootstrap(run)
@@ -214,12 +235,20 @@ def _enqueue_bootstrap(run: BootstrapRun) -> None:
 def bootstrap_inputs(
     run: BootstrapRun,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[int]]:
-    """(examples, demos, skip) for the engine: the train split, its rows as demos, finished traces."""
-    rows = list(
-        run.trainset.rows.filter(split=TrainsetRow.Split.TRAIN)
+    """(examples, demos, skip) for the engine: the train split, its rows as demos, finished traces.
+
+    Rows that lack a program input or the metric's field (or hold null there) are left out of
+    both: the teacher never sees them (the run counted them as ``skipped``)."""
+    from jobs.engine.trainsets import lacks_fields
+
+    needed = [*run.program_version.to_spec().input_fields, run.metric_spec().field]
+    rows = [
+        (index, data)
+        for index, data in run.trainset.rows.filter(split=TrainsetRow.Split.TRAIN)
         .order_by("index")
         .values_list("index", "data")
-    )
+        if not lacks_fields(data, needed)
+    ]
     examples = [{"index": index, "data": data} for index, data in rows]
     demos = [data for _index, data in rows]
     skip = set(run.traces.values_list("example_index", flat=True))
@@ -284,6 +313,7 @@ def check_student(student: LanguageModel, project: Project) -> None:
     """ValueError unless ``student`` can be fine-tuned in ``project``."""
     if student.project_id != project.pk:
         raise ValueError("The student belongs to another project.")
+    model_policy.check_model(student)
     if not student.is_local:
         raise ValueError(
             f"Student {student.name!r} is a {student.kind} model; only local models fine-tune here."
@@ -441,7 +471,7 @@ def _cancel(row: QueuedWork) -> QueuedWork:
     if row.cancel_if_queued():
         # Tidy the queue; the worker's claim would fail anyway: the row is no longer queued.
         with contextlib.suppress(NoSuchJobError, InvalidJobOperation, redis.RedisError):
-            Job.fetch(str(row.rq_job_id), connection=redis_connection()).cancel()
+            fetch_rq_job(str(row.rq_job_id)).cancel()
         return row
     if not row.request_cancel():
         raise ValueError(f"Only a queued or running {row._meta.verbose_name} can be cancelled.")
@@ -451,7 +481,7 @@ def _cancel(row: QueuedWork) -> QueuedWork:
 def _rq_job_problem(row: QueuedWork, connection: redis.Redis) -> tuple[str, str] | None:
     """(status, reason) when the row's RQ job says the row can no longer progress, else None."""
     try:
-        job = Job.fetch(str(row.rq_job_id), connection=connection)
+        job = fetch_rq_job(str(row.rq_job_id), connection)
     except NoSuchJobError:
         if row.updated and row.updated > now() - timedelta(seconds=MISSING_JOB_GRACE_S):
             return None
@@ -569,7 +599,7 @@ def mark_failed(*, row: QueuedWork, user: AbstractBaseUser | None = None) -> Que
     if not row.mark_finished(Status.FAILED, error=f"Marked failed by {user or 'an operator'}."):
         raise ValueError(f"Only a queued or running {row._meta.verbose_name} can be marked failed.")
     with contextlib.suppress(NoSuchJobError, InvalidJobOperation, redis.RedisError):
-        rq_job = Job.fetch(str(row.rq_job_id), connection=redis_connection())
+        rq_job = fetch_rq_job(str(row.rq_job_id))
         if rq_job.get_status() == JobStatus.STARTED:
             send_stop_job_command(redis_connection(), rq_job.id)
         else:
@@ -584,10 +614,13 @@ def reconcile_stale() -> list[QueuedWork]:
         # RQ moves abandoned jobs (expired in the started registry) to failed, running our callback.
         StartedJobRegistry(queue=get_queue(name)).cleanup()
     changed: list[QueuedWork] = []
-    for model in (BootstrapRun, FinetuneJob):
+    for model in (BootstrapRun, FinetuneJob, TrainsetImport):
         for row in model.objects.filter(status__in=QueuedWork.ACTIVE):
             if reconcile_row(row, connection):
                 changed.append(row)
+    from jobs.imports import settle_ended_imports
+
+    settle_ended_imports()  # an ended import's trainset fails and its stored file goes
     return changed
 
 
@@ -595,26 +628,31 @@ def reconcile_stale() -> list[QueuedWork]:
 
 
 def enqueue_model_test(*, model: LanguageModel, user: AbstractBaseUser | None = None) -> str:
-    """Run a one-prompt try of the model on a worker; the task stores the answer or the error."""
-    LanguageModel.objects.filter(pk=model.pk).update(
-        last_test_output="", last_test_error="", last_test_at=None
-    )
+    """Run a one-prompt try of the model on a worker; the task stores the answer or the error.
+
+    ModelPolicyError when the installation does not allow the model; QueueUnavailable when Redis
+    does not answer. Pages tell a pending test by ``last_test_at`` older than the request.
+    """
+    model_policy.check_model(model)
     rq_job_id = f"model-test-{model.pk}-{int(time.time() * 1000)}"
-
-    def enqueue() -> None:
-        get_queue(MODEL_TEST_QUEUE).enqueue(
-            "jobs.tasks.run_model_test",
-            model.pk,
-            job_id=rq_job_id,
-            job_timeout=settings.BFT_MODEL_TEST_TIMEOUT_S,
-            result_ttl=settings.BFT_RQ_RESULT_TTL_S,
-            failure_ttl=settings.BFT_RQ_RESULT_TTL_S,
-            on_failure=Callback("jobs.tasks.on_model_test_failure"),
-            description=f"test model {model.name}",
-        )
-
-    transaction.on_commit(enqueue)
+    try:
+        _enqueue_model_test(model, rq_job_id)
+    except redis.RedisError as exc:
+        raise QueueUnavailable(str(exc)) from exc
     return rq_job_id
+
+
+def _enqueue_model_test(model: LanguageModel, rq_job_id: str) -> None:
+    get_queue(MODEL_TEST_QUEUE).enqueue(
+        "jobs.tasks.run_model_test",
+        model.pk,
+        job_id=rq_job_id,
+        job_timeout=settings.BFT_MODEL_TEST_TIMEOUT_S,
+        result_ttl=settings.BFT_RQ_RESULT_TTL_S,
+        failure_ttl=settings.BFT_RQ_RESULT_TTL_S,
+        on_failure=Callback("jobs.tasks.on_model_test_failure"),
+        description=f"test model {model.name}",
+    )
 
 
 @dataclass(frozen=True)

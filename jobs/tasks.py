@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections import deque
@@ -16,17 +17,29 @@ from typing import Any
 from django.conf import settings
 from django.utils.timezone import now
 
-from jobs import outputs, services
+from jobs import model_policy, outputs, services
 from jobs.engine.types import TrainProgress
 from jobs.models import BootstrapRun, FinetuneJob, FinetuneMetric, LanguageModel, Status
 
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 50
+# What a page shows of an error: provider error bodies and library messages can be long.
+ERROR_MAX_CHARS = 500
+TEST_OUTPUT_MAX_CHARS = 2000
+# An absolute filesystem path (not the path of a URL): pages never show where files live.
+_PATH_RE = re.compile(r"(?<![\w:/.])(?:/[\w.@+~-]+)+/?")
+
+
+def public_text(text: str, *, limit: int = ERROR_MAX_CHARS) -> str:
+    """``text`` without filesystem paths (each becomes its last part), at most ``limit`` chars."""
+    text = _PATH_RE.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+    """An exception as pages show it: its type and message, no paths, shortened."""
+    return public_text(f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
 def worker_name() -> str:
@@ -47,6 +60,8 @@ class RunRecorder:
         self._last = 0.0
 
     def on_trace(self, record: dict[str, Any]) -> None:
+        if record.get("error"):
+            record = {**record, "error": public_text(record["error"])}
         services.record_traces(self.run, [record])
         if time.monotonic() - self._last >= self.every_s:
             self._last = time.monotonic()
@@ -54,9 +69,9 @@ class RunRecorder:
 
 
 def run_bootstrap(run_pk: int) -> str:
-    run = BootstrapRun.objects.select_related("teacher", "program_version", "trainset").get(
-        pk=run_pk
-    )
+    run = BootstrapRun.objects.select_related(
+        "teacher__project", "program_version", "trainset"
+    ).get(pk=run_pk)
     if not run.mark_running():
         return "skipped"
     from jobs.engine.bootstrap import bootstrap
@@ -64,6 +79,7 @@ def run_bootstrap(run_pk: int) -> str:
     examples, demos, skip = services.bootstrap_inputs(run)
     recorder = RunRecorder(run)
     try:
+        model_policy.check_model(run.teacher)
         bootstrap(
             program=run.program_version.to_spec(),
             teacher=run.teacher.to_spec(),
@@ -138,7 +154,7 @@ class JobRecorder:
 
 
 def run_finetune(job_pk: int) -> str:
-    job = FinetuneJob.objects.select_related("student", "project", "run").get(pk=job_pk)
+    job = FinetuneJob.objects.select_related("student__project", "project", "run").get(pk=job_pk)
     output_dir = services.prepare_output_dir(job)
     if not job.mark_running(worker_name=worker_name(), output_dir=str(output_dir)):
         return "skipped"
@@ -147,6 +163,7 @@ def run_finetune(job_pk: int) -> str:
 
     recorder = JobRecorder(job)
     try:
+        model_policy.check_model(job.student)
         rows = services.frozen_training_rows(job, output_dir)
         device = pick_device()
         FinetuneJob.objects.filter(pk=job.pk).update(train_rows=len(rows), device=device)
@@ -161,6 +178,7 @@ def run_finetune(job_pk: int) -> str:
             on_progress=recorder,
             should_stop=job.stop_requested,
             resume=True,
+            owner=model_policy.project_owner_key(job.project),
         )
     except Exception as exc:
         recorder.note(f"failed: {describe(exc)}")
@@ -190,10 +208,11 @@ def run_finetune(job_pk: int) -> str:
 
 
 def run_model_test(model_pk: int) -> str:
-    model = LanguageModel.objects.get(pk=model_pk)
+    model = LanguageModel.objects.select_related("project").get(pk=model_pk)
     from jobs.engine.local_lm import try_model
 
     try:
+        model_policy.check_model(model)
         output = try_model(model.to_spec(), services.MODEL_TEST_PROMPT)
     except Exception as exc:
         LanguageModel.objects.filter(pk=model_pk).update(
@@ -201,7 +220,7 @@ def run_model_test(model_pk: int) -> str:
         )
         return "error"
     LanguageModel.objects.filter(pk=model_pk).update(
-        last_test_output=output, last_test_error="", last_test_at=now()
+        last_test_output=output[:TEST_OUTPUT_MAX_CHARS], last_test_error="", last_test_at=now()
     )
     return "ok"
 

@@ -4,7 +4,8 @@ Why forking (see DESIGN.md, "Fork after torch hangs"): every job runs in a fresh
 fine-tune's GPU/CPU memory goes back to the system when the horse exits and a crashed job cannot
 poison the next one. The catch is that a horse forked from a parent that has *used* torch
 deadlocks, so the parent only dequeues, heartbeats and reconciles: tasks import the engine inside
-their bodies, in the horse. Start it as ``make run`` and the README do::
+their bodies, in the horse. It reads jobs with RQ's JSON serializer (payloads are primary keys),
+never pickle. Start it as ``make run`` and the README do::
 
     python manage.py rqworker default gpu --worker-class jobs.worker.BftWorker
 """
@@ -42,6 +43,9 @@ def die_with_parent(parent_pid: int | None) -> None:
 
 class BftWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Jobs are stored as JSON (settings.BFT_RQ_SERIALIZER): never unpickle what Redis holds,
+        # whatever --serializer `rqworker` was given (its default is pickle).
+        kwargs["serializer"] = settings.BFT_RQ_SERIALIZER
         # A busy worker heartbeats this often, so services.worker_alive() spots a dead one quickly.
         kwargs.setdefault("job_monitoring_interval", settings.BFT_WORKER_HEARTBEAT_S)
         kwargs.setdefault("maintenance_interval", settings.BFT_RECONCILE_EVERY_S)

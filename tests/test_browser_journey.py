@@ -159,7 +159,11 @@ def test_the_other_pages_an_owner_uses(
     from tests.test_run_forms import make_call_trace
 
     owner = User.objects.create_user("olivia", "o@example.org", "a-long-password-1")
-    User.objects.create_user("rev", "r@example.org", "a-long-password-2")
+    rev = User.objects.create_user("rev", "r@example.org", "a-long-password-2")
+    # Owners add people they already work with (another project); admins add anyone.
+    team = Project.objects.create(name="Team", slug="team")
+    Membership.objects.create(project=team, user=owner, role="owner")
+    Membership.objects.create(project=team, user=rev, role="viewer")
     project = Project.objects.create(name="Support bot", slug="support-bot")
     Membership.objects.create(project=project, user=owner, role="owner")
     student = LanguageModel.objects.create(
@@ -202,7 +206,7 @@ def test_the_other_pages_an_owner_uses(
     page.get_by_role("button", name="Register").click()
     expect(page.get_by_text("not the key itself")).to_be_visible()
     shot("model-form-error")
-    page.get_by_label("API key environment variable").fill("OPENAI_API_KEY")
+    page.get_by_label("API key environment variable").fill("BFT_KEY_OPENAI")
     page.get_by_role("button", name="Register").click()
     expect(page.get_by_role("cell", name="openai/gpt-4o-mini")).to_be_visible()
     page.locator(f"#model-test-{student.pk}").get_by_role("button", name="Test").click()

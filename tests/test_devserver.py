@@ -13,8 +13,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
+from django.test import TestCase
 
+from jobs import seed
 from jobs.devtools import free_port, redis_answers, stop_process
+from jobs.models import Membership
 from tests.workers import ROOT, child_pids, pid_alive, wait_for
 
 
@@ -109,3 +113,39 @@ def test_make_run_brings_everything_up_and_ctrl_c_stops_it(devserver) -> None:
         lambda: not any(pid_alive(pid) for pid in children), timeout=30, what="every child to stop"
     )
     assert not redis_answers(redis_url)
+
+
+class DemoAccountTestCase(TestCase):
+    """What `make run` does to the demo account on every start (seed.seed_demo)."""
+
+    @pytest.fixture(autouse=True)
+    def _monkeypatch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+
+    def test_it_creates_the_demo_account_only_when_missing(self) -> None:
+        user, password = seed.seed_demo()
+        self.assertEqual(password, "demo")
+        self.assertTrue(user.is_superuser and user.is_staff and user.check_password("demo"))
+
+        # the team changed the password and took the rights away; `make run` starts again
+        user.set_password("a-real-password")
+        user.is_superuser = user.is_staff = False
+        user.save()
+        Membership.objects.filter(user=user).update(role=Membership.Role.VIEWER)
+        again, password = seed.seed_demo()
+        self.assertIsNone(password)
+        again.refresh_from_db()
+        self.assertEqual(again.pk, user.pk)
+        self.assertTrue(again.check_password("a-real-password"))
+        self.assertFalse(again.check_password("demo"))
+        self.assertFalse(again.is_superuser or again.is_staff)
+        self.assertEqual(Membership.objects.get(user=again).role, Membership.Role.VIEWER)
+        self.assertEqual(User.objects.filter(username="demo").count(), 1)
+
+    def test_a_demo_password_in_the_environment_only_sets_a_new_account(self) -> None:
+        User.objects.create_user("demo", password="kept")
+        self.monkeypatch.setenv("BFT_DEMO_PASSWORD", "from-env")
+        user, password = seed.seed_demo()
+        self.assertIsNone(password)
+        self.assertTrue(user.check_password("kept"))
+        self.assertFalse(user.is_superuser)

@@ -1,17 +1,28 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from jobs.models import BootstrapRun, FinetuneJob, LanguageModel, Trainset
-from tests.base import DEMO_DIR, BaseTestCase
+from jobs.models import (
+    BootstrapRun,
+    FinetuneJob,
+    LanguageModel,
+    Membership,
+    Program,
+    Project,
+    Trainset,
+)
+from tests.base import DEMO_DIR, BaseTestCase, WorkerTestCase
 from tests.test_worker import LiveWorkerTestCase
-from tests.workers import ROOT
+from tests.workers import ROOT, database_url_for_workers, stop_process, wait_for
 
 DEMO_TRAINSET = str(DEMO_DIR / "sentiment.jsonl")
 DEMO_PROGRAM = str(DEMO_DIR / "sentiment_program.json")
@@ -105,6 +116,97 @@ class DistillArgumentsTestCase(BaseTestCase):
                     result.stderr,
                     r"(CommandError: --trainset nope.jsonl: no such file|--limit: invalid positive_int value)",
                 )
+
+    def assert_nothing_written(self) -> None:
+        self.assertFalse(User.objects.filter(username="distill").exists())
+        self.assertFalse(Project.objects.filter(name="fresh").exists())
+        self.assertFalse(Program.objects.exists())
+        self.assertFalse(Trainset.objects.exists())
+        self.assertFalse(BootstrapRun.objects.exists())
+        self.assertEqual(list(LanguageModel.objects.values_list("name", flat=True)), ["api"])
+
+    def test_it_checks_every_file_and_model_before_writing_anything(self) -> None:
+        LanguageModel.objects.create(
+            project=self.p1, name="api", kind="litellm", model_name="openai/gpt-4o-mini",
+            api_key_env="SECRET_KEY",  # a careless (or hostile) row: the web app's own secret
+        )  # fmt: skip
+        trainset = self.write("bad.jsonl", '{"text": "ok", "sentiment": "positive"}\n{oops\n')
+        # one run, every problem: the trainset, a model file outside the allowed directories,
+        # and (in p1) a model that names a refused key variable
+        message = self.distill(
+            "--trainset", trainset, "--program", DEMO_PROGRAM, "--project", "p1",
+            "--teacher", "api", "--student", "/etc/passwd",
+        )  # fmt: skip
+        self.assertIn("line 2", message)
+        self.assertIn("--teacher api: The variable SECRET_KEY is not allowed", message)
+        self.assertIn("--student /etc/passwd: Local model files must be inside", message)
+        self.assert_nothing_written()
+        # a project that does not exist yet is not created for a bad metric or a refused model
+        for args in (
+            ["--metric", "exact_match:mood"],
+            ["--teacher", "/etc/passwd"],
+            ["--student", "../../models/x.gguf"],
+        ):
+            with self.subTest(args=args):
+                message = self.distill(
+                    "--trainset", DEMO_TRAINSET, "--program", DEMO_PROGRAM, "--project", "fresh",
+                    *args,
+                )  # fmt: skip
+                self.assertTrue(message)
+                self.assert_nothing_written()
+
+    def test_a_bad_trainset_shows_its_first_50_errors_and_how_many_more(self) -> None:
+        lines = ['{"text": "ok", "sentiment": "positive"}'] + ["{oops"] * 60
+        trainset = self.write("bad.jsonl", "\n".join(lines) + "\n")
+        message = self.distill("--trainset", trainset, "--program", DEMO_PROGRAM)
+        shown = [line for line in message.splitlines() if line.strip().startswith("line ")]
+        self.assertEqual(len(shown), 50)
+        self.assertTrue(shown[0].strip().startswith("line 2:"), shown[0])
+        self.assertTrue(shown[-1].strip().startswith("line 51:"), shown[-1])
+        self.assertEqual(message.splitlines()[-1].strip(), "and 10 more")
+        self.assertIn("60 problem(s)", message)
+        self.assertFalse(Trainset.objects.exists())
+
+
+class DistillSignalTestCase(WorkerTestCase):
+    """`distill` as a supervisor runs it, in its own process, stopped with SIGTERM."""
+
+    def test_sigterm_cancels_its_run_and_an_existing_user_keeps_its_rights(self) -> None:
+        admin = User.objects.create_user("distill", password="admin-pass")
+        admin.is_staff = admin.is_superuser = True
+        admin.save()
+        Membership.objects.create(project=self.p1, user=admin, role=Membership.Role.OWNER)
+        env = dict(os.environ, DATABASE_URL=database_url_for_workers(), PYTHONUNBUFFERED="1")
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "distill", "--trainset", DEMO_TRAINSET,
+             "--program", DEMO_PROGRAM, "--project", "p1", "--limit", "4"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            # no worker runs, so the run waits in the queue until the signal
+            wait_for(
+                lambda: BootstrapRun.objects.exists() or process.poll() is not None,
+                timeout=120,
+                what="distill to queue its run",
+            )
+            if process.poll() is not None:
+                self.fail(
+                    "distill ended before it queued its run: " + "".join(process.communicate())
+                )
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=60)
+        finally:
+            stop_process(process)
+        run = BootstrapRun.objects.get()
+        self.assertEqual(process.returncode, 1, out + err)
+        self.assertIn(f"interrupted: bootstrap run {run.pk} cancelled", err)
+        self.assertEqual(run.status, "cancelled")
+        admin.refresh_from_db()
+        self.assertTrue(admin.is_superuser and admin.is_staff)
+        self.assertTrue(admin.check_password("admin-pass"))
+        self.assertEqual(Membership.objects.get(user=admin).role, Membership.Role.OWNER)
+        self.assertEqual(run.created_by, admin)
 
 
 @pytest.mark.slow

@@ -39,9 +39,9 @@ class FinetuneEnqueueTestCase(BaseTestCase):
         self.assertEqual(len(callbacks), 1)
         callbacks[0]()
         self.assertEqual(gpu.job_ids, [str(job.rq_job_id)])
-        rq_job = Job.fetch(str(job.rq_job_id), connection=self.redis)
+        rq_job = services.fetch_rq_job(str(job.rq_job_id))
         self.assertEqual(rq_job.func_name, "jobs.tasks.run_finetune")
-        self.assertEqual(rq_job.args, (job.pk,))
+        self.assertEqual(rq_job.args, [job.pk])  # stored as JSON
         self.assertEqual(rq_job.timeout, settings.BFT_FINETUNE_TIMEOUT_S)
         self.assertEqual(rq_job.result_ttl, settings.BFT_RQ_RESULT_TTL_S)
         self.assertEqual(rq_job.failure_ttl, settings.BFT_RQ_RESULT_TTL_S)
@@ -101,9 +101,7 @@ class FinetuneEnqueueTestCase(BaseTestCase):
         job.refresh_from_db()
         self.assertEqual(job.status, "cancelled")
         self.assertEqual(services.get_queue("gpu").job_ids, [])
-        self.assertEqual(
-            Job.fetch(str(job.rq_job_id), connection=self.redis).get_status(), "canceled"
-        )
+        self.assertEqual(services.fetch_rq_job(str(job.rq_job_id)).get_status(), "canceled")
 
     def test_it_asks_a_running_job_to_stop(self) -> None:
         with self.captureOnCommitCallbacks(execute=True):
@@ -146,7 +144,7 @@ class BootstrapEnqueueTestCase(BaseTestCase):
             )
         self.assertEqual(run.total, 5)
         self.assertEqual(services.get_queue("default").job_ids, [str(run.rq_job_id)])
-        rq_job = Job.fetch(str(run.rq_job_id), connection=self.redis)
+        rq_job = services.fetch_rq_job(str(run.rq_job_id))
         self.assertEqual(rq_job.func_name, "jobs.tasks.run_bootstrap")
         self.assertEqual(rq_job.timeout, settings.BFT_BOOTSTRAP_TIMEOUT_S)
         examples, demos, skip = services.bootstrap_inputs(run)
@@ -181,7 +179,7 @@ class ReconcileTestCase(BaseTestCase):
         queue = services.get_queue("default")  # a job that fails without reaching our task code
         queue.enqueue("builtins.int", "not a number", job_id=str(self.run.rq_job_id))
         self.run.mark_running()
-        SimpleWorker([queue], connection=self.redis).work(burst=True)
+        SimpleWorker([queue], connection=self.redis, serializer=queue.serializer).work(burst=True)
         self.assertEqual(services.reconcile_stale(), [self.run])
         self.run.refresh_from_db()
         self.assertEqual(self.run.status, "failed")

@@ -73,6 +73,7 @@ class MembersTestCase(WebTestCase):
         self.assertNotContains(r, "Add a member")
 
     def test_only_the_owner_adds_members(self) -> None:
+        Membership.objects.create(project=self.p2, user=self.alice, role="viewer")  # she knows him
         data = {"username": "charlie", "role": "reviewer"}
         self.assert_roles(
             "post",
@@ -121,6 +122,7 @@ class MembersTestCase(WebTestCase):
         self.assertEqual(self.p1.role_of(self.alice), "owner")
 
     def test_member_posts_need_the_csrf_token(self) -> None:
+        Membership.objects.create(project=self.p2, user=self.alice, role="viewer")  # she knows him
         client, token = self.csrf_client(self.alice)
         data = {"username": "charlie", "role": "viewer"}
         self.assertEqual(client.post("/p/p1/members/add/", data).status_code, 403)

@@ -6,6 +6,7 @@ from unittest import mock
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
 
 from jobs import imports
 from jobs.models import Trainset, TrainsetRow
@@ -280,8 +281,8 @@ class TrainsetBackgroundImportTestCase(WebTestCase):
             )
 
     def work(self) -> None:
-        queue = Queue("default", connection=self.redis)
-        SimpleWorker([queue], connection=self.redis).work(burst=True)
+        queue = Queue("default", connection=self.redis, serializer=JSONSerializer)
+        SimpleWorker([queue], connection=self.redis, serializer=JSONSerializer).work(burst=True)
 
     def test_it_queues_the_import_and_the_worker_finishes_it(self) -> None:
         rows = [{"text": f"r{i}", "sentiment": "positive"} for i in range(30)]
@@ -290,7 +291,7 @@ class TrainsetBackgroundImportTestCase(WebTestCase):
         self.assertRedirects(r, f"/p/p1/trainsets/{trainset.pk}/", fetch_redirect_response=False)
         self.assertEqual(trainset.status, "importing")
         queue = Queue("default", connection=self.redis)
-        self.assertEqual(queue.job_ids, [f"trainset-import-{trainset.pk}"])
+        self.assertEqual(queue.job_ids, [str(trainset.background_import.rq_job_id)])
         page = self.client.get(r.url)
         self.assertContains(page, "Importing in the background")
         self.assertContains(page, f"/p/p1/trainsets/{trainset.pk}/status/")
@@ -323,7 +324,8 @@ class TrainsetBackgroundImportTestCase(WebTestCase):
         rows = [{"text": f"r{i}", "sentiment": "positive"} for i in range(30)]
         self.post(rows)
         trainset = Trainset.objects.get()
-        job = Queue("default", connection=self.redis).fetch_job(f"trainset-import-{trainset.pk}")
+        queue = Queue("default", connection=self.redis, serializer=JSONSerializer)
+        job = queue.fetch_job(str(trainset.background_import.rq_job_id))
         job.meta["progress"] = {"phase": "writing", "done": 15, "total": 30}
         job.save_meta()
         r = self.client.get(

@@ -445,8 +445,11 @@ def finetune(
     on_progress: Callable[[TrainProgress], None] = _ignore_progress,
     should_stop: Callable[[], bool] = _never_stop,
     resume: bool = True,
+    owner: str | None = None,
 ) -> FinetuneResult:
     """Train a LoRA adapter on the last assistant message of each row; register it as ``model_id``.
+
+    ``owner`` is recorded in the registry with the id (who may use it; see model_store).
 
     Writes ``output_dir/checkpoint/`` (every ``checkpoint_every_steps``, on a stop, at the end),
     and at the end ``adapter/`` (+ tokenizer), ``manifest.json`` and ``train.jsonl``. A
@@ -670,7 +673,11 @@ def finetune(
     }
     manifest_path.write_text(json.dumps(manifest, indent=2))
     model_store.register_finetuned(
-        model_id, base_model=config.base_model, adapter_dir=adapter_dir, manifest=manifest
+        model_id,
+        base_model=config.base_model,
+        adapter_dir=adapter_dir,
+        manifest=manifest,
+        owner=owner,
     )
     logger.info("fine-tune %s done: %d steps, final loss %s", model_id, step, final_loss)
     return FinetuneResult(

@@ -22,6 +22,8 @@ from typing import Any
 BUNDLED_NAME = "smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FINETUNED_PREFIX = "bftweb:"
+# A Hugging Face hub id ("org/name"), served from the local HF cache only.
+HUB_ID_RE = re.compile(r"[\w.-]+/[\w.-]+")
 CONVERSION_VERSION = 2  # bump when convert_gguf changes what it writes: old caches convert again
 
 _convert_lock = threading.Lock()
@@ -104,15 +106,24 @@ def registry_path(model_id: str) -> Path:
 
 
 def register_finetuned(
-    model_id: str, *, base_model: str, adapter_dir: Path, manifest: dict[str, Any]
+    model_id: str,
+    *,
+    base_model: str,
+    adapter_dir: Path,
+    manifest: dict[str, Any],
+    owner: str | None = None,
 ) -> Path:
-    """Record a fine-tuned model so :func:`resolve` can load it back on any host."""
+    """Record a fine-tuned model so :func:`resolve` can load it back on any host.
+
+    ``owner`` names who may use the id (bftweb: the project whose fine-tune made it).
+    """
     if not model_id.startswith(FINETUNED_PREFIX):
         raise ValueError(f"fine-tuned model ids start with {FINETUNED_PREFIX!r}: {model_id!r}")
     path = registry_path(model_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "model_id": model_id,
+        "owner": owner,
         "base_model": base_model,
         "adapter_dir": str(adapter_dir),
         "manifest": manifest,
@@ -121,6 +132,14 @@ def register_finetuned(
     tmp.write_text(json.dumps(record, indent=2))
     tmp.rename(path)
     return path
+
+
+def finetuned_owner(model_id: str) -> str | None:
+    """The owner recorded for a fine-tuned id, or None (unregistered, or registered without one)."""
+    path = registry_path(model_id)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("owner")
 
 
 def finetuned_model_id(base_model: str, job_name: str) -> str:
@@ -139,12 +158,12 @@ def resolve(name: str) -> ResolvedModel:
     if name.startswith(FINETUNED_PREFIX):
         path = registry_path(name)
         if not path.exists():
-            raise UnknownModelError(f"unknown fine-tuned model id {name!r} (no {path})")
+            raise UnknownModelError(f"unknown fine-tuned model id {name!r}")
         record = json.loads(path.read_text())
         base = resolve(record["base_model"])
         adapter = Path(record["adapter_dir"])
         if not (adapter / "adapter_config.json").exists():
-            raise UnknownModelError(f"fine-tuned model {name!r}: adapter missing at {adapter}")
+            raise UnknownModelError(f"fine-tuned model {name!r}: its adapter is missing")
         return ResolvedModel(name, base.base_dir, adapter, base.name)
     if name == BUNDLED_NAME:
         return ResolvedModel(name, convert_gguf(bundled_gguf_path()), None, name)
@@ -164,7 +183,7 @@ def resolve(name: str) -> ResolvedModel:
 
 def _hub_snapshot(hub_id: str) -> Path:
     """A hub id is served from the local HF cache only: nothing is downloaded at run time."""
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", hub_id):
+    if not HUB_ID_RE.fullmatch(hub_id):
         raise UnknownModelError(
             f"unknown local model {hub_id!r}: expected {BUNDLED_NAME!r}, a model directory, a .gguf file, "
             "a Hugging Face hub id already in the local cache, or a bftweb fine-tuned id"

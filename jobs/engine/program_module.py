@@ -10,22 +10,33 @@ from typing import Any
 import dspy
 from dspy.utils.constants import IS_TYPE_UNDEFINED
 
-from jobs.engine.programs import ModuleSpec, ProgramSpec
+from jobs.engine.programs import FieldSpec, ModuleSpec, ProgramSpec
+
+
+def _field_info(field: FieldSpec, make: Any, **kwargs: Any) -> Any:
+    """``make`` (dspy.InputField / OutputField) with the spec's description and prefix.
+
+    The prefix is set in ``json_schema_extra`` as ``Signature.load_state`` sets it, because passing
+    ``prefix=`` warns that it is deprecated; DSPy keeps it in the signature and its saved state.
+    """
+    if field.description:
+        kwargs["desc"] = field.description
+    info = make(**kwargs)
+    if field.prefix:
+        info.json_schema_extra["prefix"] = field.prefix
+    return info
 
 
 def _make_signature(module: ModuleSpec) -> type[dspy.Signature]:
     """A dspy.Signature class from typed fields: no signature string is parsed by DSPy."""
     fields: dict[str, tuple[type, Any]] = {}
     for field in module.inputs:
-        kwargs: dict[str, Any] = {"desc": field.description} if field.description else {}
-        if field.type_name == "str":
-            # As DSPy's parser marks untyped inputs: Predict then skips its type-mismatch warning
-            # (trainset values such as numbers are passed to str inputs as they are).
-            kwargs[IS_TYPE_UNDEFINED] = True
-        fields[field.name] = (field.python_type, dspy.InputField(**kwargs))
+        # As DSPy's parser marks untyped inputs: Predict then skips its type-mismatch warning
+        # (trainset values such as numbers are passed to str inputs as they are).
+        extra = {IS_TYPE_UNDEFINED: True} if field.type_name == "str" else {}
+        fields[field.name] = (field.python_type, _field_info(field, dspy.InputField, **extra))
     for field in module.outputs:
-        kwargs = {"desc": field.description} if field.description else {}
-        fields[field.name] = (field.python_type, dspy.OutputField(**kwargs))
+        fields[field.name] = (field.python_type, _field_info(field, dspy.OutputField))
     return dspy.make_signature(fields, module.instructions or None)
 
 

@@ -9,6 +9,8 @@ a later module may read the outputs of earlier ones::
                   "instructions": "Classify the sentiment of the text.",
                   "fields": {"text": "a product review", "sentiment": "positive or negative"}}]}
 
+A field description is a string, or DSPy's own form ``{"desc": "...", "prefix": "..."}``.
+
 Nothing in a spec is ever executed. Signature strings are parsed here with a small grammar
 (``name[: type], ... -> name[: type], ...``, types from a fixed list) instead of DSPy's own
 parser, which resolves type names through ``typing``, the caller's stack frames and ``Field(...)``
@@ -41,6 +43,7 @@ MAX_NAME_CHARS = 64
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SPEC_KEYS = ("name", "modules")
 _MODULE_KEYS = ("name", "type", "signature", "instructions", "fields")
+_FIELD_KEYS = ("desc", "prefix")  # DSPy's InputField/OutputField(desc=..., prefix=...)
 
 # Field names DSPy gives a meaning of its own. ChainOfThought adds ``reasoning``; ``Predict.__call__``
 # pops ``signature``, ``demos``, ``config``, ``lm`` and ``prediction`` from its keyword arguments;
@@ -89,6 +92,7 @@ class FieldSpec:
     name: str
     type_name: str = "str"  # a key of FIELD_TYPES
     description: str = ""
+    prefix: str = ""  # DSPy's field prefix, e.g. "Topic:"; empty: DSPy infers it from the name
 
     @property
     def python_type(self) -> type:
@@ -96,6 +100,13 @@ class FieldSpec:
 
     def signature_part(self) -> str:
         return self.name if self.type_name == "str" else f"{self.name}: {self.type_name}"
+
+    def to_spec_value(self) -> str | dict[str, str] | None:
+        """How the spec's ``fields`` mapping writes this field: a plain description string, the
+        ``{"desc", "prefix"}`` form when there is a prefix, or None when there is nothing to say."""
+        if self.prefix:
+            return {"desc": self.description, "prefix": self.prefix}
+        return self.description or None
 
 
 @dataclass(frozen=True)
@@ -120,7 +131,9 @@ class ModuleSpec:
 
     def to_dict(self) -> dict[str, Any]:
         descriptions = {
-            f.name: f.description for f in (*self.inputs, *self.outputs) if f.description
+            f.name: f.to_spec_value()
+            for f in (*self.inputs, *self.outputs)
+            if f.to_spec_value() is not None
         }
         return {
             "name": self.name,
@@ -259,16 +272,20 @@ def _parse_module(raw: Any, key: str) -> ModuleSpec:
     descriptions = _parse_descriptions(
         raw.get("fields"), [n for n, _ in (*inputs, *outputs)], key=f"{key}.fields"
     )
+    no_description = ("", "")
     return ModuleSpec(
         name=name,
         type=module_type,
-        inputs=tuple(FieldSpec(n, t, descriptions.get(n, "")) for n, t in inputs),
-        outputs=tuple(FieldSpec(n, t, descriptions.get(n, "")) for n, t in outputs),
+        inputs=tuple(FieldSpec(n, t, *descriptions.get(n, no_description)) for n, t in inputs),
+        outputs=tuple(FieldSpec(n, t, *descriptions.get(n, no_description)) for n, t in outputs),
         instructions=instructions.strip(),
     )
 
 
-def _parse_descriptions(raw: Any, field_names: list[str], *, key: str) -> dict[str, str]:
+def _parse_descriptions(
+    raw: Any, field_names: list[str], *, key: str
+) -> dict[str, tuple[str, str]]:
+    """Field name -> (description, prefix), from strings or ``{"desc", "prefix"}`` mappings."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -276,20 +293,35 @@ def _parse_descriptions(raw: Any, field_names: list[str], *, key: str) -> dict[s
             key, f"must be a mapping of field name to description, got {_type_label(raw)}"
         )
     descriptions = {}
-    for name, description in raw.items():
+    for name, value in raw.items():
+        field_key = f"{key}.{name}"
         if name not in field_names:
             raise ProgramSpecError(
-                f"{key}.{name}",
-                f"not a field of this module's signature ({', '.join(field_names)})",
+                field_key, f"not a field of this module's signature ({', '.join(field_names)})"
             )
-        if description is None:
-            description = ""
-        if not isinstance(description, str):
-            raise ProgramSpecError(
-                f"{key}.{name}", f"must be a string, got {_type_label(description)}"
-            )
-        descriptions[name] = description.strip()
+        if isinstance(value, dict):
+            for option in value:
+                if option not in _FIELD_KEYS:
+                    raise ProgramSpecError(
+                        f"{field_key}.{option}",
+                        f"unknown key; a field takes {' and '.join(_FIELD_KEYS)}",
+                    )
+            description = _optional_str(value.get("desc"), key=f"{field_key}.desc")
+            prefix = _optional_str(value.get("prefix"), key=f"{field_key}.prefix")
+        else:
+            description = _optional_str(value, key=field_key, what="a string or a mapping")
+            prefix = ""
+        descriptions[name] = (description.strip(), prefix.strip())
     return descriptions
+
+
+def _optional_str(value: Any, *, key: str, what: str = "a string") -> str:
+    """A string value that may be left out (None); anything else names ``key``."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ProgramSpecError(key, f"must be {what}, got {_type_label(value)}")
+    return value
 
 
 def parse_signature(

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 FORMATS = ("jsonl", "csv")
 SAMPLE_SIZE = 20
@@ -44,6 +46,10 @@ class RowError:
     column: str | None
     message: str
 
+    def __post_init__(self) -> None:
+        if self.column is not None:  # a field name from the file: shown and stored, so made safe
+            self.column = escape_unstorable(self.column)
+
     def __str__(self) -> str:
         where = self.location if self.column is None else f"{self.location}, column {self.column!r}"
         return f"{where}: {self.message}"
@@ -66,6 +72,8 @@ class TrainsetReport:
     fields: list[FieldStats] = field(default_factory=list)  # by first appearance
     sample: list[dict[str, Any]] = field(default_factory=list)  # the first valid rows
     required_fields: list[str] = field(default_factory=list)
+    # Valid rows that lack each field or hold null there (a field in every row is 0).
+    missing_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +118,20 @@ def detect_format(filename: str) -> str:
     return _EXTENSIONS[suffix]
 
 
+class PlacedRow(NamedTuple):
+    """One data row and where it is: ``place`` is the number its errors name ("line N" in JSONL,
+    "row N" in CSV: :func:`place_name`)."""
+
+    row_number: int
+    place: int
+    row: dict[str, Any] | None
+    errors: list[RowError]
+
+
+def place_name(fmt: str, place: int) -> str:
+    return f"line {place}" if fmt == "jsonl" else f"row {place}"
+
+
 def iter_rows(
     stream: BinaryIO,
     fmt: str,
@@ -123,6 +145,18 @@ def iter_rows(
     A problem with the whole file is yielded last as ``(0, None, errors)``.
     JSONL values keep their JSON types; CSV values are strings. Extra fields are kept.
     """
+    for placed in iter_placed_rows(stream, fmt, limits=limits, required_fields=required_fields):
+        yield placed.row_number, placed.row, placed.errors
+
+
+def iter_placed_rows(
+    stream: BinaryIO,
+    fmt: str,
+    *,
+    limits: TrainsetLimits | None = None,
+    required_fields: Iterable[str] = (),
+) -> Iterator[PlacedRow]:
+    """:func:`iter_rows` with each row's place in the file; a file-level problem has place 0."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown trainset format {fmt!r}; expected one of {', '.join(FORMATS)}")
     limits = limits or TrainsetLimits()
@@ -135,7 +169,7 @@ def iter_rows(
     try:
         yield from rows
     except _Stop as stop:
-        yield 0, None, stop.errors
+        yield PlacedRow(0, 0, None, stop.errors)
 
 
 def validate_trainset(
@@ -166,7 +200,20 @@ def validate_trainset(
         for name, value in row.items():
             tallies.setdefault(name, _FieldTally(name)).add(value)
     report.fields = [tally.stats(report.valid_count) for tally in tallies.values()]
+    report.missing_counts = {
+        name: report.valid_count - tally.not_null for name, tally in tallies.items()
+    }
     return report
+
+
+def lacks_fields(row: dict[str, Any], names: Iterable[str]) -> list[str]:
+    """The ``names`` that ``row`` lacks or holds null for."""
+    return [name for name in names if row.get(name) is None]
+
+
+def escape_unstorable(text: str) -> str:
+    """``text`` with NUL characters and unpaired surrogates written as ``\\uXXXX`` escapes."""
+    return _UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def split_indices(n: int, *, dev_ratio: float, seed: int) -> tuple[list[int], list[int]]:
@@ -191,8 +238,11 @@ class _FieldTally:
         self.name = name
         self.kinds: set[str] = set()
         self.filled = 0
+        self.not_null = 0
 
     def add(self, value: Any) -> None:
+        if value is not None:
+            self.not_null += 1
         if isinstance(value, str):
             if value.strip():
                 self.filled += 1
@@ -261,6 +311,10 @@ def _check_values(
         elif row[name] is None:
             errors.append(RowError(location, name, "null value for a required field"))
     for name, value in row.items():
+        problem = _unstorable_problem(name, value)
+        if problem:
+            errors.append(RowError(location, name, problem))
+            continue
         chars = _char_count(value)
         if chars > limits.max_field_chars:
             errors.append(
@@ -269,6 +323,34 @@ def _check_values(
                 )
             )
     return errors
+
+
+# What neither PostgreSQL (text, jsonb) nor a web page can hold, though JSON can spell it.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable_char(text: str) -> str | None:
+    found = _UNSTORABLE.search(text)
+    return found.group() if found else None
+
+
+def _unstorable_problem(name: str, value: Any) -> str | None:
+    """Why a field (its name or its value) cannot be stored, or None."""
+    char = _unstorable_char(name)
+    if char is not None:
+        return f"the field name {_describe_char(char)}"
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str) and (char := _unstorable_char(item)) is not None:
+            return f"the value {_describe_char(char)}"
+        if isinstance(item, float) and not math.isfinite(item):
+            return "a number too large to store (it reads as infinity); numbers must be finite"
+    return None
+
+
+def _describe_char(char: str) -> str:
+    if char == "\x00":
+        return "contains a NUL character (\\u0000), which cannot be stored"
+    return f"contains an unpaired surrogate (\\u{ord(char):04x}), which is not valid Unicode"
 
 
 def _char_count(value: Any) -> int:
@@ -297,7 +379,7 @@ class _FieldNames:
 
 def _iter_jsonl(
     stream: BinaryIO, limits: TrainsetLimits, required: tuple[str, ...]
-) -> Iterator[tuple[int, dict[str, Any] | None, list[RowError]]]:
+) -> Iterator[PlacedRow]:
     row_number = 0
     field_names = _FieldNames(limits)
     for line_number, raw in _read_lines(stream, limits.max_bytes):
@@ -308,13 +390,13 @@ def _iter_jsonl(
         _check_row_limit(row_number, limits)
         location = f"line {line_number}"
         if decode_error:
-            yield row_number, None, [RowError(location, None, decode_error)]
+            yield PlacedRow(row_number, line_number, None, [RowError(location, None, decode_error)])
             continue
         row, errors = _parse_json_object(text.rstrip("\r\n"), location, line_number)
         if row is not None:
             field_names.add(row)
             errors += _check_values(row, location, limits, required)
-        yield row_number, (row if not errors else None), errors
+        yield PlacedRow(row_number, line_number, (row if not errors else None), errors)
     if row_number == 0:
         raise _Stop(RowError("file", None, "no rows"))
 
@@ -402,7 +484,7 @@ def _json_array_hint(text: str, line_number: int) -> str:
 
 def _iter_csv(
     stream: BinaryIO, limits: TrainsetLimits, required: tuple[str, ...]
-) -> Iterator[tuple[int, dict[str, Any] | None, list[RowError]]]:
+) -> Iterator[PlacedRow]:
     bad_lines: dict[int, str] = {}  # line number -> UTF-8 error, filled as lines are read
     reader = csv.reader(
         _decoded_lines(_read_lines(stream, limits.max_bytes), bad_lines), strict=True
@@ -435,7 +517,7 @@ def _iter_csv(
         for error in errors:
             error.message += note
         bad_lines.clear()  # every line read so far belongs to this row or an earlier one
-        yield row_number, (row if not errors else None), errors
+        yield PlacedRow(row_number, row_number, (row if not errors else None), errors)
     if row_number == 0:
         raise _Stop(RowError("file", None, "no rows after the header"))
 
@@ -468,6 +550,11 @@ def _read_header(
         RowError("header", None, f"column {i} has no name")
         for i, name in enumerate(header, 1)
         if not name
+    ]
+    errors += [
+        RowError("header", name, f"the column name {_describe_char(char)}")
+        for name in header
+        if (char := _unstorable_char(name)) is not None
     ]
     seen: set[str] = set()
     for name in header:

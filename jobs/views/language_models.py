@@ -13,10 +13,11 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.forms import LanguageModelForm
+from jobs.model_policy import ModelPolicyError
 from jobs.models import LanguageModel
 from jobs.permissions import get_project_for
 
-TEST_PROMPT = "Reply with one short sentence: what is 2 + 2?"
+QUEUE_UNAVAILABLE = "The queue is unavailable (Redis does not answer), so the test was not sent. Try again once it is back."
 
 
 @login_required
@@ -72,15 +73,22 @@ def _test_state(model: LanguageModel, since: datetime | None) -> str:
 
 
 def _render_test(
-    request: HttpRequest, project: object, model: LanguageModel, since: datetime | None
+    request: HttpRequest,
+    project: object,
+    model: LanguageModel,
+    since: datetime | None,
+    *,
+    refused: str = "",
+    status: int = 200,
 ) -> HttpResponse:
     context = {
         "project": project,
         "model": model,
-        "state": _test_state(model, since),
+        "state": "refused" if refused else _test_state(model, since),
+        "refused": refused,
         "since": since,
     }
-    return render(request, "jobs/model_list.html#model-test", context)
+    return render(request, "jobs/model_list.html#model-test", context, status=status)
 
 
 @login_required
@@ -92,8 +100,15 @@ def model_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="operate")
     model = get_object_or_404(LanguageModel, pk=pk, project=project)
     since = timezone.now()
-    services.enqueue_model_test(model=model, user=request.user)
-    model.refresh_from_db()
+    try:
+        services.enqueue_model_test(model=model, user=request.user)
+    except (ModelPolicyError, services.QueueUnavailable) as exc:
+        refused = str(exc) if isinstance(exc, ModelPolicyError) else QUEUE_UNAVAILABLE
+        status = 400 if isinstance(exc, ModelPolicyError) else 503
+        if request.htmx:
+            return _render_test(request, project, model, None, refused=refused, status=status)
+        messages.error(request, refused)
+        return redirect("jobs:model-list", project.slug)
     if request.htmx:
         return _render_test(request, project, model, since)
     messages.info(request, f"Testing “{model.name}” on a worker; reload to see the answer.")
@@ -106,5 +121,8 @@ def model_test_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Polled by the test fragment while the answer is pending."""
     project = get_project_for(request, slug)
     model = get_object_or_404(LanguageModel, pk=pk, project=project)
-    since = parse_datetime(request.GET.get("since", "")) if request.GET.get("since") else None
+    try:
+        since = parse_datetime(request.GET.get("since", ""))
+    except ValueError:  # well formed but not a date (month 13): treat as no request time
+        since = None
     return _render_test(request, project, model, since)

@@ -163,10 +163,19 @@ def _render_form(
     return render(request, "jobs/program_form.html", context, status=status)
 
 
+def _total_forms(value: Any) -> int:
+    """The posted TOTAL_FORMS as a count within 0..max_num; 1 when it is not a whole number."""
+    try:
+        total = int(value)
+    except (TypeError, ValueError):
+        return 1
+    return min(max(total, 0), ProgramModuleFormSet.max_num)
+
+
 def _add_module_row(data: QueryDict) -> QueryDict:
     """The plain-POST "add module": the same data with one more (empty) form."""
     data = data.copy()
-    total = int(data.get(f"{PREFIX}-TOTAL_FORMS", "1") or 1)
+    total = _total_forms(data.get(f"{PREFIX}-TOTAL_FORMS"))
     data[f"{PREFIX}-TOTAL_FORMS"] = str(total + 1)
     return data
 
@@ -260,11 +269,7 @@ def program_validate(request: HttpRequest, slug: str) -> HttpResponse:
 def program_module_row(request: HttpRequest, slug: str) -> HttpResponse:
     """One more module form for the formset (htmx "add module"), plus the new TOTAL_FORMS out of band."""
     project = get_project_for(request, slug, need="operate")
-    try:
-        index = max(0, int(request.GET.get(f"{PREFIX}-TOTAL_FORMS", "1")))
-    except ValueError:
-        index = 1
-    index = min(index, ProgramModuleFormSet.max_num or 20)
+    index = _total_forms(request.GET.get(f"{PREFIX}-TOTAL_FORMS"))
     form = ProgramModuleForm(
         prefix=f"{PREFIX}-{index}", initial={"type": "Predict"}, use_required_attribute=False
     )

@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.forms import MemberAddForm, MemberRoleForm, ProjectForm
+from jobs.memberships import LastOwnerError, change_role, remove_member
 from jobs.models import LanguageModel, Membership, Project
 from jobs.permissions import get_project_for
 
@@ -73,7 +74,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def member_list(request: HttpRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug)
-    return _render_members(request, project, MemberAddForm(project=project))
+    return _render_members(request, project, MemberAddForm(project=project, user=request.user))
 
 
 def _render_members(
@@ -94,17 +95,13 @@ def _render_members(
 @require_POST
 def member_add(request: HttpRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug, need="own")
-    form = MemberAddForm(request.POST, project=project)
+    form = MemberAddForm(request.POST, project=project, user=request.user)
     if not form.is_valid():
         return _render_members(request, project, form, status=400)
     user = form.cleaned_data["username"]
     Membership.objects.create(project=project, user=user, role=form.cleaned_data["role"])
     messages.success(request, f"{user.get_username()} added as {form.cleaned_data['role']}.")
     return redirect("jobs:member-list", project.slug)
-
-
-def _other_owners(project: Project, membership: Membership) -> bool:
-    return project.memberships.filter(role=Membership.Role.OWNER).exclude(pk=membership.pk).exists()
 
 
 @login_required
@@ -115,17 +112,12 @@ def member_role(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose a valid role.")
-    elif (
-        membership.role == Membership.Role.OWNER
-        and form.cleaned_data["role"] != Membership.Role.OWNER
-        and not _other_owners(project, membership)
-    ):
-        messages.error(
-            request, "A project needs at least one owner: make someone else owner first."
-        )
+        return redirect("jobs:member-list", project.slug)
+    try:
+        change_role(membership=membership, role=form.cleaned_data["role"], by=request.user)
+    except LastOwnerError as e:
+        messages.error(request, str(e))
     else:
-        membership.role = form.cleaned_data["role"]
-        membership.save(update_fields=["role"])
         messages.success(request, f"{membership.user.get_username()} is now {membership.role}.")
     return redirect("jobs:member-list", project.slug)
 
@@ -134,15 +126,15 @@ def member_role(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_POST
 def member_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="own")
-    membership = get_object_or_404(Membership, pk=pk, project=project)
-    if membership.role == Membership.Role.OWNER and not _other_owners(project, membership):
-        messages.error(
-            request, "A project needs at least one owner: make someone else owner first."
-        )
+    membership = get_object_or_404(
+        Membership.objects.select_related("user"), pk=pk, project=project
+    )
+    try:
+        remove_member(membership=membership, by=request.user)
+    except LastOwnerError as e:
+        messages.error(request, str(e))
         return redirect("jobs:member-list", project.slug)
-    username = membership.user.get_username()
-    membership.delete()
-    messages.success(request, f"{username} removed from {project.name}.")
+    messages.success(request, f"{membership.user.get_username()} removed from {project.name}.")
     if membership.user_id == request.user.pk:
         return redirect("jobs:home")
     return redirect("jobs:member-list", project.slug)

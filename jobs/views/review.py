@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -405,17 +405,17 @@ def trace_set_export(
     project = get_project_for(request, slug)
     run = _get_run(project, pk)
     trace_set = _get_trace_set(run, set_pk)
-    stem = f"{project.slug}-run{run.pk}-set{trace_set.version}"
+    if fmt not in review.EXPORT_FORMATS:
+        raise Http404("Trace sets export as .csv or .jsonl.")
     if fmt == "jsonl":
         body = review.export_jsonl(
             trace_set,
             multitask=_flag(request, "multitask"),
             exclude_demos=_flag(request, "exclude_demos"),
         )
-        response = StreamingHttpResponse(body, content_type="application/jsonl; charset=utf-8")
     else:
-        response = StreamingHttpResponse(
-            review.export_csv(trace_set), content_type="text/csv; charset=utf-8"
-        )
-    response["Content-Disposition"] = f'attachment; filename="{stem}.{fmt}"'
+        body = review.export_csv(trace_set)
+    response = StreamingHttpResponse(body, content_type=review.EXPORT_FORMATS[fmt])
+    filename = review.export_filename(trace_set, fmt)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -118,6 +118,7 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
                     metric=data["metric_spec"],
                     config=data["bootstrap_config"],
                     user=request.user,
+                    skip_missing=data["skip_missing"],
                 )
             except ValueError as e:
                 form.add_error(None, str(e))
@@ -192,8 +193,8 @@ def _preview(run: BootstrapRun, data: Any, form: FinetuneForm) -> dict[str, Any]
         selection=selection
         if selection in FinetuneJob.Selection.values
         else FinetuneJob.Selection.APPROVED,
-        trace_set=run.trace_sets.filter(pk=trace_set_pk).first()
-        if trace_set_pk and str(trace_set_pk).isdigit()
+        trace_set=run.trace_sets.filter(pk=_int(trace_set_pk)).first()
+        if _int(trace_set_pk)
         else None,
         multitask=(data.get("multitask") in ("on", "true", "1")) if bound else True,
         exclude_demos=(data.get("exclude_demos") in ("on", "true", "1")) if bound else True,

@@ -8,14 +8,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs import imports
 from jobs.forms import SplitForm, TrainsetUploadForm
-from jobs.models import Trainset, TrainsetRow
+from jobs.models import Project, Trainset, TrainsetRow
 from jobs.permissions import get_project_for
 
 ROWS_PER_PAGE = 25
@@ -35,24 +35,39 @@ def trainset_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@csrf_exempt  # checked in _upload: CSRF middleware would read the whole body to find the token
 def trainset_upload(request: HttpRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug, need="operate")
+    refusal = imports.request_too_large(request.META) if request.method == "POST" else None
+    if refusal:  # before anything reads the body
+        context = {**_upload_context(project, TrainsetUploadForm()), "refusal": refusal}
+        return render(request, "jobs/trainset_upload.html", context, status=413)
+    return _upload(request, project)
+
+
+@csrf_protect
+def _upload(request: HttpRequest, project: Project) -> HttpResponse:
     form = TrainsetUploadForm(request.POST or None, request.FILES or None)
     outcome = None
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
-        outcome = imports.import_upload(
-            project=project,
-            user=request.user,
-            upload=upload,
-            name=form.cleaned_data["name"].strip() or Path(upload.name).stem or upload.name,
-            fmt=form.cleaned_data["fmt"],
-            skip_bad_rows=form.cleaned_data["skip_bad_rows"],
-            dev_ratio=form.cleaned_data["dev_ratio"],
-            split_seed=form.cleaned_data["split_seed"],
-        )
-        if outcome.trainset is not None:
-            if outcome.queued:
+        try:
+            outcome = imports.import_upload(
+                project=project,
+                user=request.user,
+                upload=upload,
+                name=form.cleaned_data["name"].strip() or Path(upload.name).stem or upload.name,
+                fmt=form.cleaned_data["fmt"],
+                skip_bad_rows=form.cleaned_data["skip_bad_rows"],
+                dev_ratio=form.cleaned_data["dev_ratio"],
+                split_seed=form.cleaned_data["split_seed"],
+            )
+        except ValueError as e:  # the split seed does not fit
+            form.add_error("split_seed", str(e))
+        if outcome is not None and outcome.trainset is not None:
+            if outcome.queue_error:
+                messages.error(request, outcome.queue_error)
+            elif outcome.queued:
                 messages.info(
                     request,
                     "This is a large file: it is being validated and imported in the background.",
@@ -63,18 +78,21 @@ def trainset_upload(request: HttpRequest, slug: str) -> HttpResponse:
                     text += f" Skipped {outcome.error_count} bad row(s)."
                 messages.success(request, text)
             return redirect("jobs:trainset-detail", project.slug, outcome.trainset.pk)
-    context = {
+    context = {**_upload_context(project, form), "outcome": outcome}
+    return render(
+        request, "jobs/trainset_upload.html", context, status=400 if form.is_bound else 200
+    )
+
+
+def _upload_context(project: Project, form: TrainsetUploadForm) -> dict[str, object]:
+    return {
         "project": project,
         "nav": "trainsets",
         "form": form,
-        "outcome": outcome,
         "max_bytes": settings.BFT_UPLOAD_MAX_BYTES,
         "max_rows": settings.BFT_UPLOAD_MAX_ROWS,
         "async_rows": imports.async_rows_threshold(),
     }
-    return render(
-        request, "jobs/trainset_upload.html", context, status=400 if form.is_bound else 200
-    )
 
 
 def _get_trainset(project: object, pk: int) -> Trainset:
@@ -102,6 +120,7 @@ def trainset_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         context["split_form"] = SplitForm(
             initial={"dev_ratio": trainset.dev_ratio, "split_seed": trainset.split_seed}
         )
+        context["run_count"] = trainset.runs.count()  # a used trainset's split is fixed
     return render(request, "jobs/trainset_detail.html", context)
 
 
@@ -133,9 +152,12 @@ def trainset_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         for field, errors in form.errors.items():
             messages.error(request, f"{field}: {' '.join(errors)}")
     else:
-        with transaction.atomic():
+        try:
             trainset.resplit(form.cleaned_data["dev_ratio"], form.cleaned_data["split_seed"])
-        messages.success(
-            request, f"Split again: dev ratio {trainset.dev_ratio}, seed {trainset.split_seed}."
-        )
+        except ValueError as e:  # runs used it, or the seed does not fit
+            messages.error(request, str(e))
+        else:
+            messages.success(
+                request, f"Split again: dev ratio {trainset.dev_ratio}, seed {trainset.split_seed}."
+            )
     return redirect("jobs:trainset-detail", project.slug, trainset.pk)

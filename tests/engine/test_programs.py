@@ -115,6 +115,70 @@ def test_predictor_names_match_what_dspy_names_them():
         assert [name for name, _ in program.named_predictors()] == spec.predictor_names()
 
 
+DSPY_FIELDS_YAML = """\
+name: essay
+modules:
+  - name: write
+    type: ChainOfThought
+    signature: "topic -> essay"
+    fields:
+      topic: {desc: "what the essay is about", prefix: "Topic:"}
+      essay: "three sentences"
+"""
+
+
+def test_fields_take_dspys_desc_and_prefix_form_next_to_plain_strings():
+    spec = parse_program_spec(DSPY_FIELDS_YAML)
+    (write,) = spec.modules
+    assert write.inputs == (FieldSpec("topic", "str", "what the essay is about", "Topic:"),)
+    assert write.outputs == (FieldSpec("essay", "str", "three sentences"),)
+    assert write.to_dict()["fields"] == {
+        "topic": {"desc": "what the essay is about", "prefix": "Topic:"},
+        "essay": "three sentences",
+    }
+    # a spec without prefixes is stored exactly as before
+    assert parse_program_spec(SENTIMENT_JSON).to_dict()["modules"][0]["fields"] == {
+        "text": "a product review",
+        "sentiment": "positive or negative",
+    }
+    # either key may be left out
+    only_prefix = parse_program_spec(spec_dict(module(fields={"a": {"prefix": "A:"}, "b": {}})))
+    assert only_prefix.modules[0].inputs == (FieldSpec("a", "str", "", "A:"),)
+    assert only_prefix.modules[0].outputs == (FieldSpec("b", "str", ""),)
+
+
+def test_a_stored_dspy_field_form_builds_the_dspy_fields_and_their_saved_state(tmp_path):
+    import yaml
+
+    spec = parse_program_spec(DSPY_FIELDS_YAML)
+    stored = json.loads(json.dumps(spec.to_dict()))  # as the database's JSONField keeps it
+    assert parse_program_spec(stored) == spec
+    assert parse_program_spec(yaml.safe_dump(stored)) == spec
+
+    program = build_program(parse_program_spec(stored))
+    signature = program.write.predict.signature
+    topic = signature.input_fields["topic"].json_schema_extra
+    assert (topic["desc"], topic["prefix"]) == ("what the essay is about", "Topic:")
+    essay = signature.output_fields["essay"].json_schema_extra
+    assert (essay["desc"], essay["prefix"]) == ("three sentences", "Essay:")  # DSPy's own default
+    assert signature.dump_state()["fields"][0] == {
+        "prefix": "Topic:",
+        "description": "what the essay is about",
+    }
+    path = tmp_path / "program.json"
+    program.save(str(path))
+    loaded = build_program(spec)
+    loaded.load(str(path))
+    assert loaded.write.predict.signature.input_fields["topic"].json_schema_extra["prefix"] == (
+        "Topic:"
+    )
+
+    lm = DummyLM([{"reasoning": "r", "essay": "One. Two. Three."}])
+    with dspy.context(lm=lm):
+        assert program(topic="tides").essay == "One. Two. Three."
+    assert "what the essay is about" in lm.history[0]["messages"][0]["content"]
+
+
 def test_whitespace_in_types_and_names_is_tolerated():
     spec = parse_program_spec(spec_dict(module(signature="  a :  list[ str ] ,b->  c:int ")))
     (m,) = spec.modules
@@ -188,6 +252,23 @@ def test_document_errors(source, key, fragment):
         ([module(fields=["a"])], "modules[0].fields", "must be a mapping"),
         ([module(fields={"zz": "?"})], "modules[0].fields.zz", "not a field"),
         ([module(fields={"a": 1})], "modules[0].fields.a", "must be a string"),
+        (
+            [module(fields={"a": {"desc": "x", "prefx": "A:"}})],
+            "modules[0].fields.a.prefx",
+            "unknown key",
+        ),
+        (
+            [module(fields={"a": {"__class__": "x"}})],
+            "modules[0].fields.a.__class__",
+            "unknown key",
+        ),
+        ([module(fields={"a": {"desc": 1}})], "modules[0].fields.a.desc", "must be a string"),
+        (
+            [module(fields={"a": {"prefix": ["A:"]}})],
+            "modules[0].fields.a.prefix",
+            "must be a string",
+        ),
+        ([module(fields={"zz": {"desc": "x"}})], "modules[0].fields.zz", "not a field"),
         (
             [module(name="one", signature="a -> b"), module(name="two", signature="a -> b")],
             "modules[1].signature",

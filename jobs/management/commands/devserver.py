@@ -14,7 +14,10 @@ from jobs import devtools, seed
 
 
 class Command(BaseCommand):
-    help = "Migrate, seed the demo project, start Redis (if none answers), one RQ worker and the web server."
+    help = (
+        "Migrate, seed the demo project (the demo account only if it is missing), start Redis "
+        "(if none answers), one RQ worker and the web server."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -43,10 +46,15 @@ class Command(BaseCommand):
                 )
             children.start("worker", devtools.worker_command("default", "gpu"))
             children.start("web", [sys.executable, "manage.py", "runserver", options["addrport"]])
+            login = (
+                f"demo login: {user.username} / {password}"
+                if password is not None
+                else f"demo login: {user.username} (an existing account: its password is unchanged)"
+            )
             self.stdout.write(
                 self.style.SUCCESS(
                     f"\nbftweb is up: http://{options['addrport']}/  (admin: /admin/, queues: /admin/rq/)\n"
-                    f"demo login: {user.username} / {password}\nCtrl-C stops everything.\n"
+                    f"{login}\nCtrl-C stops everything.\n"
                 )
             )
             exited = children.wait()

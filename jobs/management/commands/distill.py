@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from jobs import seed, services
+from jobs import model_policy, seed, services
 from jobs.engine.model_store import BUNDLED_NAME
 from jobs.engine.types import BootstrapConfig, FinetuneConfig, MetricSpec
-from jobs.models import BootstrapRun, FinetuneJob, Membership, QueuedWork
+from jobs.models import (
+    BootstrapRun,
+    FinetuneJob,
+    LanguageModel,
+    Membership,
+    Project,
+    QueuedWork,
+)
 
 POLL_S = 2.0
+DISTILL_USERNAME = "distill"
 WORKER_HINT = "python manage.py rqworker default gpu --worker-class jobs.worker.BftWorker"
 
 
@@ -23,7 +33,7 @@ def parse_metric(text: str, default_field: str) -> MetricSpec:
     """NAME:FIELD[:THRESHOLD]; FIELD may be empty (the program's first output field)."""
     parts = text.split(":")
     if not 1 <= len(parts) <= 3 or not parts[0]:
-        raise CommandError(
+        raise ValueError(
             f"--metric {text!r}: expected NAME:FIELD[:THRESHOLD], e.g. exact_match:sentiment"
         )
     threshold = 1.0
@@ -31,7 +41,7 @@ def parse_metric(text: str, default_field: str) -> MetricSpec:
         try:
             threshold = float(parts[2])
         except ValueError:
-            raise CommandError(
+            raise ValueError(
                 f"--metric {text!r}: the threshold {parts[2]!r} is not a number"
             ) from None
     return MetricSpec(
@@ -46,6 +56,71 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise ValueError(text)
     return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def file_problems(options: dict[str, Any]) -> tuple[list[str], MetricSpec | None]:
+    """What is wrong with the program file, the trainset file and the metric (nothing is written);
+    and the metric, when it is usable."""
+    from jobs.engine.metrics import validate_metric_spec
+    from jobs.engine.programs import check_fields, parse_program_spec
+
+    problems: list[str] = []
+    path: Path = options["program"]
+    try:
+        spec = parse_program_spec(path.read_bytes(), fmt=seed.program_format(path))
+    except ValueError as exc:
+        problems.append(f"{path}: {exc}")
+        spec = None
+    try:
+        fields = seed.check_trainset_file(options["trainset"])
+    except ValueError as exc:
+        problems.append(str(exc))
+        fields = None
+    if spec is None:
+        return problems, None
+    try:
+        metric = parse_metric(options["metric"], spec.output_fields[0])
+        validate_metric_spec(metric, spec.output_fields)
+    except ValueError as exc:
+        problems.append(str(exc) if str(exc).startswith("--metric") else f"--metric: {exc}")
+        return problems, None
+    if fields is not None:
+        problems += check_fields(spec, fields, label_fields=(metric.field,))
+    return problems, metric
+
+
+def model_problems(project: Project | None, model: LanguageModel, option: str) -> list[str]:
+    """Why this installation refuses ``model`` (jobs.model_policy), one message each."""
+    refused = model_policy.model_problems(
+        project=project,
+        kind=model.kind,
+        model_name=model.model_name,
+        api_base=model.api_base,
+        api_key_env=model.api_key_env,
+    )
+    return [f"{option} {model.name}: {message}" for message in refused.values()]
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (a supervisor, `kill`, a container stop) raises KeyboardInterrupt, so it cancels the
+    current run or job as Ctrl-C does; the previous handler is restored afterwards."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Command(BaseCommand):
@@ -81,7 +156,10 @@ class Command(BaseCommand):
             "--epochs", type=positive_int, default=1, help="fine-tune epochs (default: 1)"
         )
         parser.add_argument(
-            "--demos", type=int, default=4, help="labeled demos given to the teacher (default: 4)"
+            "--demos",
+            type=non_negative_int,
+            default=4,
+            help="labeled demos given to the teacher (default: 4)",
         )
         parser.add_argument(
             "--project",
@@ -102,9 +180,12 @@ class Command(BaseCommand):
         if not options["sync"]:
             self.check_queue()
         try:
-            with services.tasks_inline() if options["sync"] else contextlib.nullcontext():
+            with (
+                services.tasks_inline() if options["sync"] else contextlib.nullcontext(),
+                sigterm_as_ctrl_c(),
+            ):
                 run, job = self.distill(options)
-        except ValueError as exc:  # bad files, metric, models or settings: one clear line
+        except ValueError as exc:  # bad files, metric, models or settings
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"model id: {job.output_model_id}"))
         self.stdout.write(
@@ -113,27 +194,52 @@ class Command(BaseCommand):
         for path in sorted(Path(job.output_dir).iterdir()):
             self.stdout.write(f"artifact: {path}")
 
+    def check_inputs(self, options: dict[str, Any]) -> tuple[MetricSpec, FinetuneConfig]:
+        """Every file, model and setting, checked before anything is written; ValueError lists
+        every problem found."""
+        from jobs.engine.finetune import validate_config
+
+        problems, metric = file_problems(options)
+        project = Project.objects.filter(name=options["project"]).first()  # None: a new one
+        teacher = seed.find_model(project, options["teacher"])
+        student = seed.find_model(project, options["student"])
+        problems += model_problems(project, teacher, "--teacher")
+        problems += model_problems(project, student, "--student")
+        if not student.is_local:
+            problems.append(
+                f"--student {student.name}: a {student.kind} model; only local models fine-tune here"
+            )
+        elif not student.fine_tunable:
+            problems.append(f"--student {student.name}: not marked fine-tunable")
+        config = FinetuneConfig(base_model=student.model_name, epochs=options["epochs"])
+        try:
+            validate_config(config)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems or metric is None:
+            raise ValueError("\n".join(problems))
+        return metric, config
+
     def distill(self, options: dict[str, Any]) -> tuple[BootstrapRun, FinetuneJob]:
-        user = seed.ensure_user("distill")
-        project = seed.ensure_project(options["project"])
-        seed.ensure_member(project, user, Membership.Role.OPERATOR)
-        with transaction.atomic():
+        metric, finetune_config = self.check_inputs(options)
+        with transaction.atomic():  # and should anything still fail here, nothing is kept
+            user = seed.ensure_user(DISTILL_USERNAME)
+            project = seed.ensure_project(options["project"])
+            seed.ensure_member(project, user, Membership.Role.OPERATOR)
             program = seed.import_program_file(project, options["program"], user)
             trainset = seed.import_trainset_file(project, options["trainset"], user)
-        teacher = seed.ensure_model(project, options["teacher"], user=user)
-        student = seed.ensure_model(project, options["student"], user=user)
-        services.check_student(student, project)  # fail before the bootstrap, not after it
-        metric = parse_metric(options["metric"], program.to_spec().output_fields[0])
-        config = BootstrapConfig(num_demos=options["demos"], limit=options["limit"])
-        self.stdout.write(
-            f"project {project.name!r}: trainset {trainset.name!r} ({trainset.row_count} rows), "
-            f"program {program}, teacher {teacher.model_name}, student {student.model_name}"
-        )
-
-        run = services.create_bootstrap_run(
-            project=project, trainset=trainset, program_version=program, teacher=teacher,
-            metric=metric, config=config, user=user,
-        )  # fmt: skip
+            teacher = seed.ensure_model(project, options["teacher"], user=user)
+            student = seed.ensure_model(project, options["student"], user=user)
+            services.check_student(student, project)
+            self.stdout.write(
+                f"project {project.name!r}: trainset {trainset.name!r} ({trainset.row_count} rows), "
+                f"program {program}, teacher {teacher.model_name}, student {student.model_name}"
+            )
+            run = services.create_bootstrap_run(
+                project=project, trainset=trainset, program_version=program, teacher=teacher,
+                metric=metric, config=BootstrapConfig(num_demos=options["demos"], limit=options["limit"]),
+                user=user,
+            )  # fmt: skip
         self.wait(
             run,
             lambda r: (
@@ -141,7 +247,7 @@ class Command(BaseCommand):
             ),
         )
         job = services.create_finetune_job(
-            run=run, student=student, config=FinetuneConfig(base_model=student.model_name, epochs=options["epochs"]),
+            run=run, student=student, config=finetune_config,
             selection=FinetuneJob.Selection.PASSING, multitask=True, exclude_demos=True, user=user,
         )  # fmt: skip
         self.wait(
@@ -166,7 +272,7 @@ class Command(BaseCommand):
                 )
 
     def wait(self, row: QueuedWork, describe: Any) -> None:
-        """Poll the row until it ends, printing progress; Ctrl-C cancels it."""
+        """Poll the row until it ends, printing progress; Ctrl-C (or SIGTERM) cancels it."""
         label = f"{row._meta.verbose_name} {row.pk}"
         last = ""
         try:

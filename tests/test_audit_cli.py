@@ -1,0 +1,182 @@
+"""Security audit: RQ payloads are JSON (never unpickled) and django-rq's pages are for superusers.
+
+`distill`, `make run`'s demo account and program specs have their audit tests in
+tests/test_distill.py, tests/test_devserver.py and tests/engine/test_programs.py.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+from django_rq.settings import get_queues_map
+from rq import Queue
+from rq.serializers import DefaultSerializer, JSONSerializer
+
+from jobs import imports, services
+from jobs.engine.types import BootstrapConfig, MetricSpec
+from jobs.models import BootstrapRun, Trainset, TrainsetImport
+from jobs.worker import BftWorker
+from tests.base import BaseTestCase, WorkerTestCase
+from tests.workers import start_worker, stop_process, wait_for
+
+
+class TouchOnUnpickle:
+    """A pickle that creates ``path`` when it is unpickled: what an attacker with access to Redis
+    would enqueue for a worker that unpickles jobs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.path), "w")
+
+
+class JsonPayloadTestCase(WorkerTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.worker_log = self.artifacts / "worker.log"
+        self.worker = None
+
+    def tearDown(self) -> None:
+        if self.worker is not None:
+            stop_process(self.worker)
+        super().tearDown()
+
+    def stored_payload(self, rq_job_id: str) -> bytes:
+        """The job's function and arguments exactly as Redis holds them."""
+        return zlib.decompress(self.redis.hget(f"rq:job:{rq_job_id}", "data"))
+
+    def log(self) -> str:
+        return self.worker_log.read_text() if self.worker_log.exists() else ""
+
+    def wait_for_worker(self, predicate: Callable[[], bool], what: str) -> None:
+        try:
+            wait_for(predicate, timeout=180, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; worker log:\n{self.log()[-3000:]}") from None
+
+    def test_a_queued_run_is_json_and_the_worker_runs_it_and_records_its_failure(self) -> None:
+        with self.settings(BFT_BOOTSTRAP_TIMEOUT_S=2):  # fails in the worker, so on_failure runs
+            run = services.create_bootstrap_run(
+                project=self.p1, trainset=self.make_trainset(), program_version=self.make_program(),
+                teacher=self.make_model("teacher"), metric=MetricSpec("exact_match", "sentiment"),
+                config=BootstrapConfig(num_threads=1, limit=2), user=self.bob,
+            )  # fmt: skip
+        payload = self.stored_payload(str(run.rq_job_id))
+        self.assertNotEqual(payload[:1], b"\x80")  # not a pickle
+        self.assertEqual(json.loads(payload), ["jobs.tasks.run_bootstrap", None, [run.pk], {}])
+
+        self.worker = start_worker(self.worker_log)
+        self.wait_for_worker(
+            lambda: BootstrapRun.objects.get(pk=run.pk).is_terminal, "the worker to end the run"
+        )
+        run.refresh_from_db()
+        self.assertEqual(run.status, "failed")
+        self.assertIn("JobTimeoutException", run.error)  # written by the on_failure callback
+        result = services.fetch_rq_job(str(run.rq_job_id)).latest_result()
+        self.assertIn("JobTimeoutException", result.exc_string)
+        self.assertNotIn("DeserializationError", self.log())
+
+    def test_the_worker_never_unpickles_and_runs_json_jobs_to_the_end(self) -> None:
+        marker = self.artifacts / "unpickled"
+        attack = Queue("default", connection=self.redis, serializer=DefaultSerializer)
+        attack.enqueue("builtins.print", TouchOnUnpickle(marker), job_id="attack")
+        self.assertFalse(marker.exists())
+
+        rows = b"".join(b'{"text": "r%d", "sentiment": "positive"}\n' % i for i in range(5))
+        with override_settings(BFT_TRAINSET_ASYNC_ROWS=1):  # committed, then enqueued
+            outcome = imports.import_upload(
+                project=self.p1, user=self.bob, upload=SimpleUploadedFile("rows.jsonl", rows),
+                name="rows", fmt="jsonl", skip_bad_rows=False, dev_ratio=0.2, split_seed=0,
+            )  # fmt: skip
+        self.assertTrue(outcome.queued)
+        trainset = outcome.trainset
+        work = TrainsetImport.objects.get(trainset=trainset)
+        job_id = str(work.rq_job_id)
+        self.assertEqual(
+            json.loads(self.stored_payload(job_id)),
+            ["jobs.imports.run_trainset_import", None, [work.pk], {}],
+        )
+
+        # started as `make run` starts it: rqworker's own --serializer default is pickle
+        self.worker = start_worker(self.worker_log, "default")
+        self.wait_for_worker(
+            lambda: Trainset.objects.get(pk=trainset.pk).status != "importing",
+            "the worker to import the trainset",
+        )
+        trainset.refresh_from_db()
+        self.assertEqual((trainset.status, trainset.row_count), ("ready", 5))
+        self.assertEqual(services.fetch_rq_job(job_id).latest_result().return_value, "ready")
+        # the pickled job came first in the queue: it failed without being unpickled
+        self.assertFalse(marker.exists())
+        self.assertEqual(services.fetch_rq_job("attack").get_status(), "failed")
+
+    def test_bft_worker_reads_json_whatever_serializer_it_is_given(self) -> None:
+        worker = BftWorker(
+            ["default"], connection=self.redis, serializer="rq.serializers.DefaultSerializer"
+        )
+        self.assertIs(worker.serializer, JSONSerializer)
+        self.assertIs(services.get_queue("gpu").serializer, JSONSerializer)
+
+
+class RqAdminTestCase(BaseTestCase):
+    """/admin/rq/ shows every project's jobs: superusers only."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.alice.is_staff = self.alice.is_superuser = True
+        self.alice.save()
+        self.bob.is_staff = True  # staff (e.g. to read the admin) but no superuser
+        self.bob.save()
+        queue = services.get_queue("default")
+        queue.enqueue("jobs.tasks.run_bootstrap", 999, job_id="p2-job", description="p2's run")
+        self.index = get_queues_map()["default"]
+        self.pages = [
+            "/admin/rq/",
+            f"/admin/rq/queues/{self.index}/",
+            f"/admin/rq/queues/{self.index}/p2-job/",
+            f"/admin/rq/queues/{self.index}/failed/",
+            f"/admin/rq/workers/{self.index}/",
+        ]
+
+    def test_a_staff_user_who_is_not_a_superuser_gets_403(self) -> None:
+        self.client.force_login(self.bob)
+        for url in self.pages:
+            with self.subTest(url=url):
+                r = self.client.get(url)
+                self.assertEqual(r.status_code, 403)
+                self.assertNotContains(r, "p2-job", status_code=403)
+        r = self.client.post(f"/admin/rq/queues/{self.index}/p2-job/delete/", {"post": "yes"})
+        self.assertEqual(r.status_code, 403)
+        r = self.client.post(f"/admin/rq/queues/{self.index}/empty/", {"post": "yes"})
+        self.assertEqual(r.status_code, 403)
+        self.assertEqual(services.get_queue("default").job_ids, ["p2-job"])
+        self.assertEqual(self.client.get("/admin/rq/stats.json").status_code, 401)
+
+    def test_the_signed_out_and_non_staff_go_to_the_login_page(self) -> None:
+        for user in (None, self.victor):
+            if user is not None:
+                self.client.force_login(user)
+            for url in self.pages:
+                with self.subTest(user=user, url=url):
+                    r = self.client.get(url)
+                    self.assertEqual(r.status_code, 302)
+                    self.assertIn("/admin/login/", r["Location"])
+
+    def test_a_superuser_sees_every_page_and_the_api_token_still_works(self) -> None:
+        self.client.force_login(self.alice)
+        for url in self.pages:
+            with self.subTest(url=url):
+                self.assertEqual(self.client.get(url).status_code, 200)
+        self.assertContains(self.client.get(f"/admin/rq/queues/{self.index}/"), "p2-job")
+        self.assertEqual(self.client.get("/admin/rq/stats.json").status_code, 200)
+        self.client.logout()
+        with override_settings(RQ_API_TOKEN="s3cretToken"):
+            self.client.force_login(self.bob)
+            self.assertEqual(self.client.get("/admin/rq/stats.json/s3cretToken/").status_code, 200)
+            self.assertEqual(self.client.get("/admin/rq/stats.json/wrong/").status_code, 401)

@@ -182,7 +182,8 @@ def build(n: int, seed: int = 0) -> dict[str, Any]:
     created_s = time.monotonic() - started
 
     # Review state: a third of the traces decided (history rows + state), some edits, assignments.
-    from jobs import review
+
+    from jobs.services import review
 
     started = time.monotonic()
     rita, bob = users["rita"], users["bob"]

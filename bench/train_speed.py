@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         workdir = Path(tmp)
         # the bench's fine-tuned model is registered in the temp dir, not for real
-        os.environ["BFT_ARTIFACTS_DIR"] = str(workdir / "artifacts")
+        model_store.configure(artifacts_dir=workdir / "artifacts")
         results.append(run_ours(rows, config, workdir))
         print(f"{results[0].name}: {results[0].tokens_per_s:.0f} tok/s", flush=True)
         if not options.no_trl:

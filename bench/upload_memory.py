@@ -1,4 +1,4 @@
-"""Peak memory of a 100k-row trainset upload through jobs/imports.py (validate + import, SQLite).
+"""Peak memory of a 100k-row trainset upload through jobs/services/trainsets.py (validate + import, SQLite).
 
 Each measurement runs in a fresh child process (so torch or models loaded by other benches do
 not blur the figures), with DEBUG=False as in production (DEBUG=True keeps every SQL string):
@@ -71,8 +71,9 @@ def child(path: Path, mode: str, trace: bool) -> dict[str, float]:
     from django.core.management import call_command
     from django.test import override_settings
 
-    from jobs import imports
     from jobs.models import Project, Trainset, TrainsetImport
+    from jobs.services import trainsets
+    from jobs.tasks import run_trainset_import
 
     call_command("migrate", verbosity=0)
     user = User.objects.create_user("bench")
@@ -83,7 +84,7 @@ def child(path: Path, mode: str, trace: bool) -> dict[str, float]:
     tiny = path.with_suffix(".tiny.jsonl")
     tiny.write_bytes(b"".join(path.open("rb").readline() for _ in range(1)))
     with override_settings(BFT_TRAINSET_ASYNC_ROWS=10**9):
-        imports.import_upload(
+        trainsets.import_upload(
             project=project, user=user, upload=_upload(tiny, TemporaryUploadedFile), name="warm", fmt="jsonl",
             skip_bad_rows=False, dev_ratio=0.2, split_seed=0,
         )  # fmt: skip
@@ -97,7 +98,7 @@ def child(path: Path, mode: str, trace: bool) -> dict[str, float]:
     if mode == "sync":
         upload = _upload(path, TemporaryUploadedFile)
         with override_settings(BFT_TRAINSET_ASYNC_ROWS=10**9):
-            outcome = imports.import_upload(
+            outcome = trainsets.import_upload(
                 project=project, user=user, upload=upload, name="big", fmt="jsonl",
                 skip_bad_rows=False, dev_ratio=0.2, split_seed=0,
             )  # fmt: skip
@@ -110,7 +111,7 @@ def child(path: Path, mode: str, trace: bool) -> dict[str, float]:
         work = TrainsetImport.objects.create(
             trainset=trainset, path=str(_copy(path)), created_by=user
         )
-        result = imports.run_trainset_import(work.pk)
+        result = run_trainset_import(work.pk)
         assert result == "ready", Trainset.objects.get(pk=trainset.pk).error
     elapsed = time.monotonic() - started
     figures = {

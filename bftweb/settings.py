@@ -186,13 +186,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(10 * 102
 FILE_UPLOAD_MAX_MEMORY_SIZE = envint("FILE_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
 
 # Artifacts (adapters, training data, compiled programs) and the converted-model cache. The engine
-# reads these from os.environ, so export them: the web app, the workers and the engine must agree.
+# gets them from JobsConfig.ready() (jobs/apps.py): the web app, the workers and the engine agree.
 BFT_ARTIFACTS_DIR = envpath("BFT_ARTIFACTS_DIR", VAR_DIR / "artifacts")
 BFT_MODEL_CACHE_DIR = envpath("BFT_MODEL_CACHE_DIR", VAR_DIR / "model-cache")
-os.environ["BFT_ARTIFACTS_DIR"] = str(BFT_ARTIFACTS_DIR)  # the same value, made absolute
-os.environ["BFT_MODEL_CACHE_DIR"] = str(BFT_MODEL_CACHE_DIR)
 
-# What a project may ask the workers to use (jobs/model_policy.py). Each is a door into the
+# What a project may ask the workers to use (jobs/services/model_policy.py). Each is a door into the
 # workers, so only the operator opens it; the form, the admin, `distill` and the worker all check.
 # Environment variables a LiteLLM model may name as its API key: listed here, or starting with the
 # prefix. SECRET_KEY, DATABASE_URL and REDIS_URL are refused whatever these say.
@@ -218,6 +216,7 @@ def rq_redis_url(redis_url: str) -> str:
 
 
 BFT_BOOTSTRAP_TIMEOUT_S = envint("BFT_BOOTSTRAP_TIMEOUT_S", str(6 * 3600))
+BFT_IMPORT_TIMEOUT_S = envint("BFT_IMPORT_TIMEOUT_S", str(6 * 3600))
 BFT_FINETUNE_TIMEOUT_S = envint("BFT_FINETUNE_TIMEOUT_S", str(24 * 3600))
 BFT_MODEL_TEST_TIMEOUT_S = envint("BFT_MODEL_TEST_TIMEOUT_S", "600")
 BFT_RQ_RESULT_TTL_S = envint("BFT_RQ_RESULT_TTL_S", str(7 * 24 * 3600))

@@ -8,8 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from jobs import imports, services
-from jobs.forms import LanguageModelAdminForm
+from jobs.forms.language_models import LanguageModelAdminForm
 from jobs.models import (
     BootstrapRun,
     FinetuneJob,
@@ -24,6 +23,7 @@ from jobs.models import (
     TrainsetImport,
     TrainsetRow,
 )
+from jobs.services import language_models, queue
 
 QUEUED_WORK_READONLY = (
     "status",
@@ -45,7 +45,7 @@ def _run_each(request: HttpRequest, rows: QuerySet[Any], action: Any, verb: str)
         try:
             action(row)
             done += 1
-        except (ValueError, services.QueueUnavailable) as exc:
+        except (ValueError, queue.QueueUnavailable) as exc:
             messages.warning(request, f"{row}: {exc or 'the queue is unavailable'}")
     if done:
         messages.success(request, f"{verb} {done}.")
@@ -55,7 +55,7 @@ def rq_job_link(row: Any) -> str:
     """The row's RQ job on django-rq's pages (/admin/rq/), in the queue its kind is enqueued on."""
     from django_rq.settings import get_queues_map
 
-    index = get_queues_map().get(services.queue_name_for(row))
+    index = get_queues_map().get(row.WORK.queue)
     if index is None or row.pk is None:
         return "–"
     url = reverse("django_rq:job_detail", args=[index, str(row.rq_job_id)])
@@ -74,7 +74,7 @@ class QueuedWorkActions:
         _run_each(
             request,
             queryset,
-            lambda r: services.mark_failed(row=r, user=request.user),
+            lambda r: queue.mark_failed(row=r, user=request.user),
             "Marked failed",
         )
 
@@ -126,7 +126,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
         _run_each(
             request,
             queryset,
-            lambda m: services.enqueue_model_test(model=m, user=request.user),
+            lambda m: language_models.enqueue_model_test(model=m, user=request.user),
             "Queued tests for",
         )
 
@@ -165,7 +165,7 @@ class TrainsetImportAdmin(QueuedWorkActions, admin.ModelAdmin):
         _run_each(
             request,
             queryset,
-            lambda w: imports.mark_import_failed(work=w, user=request.user),
+            lambda w: queue.mark_failed(row=w, user=request.user),
             "Marked failed",
         )
 
@@ -242,15 +242,11 @@ class BootstrapRunAdmin(QueuedWorkActions, admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected runs")
     def cancel(self, request: HttpRequest, queryset: QuerySet[BootstrapRun]) -> None:
-        _run_each(
-            request, queryset, lambda r: services.cancel_run(run=r, user=request.user), "Cancelled"
-        )
+        _run_each(request, queryset, lambda r: queue.cancel(row=r, user=request.user), "Cancelled")
 
     @admin.action(description="Retry the selected runs (finished traces are kept)")
     def retry(self, request: HttpRequest, queryset: QuerySet[BootstrapRun]) -> None:
-        _run_each(
-            request, queryset, lambda r: services.retry_run(run=r, user=request.user), "Retried"
-        )
+        _run_each(request, queryset, lambda r: queue.retry(row=r, user=request.user), "Retried")
 
 
 @admin.register(Trace)
@@ -337,15 +333,11 @@ class FinetuneJobAdmin(QueuedWorkActions, admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected jobs")
     def cancel(self, request: HttpRequest, queryset: QuerySet[FinetuneJob]) -> None:
-        _run_each(
-            request, queryset, lambda j: services.cancel_job(job=j, user=request.user), "Cancelled"
-        )
+        _run_each(request, queryset, lambda j: queue.cancel(row=j, user=request.user), "Cancelled")
 
     @admin.action(description="Retry the selected jobs (resume from the last checkpoint)")
     def retry(self, request: HttpRequest, queryset: QuerySet[FinetuneJob]) -> None:
-        _run_each(
-            request, queryset, lambda j: services.retry_job(job=j, user=request.user), "Retried"
-        )
+        _run_each(request, queryset, lambda j: queue.retry(row=j, user=request.user), "Retried")
 
 
 @admin.register(FinetuneMetric)

@@ -13,9 +13,9 @@ from django.contrib.auth.models import User
 from django.core.files import File
 from django.utils.text import slugify
 
-from jobs import imports, services
 from jobs.engine.model_store import BUNDLED_NAME
 from jobs.models import LanguageModel, Membership, ProgramVersion, Project, Trainset
+from jobs.services import programs, trainsets
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_TRAINSET = DEMO_DIR / "sentiment.jsonl"
@@ -96,12 +96,12 @@ def check_trainset_file(path: Path) -> list[str]:
     from jobs.engine.trainsets import detect_format
 
     fmt = detect_format(path.name)
-    if imports.count_lines(path) - (1 if fmt == "csv" else 0) >= imports.async_rows_threshold():
+    if trainsets.count_lines(path) - (1 if fmt == "csv" else 0) >= trainsets.async_rows_threshold():
         raise ValueError(f"{path}: too large to import here; upload it in the web app instead")
-    report = imports.validate(path, fmt)
-    errors = [imports.error_line(e) for e in report.errors]
+    report = trainsets.validate(path, fmt)
+    errors = [trainsets.error_line(e) for e in report.errors]
     if not report.valid_count and not errors:
-        errors = [imports.ErrorLine("file", "", "the file holds no rows")]
+        errors = [trainsets.ErrorLine("file", "", "the file holds no rows")]
     if errors:
         raise ValueError(describe_errors(path, errors, max(report.error_count, len(errors))))
     return [field.name for field in report.fields]
@@ -115,7 +115,7 @@ def import_trainset_file(
 
     fmt = detect_format(path.name)
     with path.open("rb") as fh:
-        outcome = imports.import_upload(
+        outcome = trainsets.import_upload(
             project=project, user=user, upload=File(fh, name=path.name), name=name or path.stem,
             fmt=fmt, skip_bad_rows=False, dev_ratio=0.2, split_seed=0,
         )  # fmt: skip
@@ -135,7 +135,7 @@ def import_program_file(project: Project, path: Path, user: User) -> ProgramVers
     from jobs.engine.programs import parse_program_spec
 
     spec = parse_program_spec(path.read_bytes(), fmt=program_format(path))
-    return services.create_program_version(
+    return programs.create_program_version(
         project=project, name=spec.name, source=spec.to_dict(), user=user
     )
 

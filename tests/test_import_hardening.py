@@ -18,9 +18,9 @@ from django.test import override_settings
 from django.utils.timezone import now
 from rq import SimpleWorker
 
-from jobs import imports, services
 from jobs.devtools import free_port
 from jobs.models import BootstrapRun, Trainset, TrainsetImport, TrainsetRow
+from jobs.services import queue, runs, trainsets
 from tests.base import WorkerTestCase
 from tests.web import WebTestCase
 
@@ -65,8 +65,10 @@ def no_unstorable(text: str) -> bool:
 
 
 def run_worker() -> None:
-    queue = services.get_queue("default")
-    SimpleWorker([queue], connection=queue.connection, serializer=queue.serializer).work(burst=True)
+    rq_queue = queue.get_queue("default")
+    SimpleWorker([rq_queue], connection=rq_queue.connection, serializer=rq_queue.serializer).work(
+        burst=True
+    )
 
 
 class UnstorableValuesTestCase(WebTestCase):
@@ -135,7 +137,7 @@ class UnstorableValuesTestCase(WebTestCase):
                 self.assertIn("214748364", r.content.decode().replace(",", ""))  # names the bound
                 self.assertFalse(Trainset.objects.exists())
         with self.assertRaisesMessage(ValueError, "The split seed must be between"):
-            imports.import_upload(
+            trainsets.import_upload(
                 project=self.p1, user=self.bob, upload=SimpleUploadedFile("t.jsonl", b"{}"),
                 name="t", fmt="jsonl", skip_bad_rows=False, dev_ratio=0.0, split_seed=2**31,
             )  # fmt: skip
@@ -199,9 +201,9 @@ class BackgroundImportTestCase(WebTestCase):
         work = TrainsetImport.objects.get()
         self.assertEqual(len(self.uploads()), 1)
         self.redis.flushdb()  # Redis restarted without persistence: the job is gone
-        self.assertEqual(services.reconcile_stale(), [])  # within the grace period: left alone
+        self.assertEqual(queue.reconcile_stale(), [])  # within the grace period: left alone
         TrainsetImport.objects.filter(pk=work.pk).update(updated=now() - timedelta(minutes=5))
-        changed = services.reconcile_stale()
+        changed = queue.reconcile_stale()
         self.assertEqual([(type(row), row.pk) for row in changed], [(TrainsetImport, work.pk)])
         work.refresh_from_db()
         trainset = Trainset.objects.get()
@@ -215,7 +217,7 @@ class BackgroundImportTestCase(WebTestCase):
     def test_reconcile_fails_a_trainset_left_importing_without_an_import_row(self) -> None:
         trainset = self.make_trainset()  # as a version that kept no import row left it
         Trainset.objects.filter(pk=trainset.pk).update(status="importing")
-        services.reconcile_stale()
+        queue.reconcile_stale()
         trainset.refresh_from_db()
         self.assertEqual(trainset.status, "failed")
         self.assertIn("interrupted", trainset.error)
@@ -223,11 +225,13 @@ class BackgroundImportTestCase(WebTestCase):
     def test_a_worker_that_finds_the_import_ended_leaves_it_alone(self) -> None:
         self.post("\n".join([GOOD] * 8).encode())
         work = TrainsetImport.objects.get()
-        services.mark_failed(row=work, user=self.alice)  # before any worker claimed it
+        queue.mark_failed(row=work, user=self.alice)  # before any worker claimed it
+        # Marking it failed settles it at once (trainset failed, file removed), as every way an
+        # import ends does; the worker then finds it ended and leaves it alone.
+        self.assertEqual(Trainset.objects.get().status, "failed")
         run_worker()
         self.assertFalse(TrainsetRow.objects.exists())
-        self.assertEqual(Trainset.objects.get().status, "importing")  # until reconcile settles it
-        services.reconcile_stale()
+        queue.reconcile_stale()
         self.assertEqual(Trainset.objects.get().status, "failed")
         self.assertEqual(self.uploads(), [])
 
@@ -362,7 +366,7 @@ class MissingFieldsTestCase(WebTestCase):
         from jobs.engine.types import BootstrapConfig, MetricSpec
 
         with self.assertRaisesMessage(ValueError, "line 3, line 5, line 7"):
-            services.create_bootstrap_run(
+            runs.create_bootstrap_run(
                 project=self.p1, trainset=self.trainset, program_version=self.version,
                 teacher=self.teacher, metric=MetricSpec("exact_match", "sentiment"),
                 config=BootstrapConfig(), user=self.bob,
@@ -374,7 +378,7 @@ class MissingFieldsTestCase(WebTestCase):
         run = BootstrapRun.objects.get()
         self.assertRedirects(r, f"/p/p1/runs/{run.pk}/", fetch_redirect_response=False)
         self.assertEqual((run.total, run.skipped), (3, 3))
-        examples, demos, _finished = services.bootstrap_inputs(run)  # what the engine is given
+        examples, demos, _finished = runs.bootstrap_inputs(run)  # what the engine is given
         self.assertEqual([e["data"]["text"] for e in examples], ["good", "bad", "fine"])
         self.assertEqual([d["text"] for d in demos], ["good", "bad", "fine"])
         page = self.client.get(r.url)

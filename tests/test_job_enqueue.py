@@ -8,9 +8,9 @@ from django.utils.timezone import now
 from rq import SimpleWorker
 from rq.job import Job
 
-from jobs import services
 from jobs.engine.types import BootstrapConfig, FinetuneConfig, MetricSpec
 from jobs.models import BootstrapRun, FinetuneJob
+from jobs.services import finetunes, queue, runs
 from tests.base import BaseTestCase
 
 
@@ -29,17 +29,17 @@ class FinetuneEnqueueTestCase(BaseTestCase):
         kwargs.setdefault("selection", "approved")
         kwargs.setdefault("multitask", True)
         kwargs.setdefault("exclude_demos", True)
-        return services.create_finetune_job(user=self.bob, **kwargs)
+        return finetunes.create_finetune_job(user=self.bob, **kwargs)
 
     def test_it_enqueues_after_commit_with_our_id(self) -> None:
-        gpu = services.get_queue("gpu")
+        gpu = queue.get_queue("gpu")
         with self.captureOnCommitCallbacks(execute=False) as callbacks:
             job = self.create()
             self.assertEqual(gpu.job_ids, [])  # nothing in Redis before the row is committed
         self.assertEqual(len(callbacks), 1)
         callbacks[0]()
         self.assertEqual(gpu.job_ids, [str(job.rq_job_id)])
-        rq_job = services.fetch_rq_job(str(job.rq_job_id))
+        rq_job = queue.fetch_rq_job(str(job.rq_job_id))
         self.assertEqual(rq_job.func_name, "jobs.tasks.run_finetune")
         self.assertEqual(rq_job.args, [job.pk])  # stored as JSON
         self.assertEqual(rq_job.timeout, settings.BFT_FINETUNE_TIMEOUT_S)
@@ -61,7 +61,7 @@ class FinetuneEnqueueTestCase(BaseTestCase):
             except RuntimeError:
                 pass
         self.assertEqual(callbacks, [])
-        self.assertEqual(services.get_queue("gpu").count, 0)
+        self.assertEqual(queue.get_queue("gpu").count, 0)
         self.assertFalse(FinetuneJob.objects.exists())
 
     def test_it_refuses_a_student_that_cannot_fine_tune_here(self) -> None:
@@ -97,17 +97,17 @@ class FinetuneEnqueueTestCase(BaseTestCase):
     def test_it_cancels_a_queued_job_at_once(self) -> None:
         with self.captureOnCommitCallbacks(execute=True):
             job = self.create()
-        services.cancel_job(job=job, user=self.bob)
+        queue.cancel(row=job, user=self.bob)
         job.refresh_from_db()
         self.assertEqual(job.status, "cancelled")
-        self.assertEqual(services.get_queue("gpu").job_ids, [])
-        self.assertEqual(services.fetch_rq_job(str(job.rq_job_id)).get_status(), "canceled")
+        self.assertEqual(queue.get_queue("gpu").job_ids, [])
+        self.assertEqual(queue.fetch_rq_job(str(job.rq_job_id)).get_status(), "canceled")
 
     def test_it_asks_a_running_job_to_stop(self) -> None:
         with self.captureOnCommitCallbacks(execute=True):
             job = self.create()
         job.mark_running()
-        services.cancel_job(job=job, user=self.bob)
+        queue.cancel(row=job, user=self.bob)
         job.refresh_from_db()
         self.assertEqual(job.status, "running")
         self.assertTrue(job.cancel_requested)
@@ -120,20 +120,20 @@ class FinetuneEnqueueTestCase(BaseTestCase):
         job.mark_finished("failed", error="boom")
         old = job.rq_job_id
         with self.captureOnCommitCallbacks(execute=True):
-            services.retry_job(job=job, user=self.bob)
+            queue.retry(row=job, user=self.bob)
         job.refresh_from_db()
         self.assertEqual(job.status, "queued")
         self.assertNotEqual(job.rq_job_id, old)
-        self.assertIn(str(job.rq_job_id), services.get_queue("gpu").job_ids)
+        self.assertIn(str(job.rq_job_id), queue.get_queue("gpu").job_ids)
         with self.assertRaisesMessage(ValueError, "Only a failed or cancelled job"):
-            services.retry_job(job=job, user=self.bob)
+            queue.retry(row=job, user=self.bob)
 
 
 class BootstrapEnqueueTestCase(BaseTestCase):
     def test_it_creates_a_run_and_enqueues_it_on_the_default_queue(self) -> None:
         trainset = self.make_trainset(dev_every=4)  # 8 rows: 6 train, 2 dev
         with self.captureOnCommitCallbacks(execute=True):
-            run = services.create_bootstrap_run(
+            run = runs.create_bootstrap_run(
                 project=self.p1,
                 trainset=trainset,
                 program_version=self.make_program(),
@@ -143,17 +143,17 @@ class BootstrapEnqueueTestCase(BaseTestCase):
                 user=self.bob,
             )
         self.assertEqual(run.total, 5)
-        self.assertEqual(services.get_queue("default").job_ids, [str(run.rq_job_id)])
-        rq_job = services.fetch_rq_job(str(run.rq_job_id))
+        self.assertEqual(queue.get_queue("default").job_ids, [str(run.rq_job_id)])
+        rq_job = queue.fetch_rq_job(str(run.rq_job_id))
         self.assertEqual(rq_job.func_name, "jobs.tasks.run_bootstrap")
         self.assertEqual(rq_job.timeout, settings.BFT_BOOTSTRAP_TIMEOUT_S)
-        examples, demos, skip = services.bootstrap_inputs(run)
+        examples, demos, skip = runs.bootstrap_inputs(run)
         self.assertEqual([e["index"] for e in examples], [0, 1, 2, 4, 5, 6])  # the train split only
         self.assertEqual(skip, set())
 
     def test_it_refuses_a_metric_on_an_unknown_field(self) -> None:
         with self.assertRaises(ValueError):
-            services.create_bootstrap_run(
+            runs.create_bootstrap_run(
                 project=self.p1,
                 trainset=self.make_trainset(),
                 program_version=self.make_program(),
@@ -171,16 +171,16 @@ class ReconcileTestCase(BaseTestCase):
         self.run = self.make_run()
 
     def enqueue(self) -> Job:
-        return services.get_queue("default").enqueue(
+        return queue.get_queue("default").enqueue(
             "jobs.tasks.run_bootstrap", self.run.pk, job_id=str(self.run.rq_job_id)
         )
 
     def test_it_fails_a_running_row_whose_rq_job_failed(self) -> None:
-        queue = services.get_queue("default")  # a job that fails without reaching our task code
-        queue.enqueue("builtins.int", "not a number", job_id=str(self.run.rq_job_id))
+        rq_queue = queue.get_queue("default")  # a job that fails without reaching our task code
+        rq_queue.enqueue("builtins.int", "not a number", job_id=str(self.run.rq_job_id))
         self.run.mark_running()
-        SimpleWorker([queue], connection=self.redis, serializer=queue.serializer).work(burst=True)
-        self.assertEqual(services.reconcile_stale(), [self.run])
+        SimpleWorker([rq_queue], connection=self.redis, serializer=rq_queue.serializer).work(burst=True)
+        self.assertEqual(queue.reconcile_stale(), [self.run])
         self.run.refresh_from_db()
         self.assertEqual(self.run.status, "failed")
         self.assertIn("ValueError: invalid literal for int()", self.run.error)
@@ -191,16 +191,16 @@ class ReconcileTestCase(BaseTestCase):
         rq_job.set_status("started")
         rq_job.worker_name = "gone-worker"
         rq_job.save()
-        services.reconcile_stale()
+        queue.reconcile_stale()
         self.run.refresh_from_db()
         self.assertEqual(self.run.status, "failed")
         self.assertIn("gone-worker died", self.run.error)
 
     def test_it_fails_a_row_whose_rq_job_vanished_after_a_grace_period(self) -> None:
         self.run.mark_running()
-        self.assertEqual(services.reconcile_stale(), [])  # just enqueued: give it a moment
+        self.assertEqual(queue.reconcile_stale(), [])  # just enqueued: give it a moment
         BootstrapRun.objects.filter(pk=self.run.pk).update(updated=now() - timedelta(minutes=5))
-        services.reconcile_stale()
+        queue.reconcile_stale()
         self.run.refresh_from_db()
         self.assertEqual(self.run.status, "failed")
         self.assertIn("no longer exists", self.run.error)
@@ -209,37 +209,37 @@ class ReconcileTestCase(BaseTestCase):
         rq_job = self.enqueue()
         self.run.mark_running()
         rq_job.set_status("started")
-        services.cancel_run(run=self.run)
-        with mock.patch("jobs.services.send_stop_job_command") as stop:
-            services.reconcile_stale()
+        queue.cancel(row=self.run)
+        with mock.patch("jobs.services.queue.send_stop_job_command") as stop:
+            queue.reconcile_stale()
             stop.assert_not_called()  # still within the grace period
             BootstrapRun.objects.filter(pk=self.run.pk).update(
                 cancel_requested_at=now() - timedelta(hours=1)
             )
-            services.reconcile_stale()
+            queue.reconcile_stale()
         stop.assert_called_once_with(mock.ANY, str(self.run.rq_job_id))
 
     def test_a_hard_stopped_job_ends_cancelled(self) -> None:
         rq_job = self.enqueue()
         self.run.mark_running()
-        services.cancel_run(run=self.run)
+        queue.cancel(row=self.run)
         rq_job.set_status("stopped")
-        services.reconcile_stale()
+        queue.reconcile_stale()
         self.run.refresh_from_db()
         self.assertEqual(self.run.status, "cancelled")
         self.assertIn("hard stop", self.run.error)
 
     def test_it_leaves_healthy_rows_alone(self) -> None:
         self.enqueue()
-        self.assertEqual(services.reconcile_stale(), [])
+        self.assertEqual(queue.reconcile_stale(), [])
         self.run.refresh_from_db()
         self.assertEqual(self.run.status, "queued")
 
 
 class QueueHealthTestCase(BaseTestCase):
     def test_it_reports_queue_lengths(self) -> None:
-        services.get_queue("gpu").enqueue("jobs.tasks.run_finetune", 1)
-        health = services.queue_health()
+        queue.get_queue("gpu").enqueue("jobs.tasks.run_finetune", 1)
+        health = queue.queue_health()
         self.assertTrue(health.redis_ok)
         self.assertEqual(health.queues, {"default": 0, "gpu": 1})
         self.assertEqual(health.workers, [])
@@ -248,6 +248,6 @@ class QueueHealthTestCase(BaseTestCase):
         from jobs.devtools import free_port
 
         with self.settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
-            health = services.queue_health()
+            health = queue.queue_health()
         self.assertFalse(health.redis_ok)
         self.assertIn("Connection", health.error)

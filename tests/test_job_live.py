@@ -12,10 +12,10 @@ from django.conf import settings
 from django.test import Client
 from django.utils.timezone import now
 
-from jobs import services
 from jobs.devtools import free_port
 from jobs.engine.types import FinetuneConfig, FinetuneResult
 from jobs.models import FinetuneJob, FinetuneMetric, LanguageModel
+from jobs.services import artifacts, finetunes, queue
 from tests.web import READ_ALL, WebTestCase
 
 DEAD_REDIS = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
@@ -53,8 +53,8 @@ class JobLiveBase(WebTestCase):
         return self.client.get(self.status_url, headers={"HX-Request": "true"})
 
     def succeed(self) -> LanguageModel:
-        """Finish the job the way the task does (services.finish_finetune), with real files."""
-        out = services.job_output_dir(self.job)
+        """Finish the job the way the task does (finetunes.finish_finetune), with real files."""
+        out = artifacts.job_output_dir(self.job)
         (out / "adapter").mkdir(parents=True)
         (out / "adapter" / "adapter_config.json").write_text('{"r": 16}')
         (out / "adapter" / "adapter_model.safetensors").write_bytes(b"\x00weights" * 5000)
@@ -67,7 +67,7 @@ class JobLiveBase(WebTestCase):
             manifest_path=str(out / "manifest.json"), steps=10, total_steps=10, stopped_early=False,
             final_loss=0.5, train_tokens=1000,
         )  # fmt: skip
-        return services.finish_finetune(self.job, result)
+        return finetunes.finish_finetune(self.job, result)
 
 
 class JobStatusTestCase(JobLiveBase):
@@ -148,7 +148,7 @@ class JobStatusTestCase(JobLiveBase):
 class JobQueueTestCase(JobLiveBase):
     def queued_job(self) -> FinetuneJob:
         with self.captureOnCommitCallbacks(execute=True):
-            return services.create_finetune_job(
+            return finetunes.create_finetune_job(
                 run=self.run, student=self.student, config=FinetuneConfig(base_model="smollm2"),
                 selection="passing", user=self.bob,
             )  # fmt: skip
@@ -199,11 +199,11 @@ class JobQueueTestCase(JobLiveBase):
             cancel_requested_at=now() - timedelta(minutes=5),
         )
         self.login(self.victor)
-        with mock.patch("jobs.services.send_stop_job_command") as stop:
+        with mock.patch("jobs.services.queue.send_stop_job_command") as stop:
             r = self.client.get(f"/p/p1/jobs/{job.pk}/status/")
         stop.assert_called_once_with(mock.ANY, str(job.rq_job_id))
         self.assertContains(r, "cancel requested: stopping at the next step")
-        with mock.patch("jobs.services.send_stop_job_command") as stop:
+        with mock.patch("jobs.services.queue.send_stop_job_command") as stop:
             self.client.get(f"/p/p1/jobs/{job.pk}/status/")
         stop.assert_not_called()  # one attempt per row every few seconds, not one per poll
 
@@ -243,7 +243,7 @@ class JobActionsTestCase(JobLiveBase):
         # The counter goes back to where training resumes, and counts on from there.
         self.assertEqual((self.job.status, self.job.error, self.job.step), ("queued", "", 4))
         self.assertNotEqual(self.job.rq_job_id, old_id)
-        self.assertEqual(services.get_queue("gpu").job_ids, [str(self.job.rq_job_id)])
+        self.assertEqual(queue.get_queue("gpu").job_ids, [str(self.job.rq_job_id)])
 
     def test_a_refused_action_says_why(self) -> None:
         self.login(self.bob)
@@ -367,7 +367,7 @@ class JobOutputsTestCase(JobLiveBase):
         self.assertEqual(predictor["demos"], [])
         self.assertEqual(state["bftweb"]["spec"]["modules"][0]["name"], "classify")
         self.assertEqual(state["bftweb"]["model_id"], self.job.output_model_id)
-        self.assertTrue((services.job_output_dir(self.job) / "program.json").is_file())  # kept
+        self.assertTrue((artifacts.job_output_dir(self.job) / "program.json").is_file())  # kept
 
     def test_nothing_downloads_before_success_or_by_unknown_name(self) -> None:
         self.login(self.victor)

@@ -2,7 +2,7 @@
 
 charlie owns p2. He may register models in p2 and press Test; the workers must never send one of
 their secrets, reach a server the operator did not allow, read files outside the allowed
-directories, or load another project's fine-tuned weights (jobs/model_policy.py).
+directories, or load another project's fine-tuned weights (jobs/services/model_policy.py).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
-from jobs import services
 from jobs.engine.model_store import finetuned_owner, register_finetuned
 from jobs.engine.types import BootstrapConfig, FinetuneConfig, MetricSpec
-from jobs.model_policy import ModelPolicyError, model_problems
 from jobs.models import BootstrapRun, FinetuneJob, LanguageModel, Status
-from jobs.tasks import public_text
+from jobs.services import finetunes, queue, runs
+from jobs.services.errors import public_text
+from jobs.services.model_policy import ModelPolicyError, model_problems
 from tests.base import WorkerTestCase
 from tests.web import WebTestCase
 from tests.workers import start_worker, stop_process, wait_for
@@ -342,9 +342,9 @@ class FinetunedIdOwnershipTest(WebTestCase):
             teacher=self.make_model("t", project=self.p2),
         )
         with self.assertRaisesMessage(ModelPolicyError, "No fine-tuned model"):
-            services.check_student(stolen, self.p2)
+            finetunes.check_student(stolen, self.p2)
         with self.assertRaisesMessage(ModelPolicyError, "No fine-tuned model"):
-            services.create_finetune_job(
+            finetunes.create_finetune_job(
                 run=run, student=stolen, config=FinetuneConfig(base_model=""), user=self.charlie
             )
         trainset, version = run.trainset, run.program_version
@@ -353,7 +353,7 @@ class FinetunedIdOwnershipTest(WebTestCase):
         trainset.refresh_from_db()
         version.refresh_from_db()
         with self.assertRaisesMessage(ModelPolicyError, "No fine-tuned model"):
-            services.create_bootstrap_run(
+            runs.create_bootstrap_run(
                 project=self.p2,
                 trainset=trainset,
                 program_version=version,
@@ -420,10 +420,10 @@ class WorkerRefusesTest(WorkerTestCase):
             created_by=self.charlie,
         )
         attack_run = self.make_run(program_version=version, teacher=stolen)
-        queue = services.get_queue("default")
+        rq_queue = queue.get_queue("default")
         for model in models.values():
-            queue.enqueue("jobs.tasks.run_model_test", model.pk)
-        queue.enqueue("jobs.tasks.run_bootstrap", attack_run.pk)
+            rq_queue.enqueue("jobs.tasks.run_model_test", model.pk)
+        rq_queue.enqueue("jobs.tasks.run_bootstrap", attack_run.pk)
 
         env = {**SECRETS, "BFT_LM_API_BASES": f"127.0.0.1:{allowed.port}"}
         with environ(**env):

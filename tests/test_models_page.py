@@ -15,7 +15,7 @@ LITELLM = {
     "kind": "litellm",
     "model_name": "openai/gpt-4o-mini",
     "api_base": "",
-    "api_key_env": "BFT_KEY_OPENAI",  # allowed by the default key prefix (jobs/model_policy.py)
+    "api_key_env": "BFT_KEY_OPENAI",  # allowed by the default key prefix (jobs/services/model_policy.py)
     "temperature": "0.0",
     "max_tokens": "256",
 }

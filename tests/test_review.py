@@ -7,6 +7,7 @@ from django.test import Client, override_settings
 
 from jobs.engine.training_data import chat_adapter, signature_from_dict
 from jobs.models import BootstrapRun, Trace, TraceDecision
+from jobs.services import review, trace_sets
 from tests.review_fixtures import PLACEHOLDER, make_cot_trace, make_errored_trace
 from tests.web import READ_ALL, WebTestCase
 
@@ -40,7 +41,6 @@ class ReviewPagesTestCase(WebTestCase):
         self.assertContains(r, "review number 3")
 
     def test_it_filters_by_outcome_state_score_text_and_assignment(self) -> None:
-        from jobs import review
 
         review.decide(trace=self.traces[1], user=self.rita, verdict="approve")
         review.decide(trace=self.traces[2], user=self.rita, verdict="reject")
@@ -97,8 +97,6 @@ class ReviewPagesTestCase(WebTestCase):
     def test_the_queue_runs_a_fixed_number_of_queries_whatever_the_page_holds(self) -> None:
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
-
-        from jobs import review
 
         self.login(self.rita)
 
@@ -168,7 +166,6 @@ class ReviewPagesTestCase(WebTestCase):
         self.assertNotContains(r, 'id="placeholder-warning"')
 
     def test_next_and_previous_follow_the_filtered_queue(self) -> None:
-        from jobs import review
 
         review.decide(trace=self.traces[2], user=self.rita, verdict="approve")
         self.login(self.rita)
@@ -216,7 +213,6 @@ class ReviewPagesTestCase(WebTestCase):
         self.assertIn("tracesChanged", r["HX-Trigger"])
 
     def test_history_shows_who_decided_what_and_when(self) -> None:
-        from jobs import review
 
         review.decide(trace=self.traces[0], user=self.rita, verdict="approve")
         review.decide(
@@ -282,7 +278,6 @@ class ReviewPagesTestCase(WebTestCase):
         )
 
     def test_an_edit_back_to_the_teachers_output_clears_it(self) -> None:
-        from jobs import review
 
         trace = self.traces[1]
         review.decide(
@@ -295,7 +290,6 @@ class ReviewPagesTestCase(WebTestCase):
         self.assertEqual(trace.decisions.count(), 2)
 
     def test_a_bad_typed_value_is_refused_with_a_reason(self) -> None:
-        from jobs import review
 
         self.assertEqual(review.parse_field_value("3", "int"), 3)
         self.assertEqual(review.parse_field_value("a\nb\n", "list[str]"), ["a", "b"])
@@ -316,9 +310,8 @@ class ReviewPagesTestCase(WebTestCase):
         self.assertEqual(TraceDecision.objects.count(), 3)
 
     def test_every_page_is_readable_by_members_only(self) -> None:
-        from jobs import review
 
-        trace_set = review.freeze_trace_set(run=self.run, user=self.alice, selection="passing")
+        trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice, selection="passing")
         for url in (
             self.queue,
             f"{self.queue}counts/",
@@ -329,7 +322,6 @@ class ReviewPagesTestCase(WebTestCase):
             self.assert_roles("get", url, READ_ALL)
 
     def test_every_review_post_is_refused_to_viewers_and_outsiders(self) -> None:
-        from jobs import review
 
         posts = {
             self.trace_url(self.traces[0], "decide/"): {"verdict": "reject"},
@@ -394,7 +386,6 @@ class ReviewPagesTestCase(WebTestCase):
     # --- escaping -------------------------------------------------------------------------
 
     def test_hostile_lm_output_renders_escaped_everywhere(self) -> None:
-        from jobs import review
 
         script = "<script>alert(1)</script>"
         img = '"><img src=x onerror=alert(2)>'

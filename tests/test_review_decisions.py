@@ -9,8 +9,8 @@ from django.db import connection, connections
 from django.test import TransactionTestCase
 from django.test.utils import CaptureQueriesContext
 
-from jobs import review
 from jobs.models import Trace, TraceDecision
+from jobs.services import review, review_stats
 from tests.base import BaseTestCase, CastMixin
 from tests.review_fixtures import make_cot_trace, make_errored_trace
 from tests.test_review import FAST_HASHER
@@ -174,12 +174,12 @@ class DecisionTestCase(BaseTestCase):
         # Labels alternate; the teacher said "positive" on every trace it passed above 0.5.
         for t in self.traces:
             Trace.objects.filter(pk=t.pk).update(score=0.9 if t.example_index % 2 else 0.2)
-        summary = review.threshold_summary(self.run, 0.5)
+        summary = review_stats.threshold_summary(self.run, 0.5)
         self.assertEqual((summary["kept"], summary["to_approve"], summary["approved"]), (3, 3, 0))
         labels = summary["balance"]["labels"]
         self.assertEqual(labels.values, [("positive", 3, 1.0)])
         self.assertTrue(labels.lopsided)
-        summary = review.threshold_summary(self.run, 0.0)
+        summary = review_stats.threshold_summary(self.run, 0.0)
         self.assertEqual(summary["kept"], 6)
         self.assertFalse(summary["balance"]["labels"].lopsided)
         self.assertEqual(sum(b.count for b in summary["histogram"].bins), 6)
@@ -192,7 +192,7 @@ class DecisionTestCase(BaseTestCase):
             verdict="edit",
             edited_outputs={"sentiment": "neutral"},
         )
-        outputs = review.balance(self.run, self.run.traces.all())["outputs"]
+        outputs = review_stats.balance(self.run, self.run.traces.all())["outputs"]
         self.assertIn(("neutral", 1, 1 / 6), outputs.values)
 
     def test_the_threshold_panel_renders_a_histogram_and_the_warning(self) -> None:

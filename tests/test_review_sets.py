@@ -10,10 +10,10 @@ import json
 
 from django.http import StreamingHttpResponse
 
-from jobs import review, services
 from jobs.engine.training_data import build_training_rows, rerender_trace
 from jobs.engine.types import FinetuneConfig
 from jobs.models import BootstrapRun, FinetuneJob, Trace, TraceSet
+from jobs.services import finetunes, review, trace_sets
 from tests.review_fixtures import make_cot_trace, make_errored_trace
 from tests.test_review import FAST_HASHER
 from tests.web import WebTestCase
@@ -67,10 +67,10 @@ class TraceSetTestCase(WebTestCase):
         )  # fmt: skip
 
     def rows_now(self, trace_set: TraceSet) -> list[dict]:
-        return review.trace_set_training_rows(trace_set)
+        return trace_sets.training_rows(trace_set)
 
     def test_freezing_makes_numbered_versions_with_each_traces_decision(self) -> None:
-        first = review.freeze_trace_set(run=self.run, user=self.alice)
+        first = trace_sets.freeze_trace_set(run=self.run, user=self.alice)
         self.assertEqual(
             (first.version, first.trace_count, first.rule), (1, 4, {"selection": "approved"})
         )
@@ -81,7 +81,7 @@ class TraceSetTestCase(WebTestCase):
             ("approved", {"reasoning": "Edited once."}, self.rita),
         )
         self.assertEqual(item.last_decision.verdict, "edit")
-        second = review.freeze_trace_set(
+        second = trace_sets.freeze_trace_set(
             run=self.run,
             user=self.bob,
             selection="passing",
@@ -91,7 +91,7 @@ class TraceSetTestCase(WebTestCase):
         self.assertEqual((second.version, second.trace_count, second.name), (2, 1, "all passing"))
         self.assertEqual(second.rule, {"selection": "passing", "filter": {"q": "number 5"}})
         with self.assertRaises(ValueError):
-            review.freeze_trace_set(
+            trace_sets.freeze_trace_set(
                 run=self.run,
                 user=self.alice,
                 selection="approved",
@@ -99,7 +99,7 @@ class TraceSetTestCase(WebTestCase):
             )
 
     def test_a_frozen_set_does_not_change_when_later_reviews_happen(self) -> None:
-        trace_set = review.freeze_trace_set(run=self.run, user=self.alice)
+        trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice)
         items_before = list(
             trace_set.items.values_list(
                 "trace_id", "review_state", "edited_outputs", "last_decision"
@@ -145,7 +145,7 @@ class TraceSetTestCase(WebTestCase):
             (job.trace_set.trace_count, job.trace_set.created_by, job.trace_set.version),
             (4, self.bob, 1),
         )
-        rows = services.training_rows(job)
+        rows = finetunes.training_rows(job)
         # Exactly build_training_rows over the approved traces with their edits at job time.
         records = [
             t.as_record()
@@ -164,22 +164,22 @@ class TraceSetTestCase(WebTestCase):
             verdict="edit",
             edited_outputs={"reasoning": "Later."},
         )
-        self.assertEqual(services.training_rows(FinetuneJob.objects.get()), rows)
+        self.assertEqual(finetunes.training_rows(FinetuneJob.objects.get()), rows)
 
     def test_a_job_without_multitask_trains_each_predictors_rows_from_its_set(self) -> None:
-        job = services.create_finetune_job(
+        job = finetunes.create_finetune_job(
             run=self.run,
             student=self.student,
             config=FinetuneConfig(base_model="-"),
             multitask=False,
             user=self.bob,
         )
-        rows = services.training_rows(job)
+        rows = finetunes.training_rows(job)
         self.assertEqual(len(rows), 4)  # one predictor, four approved traces
-        self.assertEqual(rows, review.trace_set_training_rows(job.trace_set, multitask=False))
+        self.assertEqual(rows, trace_sets.training_rows(job.trace_set, multitask=False))
 
     def test_the_fine_tune_form_offers_frozen_sets_and_trains_on_the_chosen_one(self) -> None:
-        old = review.freeze_trace_set(
+        old = trace_sets.freeze_trace_set(
             run=self.run, user=self.alice, selection="passing"
         )  # 6 traces
         self.login(self.alice)
@@ -197,7 +197,7 @@ class TraceSetTestCase(WebTestCase):
     def test_the_form_refuses_an_empty_selection_and_another_runs_set(self) -> None:
         other_run = self.second_run()
         make_cot_trace(other_run, 0)
-        other_set = review.freeze_trace_set(run=other_run, user=self.alice, selection="passing")
+        other_set = trace_sets.freeze_trace_set(run=other_run, user=self.alice, selection="passing")
         Trace.objects.filter(run=self.run).update(review_state="unreviewed")
         self.login(self.alice)
         r = self.client.post(f"/p/p1/runs/{self.run.pk}/finetune/", form_data(self.student.pk))
@@ -210,7 +210,7 @@ class TraceSetTestCase(WebTestCase):
         self.assertEqual(r.status_code, 400)
         self.assertFalse(FinetuneJob.objects.exists())
         with self.assertRaises(ValueError):
-            services.create_finetune_job(
+            finetunes.create_finetune_job(
                 run=self.run,
                 student=self.student,
                 config=FinetuneConfig(base_model="-"),
@@ -238,13 +238,13 @@ class TraceSetTestCase(WebTestCase):
     # --- exports --------------------------------------------------------------------------
 
     def test_the_jsonl_export_streams_exactly_build_training_rows(self) -> None:
-        trace_set = review.freeze_trace_set(run=self.run, user=self.alice)
+        trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice)
         self.login(self.victor)  # reading is enough to export
         r = self.client.get(f"/p/p1/runs/{self.run.pk}/review/sets/{trace_set.pk}/export.jsonl")
         self.assertIsInstance(r, StreamingHttpResponse)
         self.assertIn('attachment; filename="p1-run', r["Content-Disposition"])
         lines = b"".join(r.streaming_content).decode().splitlines()
-        records = review.trace_set_records(trace_set)
+        records = trace_sets.trace_set_records(trace_set)
         self.assertEqual([json.loads(line) for line in lines], build_training_rows(records))
         self.assertEqual(len(lines), 4)
         r = self.client.get(
@@ -256,7 +256,7 @@ class TraceSetTestCase(WebTestCase):
         Trace.objects.filter(pk=self.traces[2].pk).update(
             inputs={"text": '=HYPERLINK("http://x")'}, score=0.75
         )
-        trace_set = review.freeze_trace_set(run=self.run, user=self.alice)
+        trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice)
         self.login(self.alice)
         r = self.client.get(f"/p/p1/runs/{self.run.pk}/review/sets/{trace_set.pk}/export.csv")
         self.assertEqual(r["Content-Type"], "text/csv; charset=utf-8")
@@ -271,7 +271,7 @@ class TraceSetTestCase(WebTestCase):
         self.assertEqual(rows[2]["input:text"], '\'=HYPERLINK("http://x")')
 
     def test_exports_of_another_runs_set_are_404(self) -> None:
-        trace_set = review.freeze_trace_set(run=self.run, user=self.alice)
+        trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice)
         other_run = self.second_run()
         self.login(self.alice)
         self.assertEqual(

@@ -4,9 +4,9 @@ import dataclasses
 
 from rq import Queue
 
-from jobs import review
 from jobs.engine.types import FinetuneConfig
 from jobs.models import BootstrapRun, FinetuneJob, Trace
+from jobs.services import trace_sets
 from tests.base import SENTIMENT_SPEC
 from tests.web import OPERATE, READ_ALL, WebTestCase
 
@@ -307,7 +307,7 @@ class FinetuneFormTestCase(WebTestCase):
         self.assertContains(r, "may learn to always answer")
 
     def test_picking_a_frozen_trace_set_previews_that_set_not_todays_selection(self) -> None:
-        frozen = review.freeze_trace_set(run=self.run, user=self.alice)  # the 2 approved traces
+        frozen = trace_sets.freeze_trace_set(run=self.run, user=self.alice)  # the 2 approved traces
         edited = self.run.traces.get(example_index=0)
         edited.edited_outputs = {"sentiment": "neutral"}  # an edit after the freeze
         edited.save()
@@ -318,7 +318,7 @@ class FinetuneFormTestCase(WebTestCase):
             teacher=self.run.teacher,
         )
         make_call_trace(other_run, 0)
-        other_run_set = review.freeze_trace_set(run=other_run, user=self.alice, selection="all")
+        other_run_set = trace_sets.freeze_trace_set(run=other_run, user=self.alice, selection="all")
         self.login(self.bob)
         query = {"selection": "approved", "multitask": "on"}
         r = self.client.get(f"{self.url}preview/", {**query, "trace_set": frozen.pk})

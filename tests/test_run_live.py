@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from django.utils.timezone import now
 
-from jobs import services
 from jobs.models import BootstrapRun, Trace
+from jobs.services import queue, runs
 from tests.web import READ_ALL, WebTestCase
 
 
@@ -17,7 +17,7 @@ class RunLiveBase(WebTestCase):
         self.run = self.make_run(status="running", started=now() - timedelta(seconds=30), total=8)
         for i in range(3):
             self.make_trace(self.run, i, passed=i != 1)
-        services.refresh_run_counts(self.run)
+        runs.refresh_run_counts(self.run)
         self.run.refresh_from_db()
         self.url = f"/p/p1/runs/{self.run.pk}/"
         self.status_url = f"{self.url}status/"
@@ -45,7 +45,7 @@ class RunStatusTestCase(RunLiveBase):
 
     def test_the_counters_move_as_traces_arrive(self) -> None:
         self.make_trace(self.run, 3)
-        services.refresh_run_counts(self.run)
+        runs.refresh_run_counts(self.run)
         r = self.poll()
         self.assertContains(r, '<strong id="run-done">4/8</strong>')
         self.assertContains(r, "review 3")  # the newest trace is listed
@@ -119,8 +119,8 @@ class RunActionsTestCase(RunLiveBase):
         self.run.refresh_from_db()
         self.assertEqual(self.run.status, "queued")
         self.assertEqual(self.run.traces.count(), 3)
-        self.assertEqual(services.get_queue("default").job_ids, [str(self.run.rq_job_id)])
-        examples, _demos, skip = services.bootstrap_inputs(self.run)
+        self.assertEqual(queue.get_queue("default").job_ids, [str(self.run.rq_job_id)])
+        examples, _demos, skip = runs.bootstrap_inputs(self.run)
         self.assertEqual(skip, {0, 1, 2})  # the worker skips them
 
     def test_permissions_and_csrf(self) -> None:

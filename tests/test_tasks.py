@@ -12,9 +12,10 @@ from pathlib import Path
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from jobs import services, tasks
+from jobs import tasks
 from jobs.engine.types import BootstrapConfig, FinetuneConfig
 from jobs.models import BootstrapRun, FinetuneJob, LanguageModel
+from jobs.services import runs, trace_sets
 from tests.base import BaseTestCase
 
 TRAIN_SPLIT = [0, 1, 2, 4, 5, 6]  # make_trainset(dev_every=4) puts rows 3 and 7 in dev
@@ -64,7 +65,7 @@ class RunBootstrapTestCase(BaseTestCase):
             self.assertEqual(trace.parsed, not trace.error)
 
     def test_it_skips_finished_examples_when_resumed(self) -> None:
-        services.record_traces(self.run, [earlier_record(0), earlier_record(1)])
+        runs.record_traces(self.run, [earlier_record(0), earlier_record(1)])
         tasks.run_bootstrap(self.run.pk)
         self.assertEqual(
             sorted(self.run.traces.values_list("example_index", flat=True)), TRAIN_SPLIT
@@ -75,8 +76,8 @@ class RunBootstrapTestCase(BaseTestCase):
         )  # the earlier record stays as it was
 
     def test_a_duplicate_record_is_ignored(self) -> None:
-        services.record_traces(self.run, [earlier_record(0)])
-        services.record_traces(self.run, [{**earlier_record(0), "passed": False, "tokens": 99}])
+        runs.record_traces(self.run, [earlier_record(0)])
+        runs.record_traces(self.run, [{**earlier_record(0), "passed": False, "tokens": 99}])
         self.assertEqual(self.run.traces.get(example_index=0).tokens, 10)
 
     def test_it_stops_when_cancelled(self) -> None:
@@ -116,6 +117,7 @@ class RunFinetuneTestCase(BaseTestCase):
             project=self.p1,
             run=self.run,
             student=self.student,
+            trace_set=trace_sets.freeze_trace_set(run=self.run, user=self.bob),
             config=FinetuneConfig(**config).to_dict(),
             created_by=self.bob,
         )

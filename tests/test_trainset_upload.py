@@ -8,8 +8,8 @@ from django.test import override_settings
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from jobs import imports
 from jobs.models import Trainset, TrainsetRow
+from jobs.services import trainsets
 from tests.base import DEMO_DIR
 from tests.web import OPERATE, READ_ALL, WebTestCase
 
@@ -182,7 +182,7 @@ class TrainsetUploadTestCase(WebTestCase):
             self.assertRaises(RuntimeError),
         ):
             self.client.post("/p/p1/trainsets/upload/", upload("t.jsonl", jsonl(rows)))
-        self.assertEqual(calls, [imports.BATCH_SIZE, imports.BATCH_SIZE])
+        self.assertEqual(calls, [trainsets.BATCH_SIZE, trainsets.BATCH_SIZE])
         self.assertFalse(Trainset.objects.exists())
         self.assertFalse(TrainsetRow.objects.exists())
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs import services
 from jobs.engine.types import BootstrapConfig, FinetuneConfig, MetricSpec
 from jobs.models import BootstrapRun, FinetuneJob, LanguageModel
+from jobs.services import finetunes, queue, runs
 from tests.base import DEMO_DIR, WorkerTestCase
 from tests.workers import child_pids, pid_alive, start_worker, stop_process, wait_for
 
@@ -58,7 +58,7 @@ class LiveWorkerTestCase(WorkerTestCase):
         config = FinetuneConfig(
             base_model="smollm2", batch_size=1, checkpoint_every_steps=1, bf16=False, **config
         )
-        return services.create_finetune_job(
+        return finetunes.create_finetune_job(
             run=run, student=self.make_model("student"), config=config, selection="passing",
             multitask=True, exclude_demos=True, user=self.bob,
         )  # fmt: skip
@@ -71,7 +71,7 @@ class QueuePathTestCase(LiveWorkerTestCase):
             for line in (DEMO_DIR / "sentiment.jsonl").read_text().splitlines()[:12]
         ]
         program = self.make_program(json.loads((DEMO_DIR / "sentiment_program.json").read_text()))
-        run = services.create_bootstrap_run(
+        run = runs.create_bootstrap_run(
             project=self.p1,
             trainset=self.make_trainset(rows),
             program_version=program,
@@ -81,14 +81,14 @@ class QueuePathTestCase(LiveWorkerTestCase):
             user=self.bob,
         )
         self.assertEqual(
-            services.get_queue("default").job_ids, [str(run.rq_job_id)]
+            queue.get_queue("default").job_ids, [str(run.rq_job_id)]
         )  # committed, then enqueued
         self.start_worker()
         self.wait_until_terminal(run)
         self.assertEqual(run.status, "succeeded", run.error)
         self.assertEqual((run.done, run.traces.count()), (4, 4))
 
-        job = services.create_finetune_job(
+        job = finetunes.create_finetune_job(
             run=run, student=self.make_model("student"),
             config=FinetuneConfig(base_model="smollm2", max_steps=2, batch_size=2, bf16=False),
             selection="all", multitask=True, exclude_demos=True, user=self.bob,
@@ -125,7 +125,7 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
         )
 
         wait_for(
-            lambda: services.reconcile_stale(),
+            lambda: queue.reconcile_stale(),
             timeout=60,
             what="reconcile to notice the dead worker",
         )
@@ -134,7 +134,7 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
         self.assertIn("died while running this job", job.error)
         traces_before = set(job.run.traces.values_list("pk", flat=True))
 
-        services.retry_job(job=job, user=self.bob)
+        queue.retry(row=job, user=self.bob)
         self.start_worker()
         self.wait_until_terminal(job)
         self.assertEqual(job.status, "succeeded", job.error)
@@ -154,7 +154,7 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
         )
         job.refresh_from_db()
         step_at_cancel = job.step
-        services.cancel_job(job=job, user=self.bob)
+        queue.cancel(row=job, user=self.bob)
         self.wait_until_terminal(job, timeout=120)
         self.assertEqual(job.status, "cancelled")
         self.assertLessEqual(job.step, step_at_cancel + 1)
@@ -186,7 +186,7 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
             total=4, status="failed", error="worker died", created_by=self.bob,
         )  # fmt: skip
         finished = [self.make_trace(run, 0), self.make_trace(run, 1)]
-        services.retry_run(run=run, user=self.bob)
+        queue.retry(row=run, user=self.bob)
         self.start_worker()
         self.wait_until_terminal(run)
         self.assertEqual(run.status, "succeeded", run.error)

@@ -1,7 +1,9 @@
 """bftweb's distillation engine: DSPy + transformers + peft, with no Django anywhere.
 
-Modules: ``types`` (plain data), ``model_store`` (where local models come from), ``local_lm``
-(a local model as a DSPy LM, micro-batched), ``programs`` (declarative program specs),
-``trainsets`` (streaming readers), ``metrics``, ``bootstrap`` (teacher traces), ``training_data``
-(DSPy-identical fine-tuning rows) and ``finetune`` (LoRA SFT). Usable from a plain script.
+Modules: ``types`` (plain data), ``model_store`` (where local models come from, and the engine's
+directories: see ``model_store.configure``), ``local_lm`` (a local model as a DSPy LM) and
+``decoding`` (its continuous batching), ``programs`` (declarative program specs, without DSPy),
+``program_module`` (the ``dspy.Module`` a spec builds), ``trainsets`` (streaming readers),
+``metrics``, ``bootstrap`` (teacher traces), ``training_data`` (DSPy-identical fine-tuning rows),
+``finetune`` (LoRA SFT) and ``export`` (the compiled program file). Usable from a plain script.
 """

@@ -2,9 +2,10 @@
 
 This is the loop of ``dspy.teleprompt.bootstrap_trace.bootstrap_trace_data`` (DSPy's trace
 machinery: ``dspy.context(trace=[])`` around each example), with what a durable, reviewable
-workflow needs on top: every example is recorded, parsed or not (DSPy 3.4.1's own loop crashes or
-silently drops unparseable answers, see DESIGN.md), each record is handed to ``on_trace`` as soon
-as it completes, finished examples can be skipped (resume), and a stop flag is honoured.
+workflow needs on top: every example is recorded, parsed or not (DSPy 3.4.1's own loop crashes on
+unparseable answers, or with ``raise_on_error=False`` silently drops them), each record is handed
+to ``on_trace`` as soon as it completes, finished examples can be skipped (resume), and a stop
+flag is honoured.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dspy.utils.usage_tracker import UsageTracker, track_usage
 
 from jobs.engine import metrics
 from jobs.engine.local_lm import check_model, make_lm
-from jobs.engine.programs import ProgramSpec, build_program
+from jobs.engine.program_module import build_program
+from jobs.engine.programs import ProgramSpec
 from jobs.engine.training_data import call_messages, chat_adapter, signature_to_dict
 from jobs.engine.types import (
     BootstrapConfig,
@@ -120,7 +122,7 @@ def bootstrap_with_lm(
     waiting = iter(todo)
     stopping = should_stop is not None and should_stop()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bootstrap") as pool:
-        in_flight: set[Future] = set()
+        in_flight: set[Future[dict[str, Any]]] = set()
         while True:
             while (
                 not stopping
@@ -156,7 +158,7 @@ def reason_demos(
     demos: list[dict[str, Any]],
     *,
     threads: int,
-) -> list[dict[str, dict]]:
+) -> list[dict[str, dict[str, Any]]]:
     """DSPy's BootstrapFewShot step on the labeled demos: the teacher answers each demo, shown the
     others; an answer that parses, passes the metric and does not copy the placeholder gives that
     demo the teacher's own calls, reasoning included. For each demo: {predictor name: the call's
@@ -182,7 +184,9 @@ def reason_demos(
 
 
 def attach_demos(
-    module: dspy.Module, demos: list[dict[str, Any]], reasoned: list[dict[str, dict]] | None = None
+    module: dspy.Module,
+    demos: list[dict[str, Any]],
+    reasoned: list[dict[str, dict[str, Any]]] | None = None,
 ) -> None:
     """Give each predictor, for each demo, the teacher's reasoned call when there is one (see
     :func:`reason_demos`), else the labeled demo if it carries all of the predictor's input

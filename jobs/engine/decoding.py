@@ -36,7 +36,7 @@ class _Request:
     max_new_tokens: int
     temperature: float
     stop: tuple[str, ...]
-    future: Future = field(default_factory=Future)
+    future: Future[Generation] = field(default_factory=Future)
     generated: list[int] = field(default_factory=list)
 
 
@@ -72,7 +72,7 @@ class ContinuousBatcher:
 
     def submit(
         self, prompt_ids: list[int], *, max_new_tokens: int, temperature: float, stop: Sequence[str]
-    ) -> Future:
+    ) -> Future[Generation]:
         request = _Request(
             list(prompt_ids), max(1, int(max_new_tokens)), float(temperature), tuple(stop)
         )

@@ -32,7 +32,8 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -398,7 +399,7 @@ def _save_checkpoint(
 def _rng_state(device: str) -> dict[str, Any]:
     import torch
 
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if device == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -457,27 +458,128 @@ def finetune(
     ``model_id=""``; calling again with ``resume=True`` continues from the checkpoint.
     Fine-tuning an already fine-tuned model id is refused (not supported yet).
     """
+    _validate_request(config, rows, model_id)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    hash_ = data_hash(rows)
+    resuming = resume and _checkpoint_to_resume(output_dir, config, hash_)
+    resolved = _resolve_base_model(config)
+
+    run = _prepare_run(config, rows, resolved, output_dir=output_dir, resuming=resuming)
+    state = _restore_state(run, output_dir) if resuming else _RunState()
+    logger.info(
+        "fine-tune %s on %s: %s, %d steps on %s",
+        model_id,
+        config.base_model,
+        run.data_note,
+        len(run.steps),
+        run.device,
+    )
+    checkpoint = _Checkpointer(run, state, output_dir=output_dir, data_hash=hash_)
+    outcome = _train(run, state, checkpoint, on_progress=on_progress, should_stop=should_stop)
+    if outcome.stopped:
+        logger.info(
+            "fine-tune %s stopped at step %d/%d; checkpoint kept",
+            model_id,
+            state.step,
+            len(run.steps),
+        )
+        return _stopped_result(run, state, output_dir)
+    return _save_and_register(
+        run,
+        state,
+        rows,
+        output_dir=output_dir,
+        model_id=model_id,
+        owner=owner,
+        data_hash=hash_,
+        train_seconds=state.train_seconds + outcome.run_seconds,
+        resumed_from_step=outcome.start_step,
+    )
+
+
+# --- the phases of finetune() ---------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """What the training phases share: the data, the plan, and the model with its optimizer."""
+
+    config: FinetuneConfig
+    tokenizer: Any
+    data: TokenizedData
+    steps: list[Step]
+    data_note: str  # one line on the data, for the log
+    device: str
+    model: Any  # the peft model, in train mode
+    params: list[Any]  # its trainable parameters (the LoRA weights)
+    optimizer: Any
+    scheduler: Any
+    autocast: Callable[[], AbstractContextManager[Any]]
+    bf16_used: bool
+
+
+@dataclass
+class _RunState:
+    """How far the run is: what a checkpoint saves besides the weights and the optimizer."""
+
+    step: int = 0  # optimizer steps done
+    losses: list[float] = field(default_factory=list)  # one per step done
+    train_tokens: int = 0
+    train_seconds: float = 0.0  # training time of the runs before this one (a resume)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    start_step: int  # where this run started (0, or the checkpoint it resumed from)
+    stopped: bool  # a cooperative stop before the last step
+    run_seconds: float  # this run's training time, saves excluded
+
+
+def _validate_request(config: FinetuneConfig, rows: list[dict[str, Any]], model_id: str) -> None:
+    """Raise ValueError on a config that cannot train, malformed rows or a foreign model id."""
     validate_config(config)
     validate_rows(rows)
     if not model_id.startswith(model_store.FINETUNED_PREFIX):
         raise ValueError(f"model_id must start with {model_store.FINETUNED_PREFIX!r}: {model_id!r}")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    hash_ = data_hash(rows)
-    meta = _read_checkpoint_meta(output_dir) if resume else None
-    if meta is not None:
-        _check_resumable(meta, config, hash_, output_dir)
 
+
+def _checkpoint_to_resume(output_dir: Path, config: FinetuneConfig, hash_: str) -> bool:
+    """Whether ``output_dir`` holds a checkpoint to resume from; refuse one of other rows or config."""
+    meta = _read_checkpoint_meta(output_dir)
+    if meta is None:
+        return False
+    _check_resumable(meta, config, hash_, output_dir)
+    return True
+
+
+def _resolve_base_model(config: FinetuneConfig) -> model_store.ResolvedModel:
+    """The student's directories on disk; a fine-tuned id is refused as a base."""
     resolved = model_store.resolve(config.base_model)
     if resolved.adapter_dir is not None:
         raise ValueError(
             f"FinetuneConfig.base_model: fine-tuning a fine-tuned model ({config.base_model!r}) is not "
             f"supported yet; fine-tune its base model {resolved.base_name!r} instead"
         )
+    return resolved
 
+
+def _prepare_run(
+    config: FinetuneConfig,
+    rows: list[dict[str, Any]],
+    resolved: model_store.ResolvedModel,
+    *,
+    output_dir: Path,
+    resuming: bool,
+) -> _Run:
+    """Tokenize and plan the data; load the base model with a new LoRA adapter, or the
+    checkpoint's when resuming; set up the optimizer and the learning-rate schedule.
+
+    The torch seed is set before the model loads, so a new adapter's initial weights depend on
+    ``config.seed`` only.
+    """
     import peft
     import torch
-    import transformers
 
     tokenizer = model_store.load_tokenizer(resolved)
     data = tokenize_rows(tokenizer, rows, max_seq_length=config.max_seq_length)
@@ -490,7 +592,7 @@ def finetune(
     base = model_store.load_base_model(resolved, device=device, dtype=torch.float32)
     validate_target_modules(base, config.target_modules)
     use_packed_attention(base)
-    if meta is not None:
+    if resuming:
         model = peft.PeftModel.from_pretrained(
             base, output_dir / CHECKPOINT_DIR / ADAPTER_DIR, is_trainable=True
         )
@@ -510,89 +612,143 @@ def finetune(
         optimizer, lambda step: lr_factor(step, total_steps=total_steps, warmup_steps=warmup_steps)
     )
     autocast, bf16_used = _autocast(device, config.bf16)
-
-    start_step, losses, train_tokens, train_seconds_before = 0, [], 0, 0.0
-    if meta is not None:
-        state = torch.load(output_dir / CHECKPOINT_DIR / "state.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], device)
-        start_step, losses = state["step"], list(state["losses"])
-        train_tokens, train_seconds_before = state["train_tokens"], state["train_seconds"]
-        logger.info("resuming %s from step %d/%d", output_dir, start_step, total_steps)
-
     data_note = (
         f"{len(rows)} rows, {data.n_tokens} tokens, {data.truncated_rows} truncated to "
         f"{config.max_seq_length} tokens, {data.dropped_rows} dropped (no answer left)"
     )
-    logger.info(
-        "fine-tune %s on %s: %s, %d steps on %s",
-        model_id,
-        config.base_model,
-        data_note,
-        total_steps,
-        device,
+    return _Run(
+        config=config,
+        tokenizer=tokenizer,
+        data=data,
+        steps=steps,
+        data_note=data_note,
+        device=device,
+        model=model,
+        params=params,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        autocast=autocast,
+        bf16_used=bf16_used,
     )
 
-    def checkpoint(step: int) -> None:
-        done = steps[step - 1] if step else None
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(device),
-            "step": step,
-            "losses": losses,
-            "train_tokens": train_tokens,
-            "train_seconds": train_seconds_before + (time.monotonic() - started),
-        }
-        meta_out = {
-            "step": step,
-            "total_steps": total_steps,
-            "epoch": done.epoch if done else 0,
-            "epoch_position": done.epoch_position
-            if done
-            else 0,  # micro-batches done in that epoch
-            "data_hash": hash_,
-            "config": _config_for_resume(config),
-        }
-        _save_checkpoint(output_dir, model=model, state=state, meta=meta_out)
 
-    started = time.monotonic()
+def _restore_state(run: _Run, output_dir: Path) -> _RunState:
+    """Load the checkpoint's optimizer, schedule and RNG state into ``run``; return its progress."""
+    import torch
+
+    state = torch.load(output_dir / CHECKPOINT_DIR / "state.pt", weights_only=True)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"], run.device)
+    logger.info("resuming %s from step %d/%d", output_dir, state["step"], len(run.steps))
+    return _RunState(
+        step=state["step"],
+        losses=list(state["losses"]),
+        train_tokens=state["train_tokens"],
+        train_seconds=state["train_seconds"],
+    )
+
+
+class _Checkpointer:
+    """Saves the run as it stands (adapter, optimizer, schedule, RNG, progress) as the checkpoint."""
+
+    def __init__(self, run: _Run, state: _RunState, *, output_dir: Path, data_hash: str) -> None:
+        self.run = run
+        self.state = state
+        self.output_dir = output_dir
+        self.data_hash = data_hash
+        self.saved_step = state.step  # the newest checkpoint on disk
+        self.started = time.monotonic()  # when this run's training started
+
+    def save(self) -> None:
+        run, state = self.run, self.state
+        done = run.steps[state.step - 1] if state.step else None
+        saved_state = {
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "rng": _rng_state(run.device),
+            "step": state.step,
+            "losses": state.losses,
+            "train_tokens": state.train_tokens,
+            "train_seconds": state.train_seconds + (time.monotonic() - self.started),
+        }
+        meta = {
+            "step": state.step,
+            "total_steps": len(run.steps),
+            "epoch": done.epoch if done else 0,
+            # micro-batches done in that epoch
+            "epoch_position": done.epoch_position if done else 0,
+            "data_hash": self.data_hash,
+            "config": _config_for_resume(run.config),
+        }
+        _save_checkpoint(self.output_dir, model=run.model, state=saved_state, meta=meta)
+        self.saved_step = state.step
+
+
+def _optimizer_step(run: _Run, step: Step) -> tuple[float, int, float]:
+    """One optimizer step over the step's micro-batches (gradients accumulated, then clipped).
+
+    Returns the step's loss (the token-level mean over all its micro-batches), the tokens it ran
+    and the learning rate it used.
+    """
+    import torch
+
+    batches = [[run.data.examples[i] for i in micro] for micro in step.micro_batches]
+    n_label = sum(example.n_label_tokens for batch in batches for example in batch)
+    step_loss = 0.0
+    tokens = 0
+    for batch in batches:
+        with run.autocast():
+            loss_sum, _ = packed_loss_sum(run.model, batch, device=run.device)
+        loss = loss_sum / n_label  # token-level mean over the whole accumulated step
+        loss.backward()
+        step_loss += loss.item()
+        tokens += sum(len(example.input_ids) for example in batch)
+    if run.config.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(run.params, run.config.max_grad_norm)
+    learning_rate = float(run.scheduler.get_last_lr()[0])
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return step_loss, tokens, learning_rate
+
+
+def _train(
+    run: _Run,
+    state: _RunState,
+    checkpoint: _Checkpointer,
+    *,
+    on_progress: Callable[[TrainProgress], None],
+    should_stop: Callable[[], bool],
+) -> _Outcome:
+    """The training loop: the plan's remaining steps, each reported to ``on_progress``.
+
+    Checkpoints every ``checkpoint_every_steps`` (before that step's report, so a reported
+    checkpoint is always on disk) and once more at the end or on a stop, unless that step's
+    checkpoint is already saved.
+    """
+    total_steps = len(run.steps)
+    start_step = state.step
     run_tokens = 0
     stopped = False
-    step = saved_step = start_step
+    started = checkpoint.started
     for step_index in range(start_step, total_steps):
-        plan = steps[step_index]
-        batches = [[data.examples[i] for i in micro] for micro in plan.micro_batches]
-        n_label = sum(example.n_label_tokens for batch in batches for example in batch)
-        step_loss = 0.0
-        for batch in batches:
-            with autocast():
-                loss_sum, _ = packed_loss_sum(model, batch, device=device)
-            loss = loss_sum / n_label  # token-level mean over the whole accumulated step
-            loss.backward()
-            step_loss += loss.item()
-            batch_tokens = sum(len(example.input_ids) for example in batch)
-            run_tokens += batch_tokens
-            train_tokens += batch_tokens
-        if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        learning_rate = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        plan = run.steps[step_index]
+        step_loss, step_tokens, learning_rate = _optimizer_step(run, plan)
+        run_tokens += step_tokens
+        state.train_tokens += step_tokens
+        step = state.step = step_index + 1
+        state.losses.append(step_loss)
 
-        step = step_index + 1
-        losses.append(step_loss)
         elapsed = time.monotonic() - started
         tokens_per_s = run_tokens / elapsed if elapsed > 0 else 0.0
         eta = elapsed / (step - start_step) * (total_steps - step)
         log = f"step {step}/{total_steps} loss {step_loss:.4f} lr {learning_rate:.2e} {tokens_per_s:.0f} tok/s"
         if step == start_step + 1:
-            log += f" | {data_note}" + (f" | resumed from step {start_step}" if start_step else "")
-        if step % config.checkpoint_every_steps == 0 and step < total_steps:
-            checkpoint(step)  # before the report: a reported checkpoint is always on disk
-            saved_step = step
+            resumed = f" | resumed from step {start_step}" if start_step else ""
+            log += f" | {run.data_note}{resumed}"
+        if step % run.config.checkpoint_every_steps == 0 and step < total_steps:
+            checkpoint.save()
         on_progress(
             TrainProgress(
                 step=step,
@@ -604,7 +760,7 @@ def finetune(
                 elapsed_s=elapsed,
                 eta_s=eta,
                 log=log,
-                checkpoint_step=saved_step,
+                checkpoint_step=checkpoint.saved_step,
             )
         )
         if step < total_steps and should_stop():
@@ -612,58 +768,77 @@ def finetune(
             break
 
     run_seconds = time.monotonic() - started  # training only: the final save is not counted
-    if saved_step != step:
-        checkpoint(step)
-    final_loss = losses[-1] if losses else None
+    if checkpoint.saved_step != state.step:
+        checkpoint.save()
+    return _Outcome(start_step=start_step, stopped=stopped, run_seconds=run_seconds)
+
+
+def _stopped_result(run: _Run, state: _RunState, output_dir: Path) -> FinetuneResult:
+    """The result of a run stopped early: no model id, the checkpoint kept for a resume."""
+    return FinetuneResult(
+        model_id="",
+        output_dir=str(output_dir),
+        adapter_dir="",
+        manifest_path="",
+        steps=state.step,
+        total_steps=len(run.steps),
+        stopped_early=True,
+        final_loss=state.losses[-1] if state.losses else None,
+        train_tokens=state.train_tokens,
+    )
+
+
+def _save_and_register(
+    run: _Run,
+    state: _RunState,
+    rows: list[dict[str, Any]],
+    *,
+    output_dir: Path,
+    model_id: str,
+    owner: str | None,
+    data_hash: str,
+    train_seconds: float,
+    resumed_from_step: int,
+) -> FinetuneResult:
+    """Write the adapter (+ tokenizer), ``train.jsonl`` and ``manifest.json``; register ``model_id``."""
+    import peft
+    import torch
+    import transformers
+
+    config, data = run.config, run.data
     adapter_dir = output_dir / ADAPTER_DIR
     manifest_path = output_dir / MANIFEST_FILE
-    if stopped:
-        logger.info(
-            "fine-tune %s stopped at step %d/%d; checkpoint kept", model_id, step, total_steps
-        )
-        return FinetuneResult(
-            model_id="",
-            output_dir=str(output_dir),
-            adapter_dir="",
-            manifest_path="",
-            steps=step,
-            total_steps=total_steps,
-            stopped_early=True,
-            final_loss=final_loss,
-            train_tokens=train_tokens,
-        )
-
     tmp = output_dir / f"{ADAPTER_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    run.model.save_pretrained(str(tmp))
+    run.tokenizer.save_pretrained(tmp)
     shutil.rmtree(adapter_dir, ignore_errors=True)
     tmp.rename(adapter_dir)
     with (output_dir / TRAIN_FILE).open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    train_seconds = train_seconds_before + run_seconds
+    final_loss = state.losses[-1] if state.losses else None
     manifest = {
         "model_id": model_id,
         "base_model": config.base_model,
         "config": config.to_dict(),
-        "data_hash": hash_,
+        "data_hash": data_hash,
         "n_rows": len(rows),
         "n_examples": len(data.examples),
         "n_tokens": data.n_tokens,
         "n_label_tokens": sum(example.n_label_tokens for example in data.examples),
         "truncated_rows": data.truncated_rows,
         "dropped_rows": data.dropped_rows,
-        "steps": step,
-        "total_steps": total_steps,
+        "steps": state.step,
+        "total_steps": len(run.steps),
         "final_loss": final_loss,
-        "losses": losses,
-        "train_tokens": train_tokens,
+        "losses": state.losses,
+        "train_tokens": state.train_tokens,
         "train_seconds": round(train_seconds, 3),
-        "tokens_per_s": round(train_tokens / train_seconds, 1) if train_seconds > 0 else None,
-        "resumed_from_step": start_step or None,
-        "device": device,
-        "bf16": bf16_used,
+        "tokens_per_s": round(state.train_tokens / train_seconds, 1) if train_seconds > 0 else None,
+        "resumed_from_step": resumed_from_step or None,
+        "device": run.device,
+        "bf16": run.bf16_used,
         "packing": f"padding-free rows, position ids restart per sequence, {PACKED_ATTENTION} attention",
         "versions": {
             "torch": torch.__version__,
@@ -679,15 +854,15 @@ def finetune(
         manifest=manifest,
         owner=owner,
     )
-    logger.info("fine-tune %s done: %d steps, final loss %s", model_id, step, final_loss)
+    logger.info("fine-tune %s done: %d steps, final loss %s", model_id, state.step, final_loss)
     return FinetuneResult(
         model_id=model_id,
         output_dir=str(output_dir),
         adapter_dir=str(adapter_dir),
         manifest_path=str(manifest_path),
-        steps=step,
-        total_steps=total_steps,
+        steps=state.step,
+        total_steps=len(run.steps),
         stopped_early=False,
         final_loss=final_loss,
-        train_tokens=train_tokens,
+        train_tokens=state.train_tokens,
     )

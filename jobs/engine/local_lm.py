@@ -1,14 +1,15 @@
 """Local transformers models as DSPy LMs, micro-batched, plus LiteLLM models by string.
 
-How a local model plugs into DSPy 3.4 (see DESIGN.md): ``dspy.LM(model, engine=LocalEngine(...),
+How a local model plugs into DSPy 3.4: ``dspy.LM(model, engine=LocalEngine(...),
 provider=LocalProvider())``. The engine implements ``complete(Request) -> Response``; the provider
 implements ``finetune(...) -> new model id`` with our own LoRA loop. ``LocalLM`` subclasses
 ``dspy.LM`` only to swap the engine when DSPy copies the LM onto a new model id (which is what
 ``BootstrapFinetune`` does with a fine-tune's result): an engine never sees the model string.
 
 One model is loaded once per process and served by one decoder thread that batches concurrent
-requests continuously (``jobs/engine/decoding.py``); a fine-tuned id is served as base + merged LoRA adapter, so no adapter switching happens at
-request time (peft's adapter switching is global state, unsafe across threads).
+requests continuously (``jobs/engine/decoding.py``); a fine-tuned id is served as base + merged
+LoRA adapter, so no adapter switching happens at request time (peft's adapter switching is global
+state, unsafe across threads).
 """
 
 from __future__ import annotations
@@ -119,7 +120,10 @@ def _close_decoders() -> None:
 
 
 class LocalEngine:
-    """DSPy engine for a local model: ``complete(Request) -> Response`` (dspy/clients/engines/base.py)."""
+    """DSPy engine for a local model: ``complete(Request) -> Response``.
+
+    The interface is the one ``dspy.clients.engines.base`` defines for DSPy's own engines.
+    """
 
     def __init__(
         self,
@@ -262,7 +266,8 @@ class LocalLM(dspy.LM):
             kwargs["engine"] = LocalEngine(
                 kwargs["model"], batch_window_s=engine.batch_window_s, max_batch=engine.max_batch
             )
-        return super().copy(**kwargs)
+        copied: LocalLM = super().copy(**kwargs)
+        return copied
 
 
 def make_lm(

@@ -1,8 +1,9 @@
 """Where local models come from: the bundled SmolLM2, HF dirs, GGUF files, and fine-tuned ids.
 
 A fine-tuned model id (``bftweb:<student>:ft-<job>``) is registered as a small JSON file in the
-registry directory (``$BFT_ARTIFACTS_DIR/models``, a shared path in production) that names the
-base model and the adapter directory, so any worker on any host can load it back.
+registry directory (``artifacts_dir()/models``, a shared path in production) that names the
+base model and the adapter directory, so any worker on any host can load it back. The directories
+are set with :func:`configure` (bftweb passes its Django settings), else read from the environment.
 
 Heavy imports (torch, transformers) happen inside the functions that need them.
 """
@@ -33,11 +34,40 @@ class UnknownModelError(ValueError):
     """The model name resolves to nothing we can load (named in the message)."""
 
 
+# Set by configure(); None: read from the environment at each use.
+_artifacts_dir: Path | None = None
+_model_cache_dir: Path | None = None
+
+
+def configure(
+    *,
+    artifacts_dir: str | os.PathLike[str] | None = None,
+    model_cache_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """Set the engine's directories; a None argument leaves that directory as it is.
+
+    bftweb calls this from ``JobsConfig.ready()`` with Django's ``BFT_ARTIFACTS_DIR`` and
+    ``BFT_MODEL_CACHE_DIR`` settings. A directory never configured comes from the environment
+    variable of the same name, else the default, so a plain script needs no call.
+    """
+    global _artifacts_dir, _model_cache_dir
+    if artifacts_dir is not None:
+        _artifacts_dir = Path(artifacts_dir)
+    if model_cache_dir is not None:
+        _model_cache_dir = Path(model_cache_dir)
+
+
 def model_cache_dir() -> Path:
+    """Where GGUF files are converted to: configured, else $BFT_MODEL_CACHE_DIR, else ~/.cache."""
+    if _model_cache_dir is not None:
+        return _model_cache_dir
     return Path(os.getenv("BFT_MODEL_CACHE_DIR", Path.home() / ".cache" / "bftweb" / "models"))
 
 
 def artifacts_dir() -> Path:
+    """Adapters, checkpoints and the registry: configured, else $BFT_ARTIFACTS_DIR, else ./var/artifacts."""
+    if _artifacts_dir is not None:
+        return _artifacts_dir
     return Path(os.getenv("BFT_ARTIFACTS_DIR", Path.cwd() / "var" / "artifacts"))
 
 
@@ -91,7 +121,9 @@ def convert_gguf(gguf: Path) -> Path:
         )
         # Save a plain dense model: no quantizer (save_pretrained refuses one), and no
         # quantization_config, or every later load would go through the GGUF kernels again.
-        model.hf_quantizer = None
+        # transformers sets hf_quantizer on a loaded model without declaring it on the class, so
+        # its type is nn.Module.__getattr__'s, which None does not fit.
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
@@ -139,7 +171,8 @@ def finetuned_owner(model_id: str) -> str | None:
     path = registry_path(model_id)
     if not path.exists():
         return None
-    return json.loads(path.read_text()).get("owner")
+    owner: str | None = json.loads(path.read_text()).get("owner")
+    return owner
 
 
 def finetuned_model_id(base_model: str, job_name: str) -> str:
@@ -222,4 +255,6 @@ def load_base_model(resolved: ResolvedModel, *, device: str, dtype: Any = None) 
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(resolved.base_dir), dtype=dtype)
-    return model.to(device)
+    # PreTrainedModel.to is decorated with functools.wraps, whose typeshed stub (_Wrapped) does
+    # not bind self: mypy takes ``device`` for the model.
+    return model.to(device)  # type: ignore[arg-type]

@@ -1,6 +1,8 @@
-"""The ``dspy.Module`` a program spec builds (see ``jobs/engine/programs.py`` for the spec).
+"""The ``dspy.Module`` a program spec builds (the spec itself is ``jobs/engine/programs.py``).
 
-Signatures are built from typed ``(type, FieldInfo)`` pairs: no signature string is parsed by DSPy.
+This module imports DSPy; ``programs`` does not (the web process validates specs without DSPy)
+and never imports this one. Signatures are built from typed ``(type, FieldInfo)`` pairs: no
+signature string is parsed by DSPy.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def _make_signature(module: ModuleSpec) -> type[dspy.Signature]:
         fields[field.name] = (field.python_type, _field_info(field, dspy.InputField, **extra))
     for field in module.outputs:
         fields[field.name] = (field.python_type, _field_info(field, dspy.OutputField))
-    return dspy.make_signature(fields, module.instructions or None)
+    signature: type[dspy.Signature] = dspy.make_signature(fields, module.instructions or None)
+    return signature
 
 
 def _make_module(module: ModuleSpec) -> dspy.Module:
@@ -80,3 +83,8 @@ class SpecProgram(dspy.Module):
             for field in module.outputs:
                 values[field.name] = outputs[field.name] = prediction[field.name]
         return dspy.Prediction(**outputs)
+
+
+def build_program(spec: ProgramSpec) -> SpecProgram:
+    """A fresh :class:`SpecProgram` (a ``dspy.Module``) for ``spec``: no demos, no LM bound."""
+    return SpecProgram(spec)

@@ -45,37 +45,37 @@ _SPEC_KEYS = ("name", "modules")
 _MODULE_KEYS = ("name", "type", "signature", "instructions", "fields")
 _FIELD_KEYS = ("desc", "prefix")  # DSPy's InputField/OutputField(desc=..., prefix=...)
 
+
+def _names(*groups: str) -> frozenset[str]:
+    """The names in ``groups``, each a string of whitespace-separated names."""
+    return frozenset(name for group in groups for name in group.split())
+
+
 # Field names DSPy gives a meaning of its own. ChainOfThought adds ``reasoning``; ``Predict.__call__``
 # pops ``signature``, ``demos``, ``config``, ``lm`` and ``prediction`` from its keyword arguments;
 # Example / Prediction methods would shadow attribute access; pydantic (under dspy.Signature)
-# refuses or warns about names of its own members. tests/engine/test_programs.py checks that this
+# refuses or warns about names of its own members. Names starting with "model_" (pydantic's
+# namespace) are refused as well, by _parse_side. tests/engine/test_programs.py checks that this
 # list still covers dspy's attributes.
-RESERVED_FIELD_NAMES = frozenset(
-    {
-        "reasoning",
-        # Predict keyword arguments
-        "signature", "demos", "config", "lm", "prediction", "new_signature",
-        # dspy.Example / dspy.Prediction
-        "completions", "copy", "from_completions", "get", "get_lm_usage", "inputs", "items",
-        "keys", "labels", "set_lm_usage", "toDict", "values", "with_inputs", "without",
-        # dspy.Signature (class methods, pydantic v1-style members)
-        "append", "append_instructions", "construct", "delete", "dict", "dump_state", "equals",
-        "from_orm", "insert", "json", "load_state", "parse_file", "parse_obj", "parse_raw",
-        "prepend", "schema", "schema_json", "update_forward_refs", "validate",
-        "with_instructions", "with_updated_fields",
-    }
-)  # fmt: skip
-# plus any name starting with "model_" (pydantic's namespace).
+RESERVED_FIELD_NAMES = _names(
+    "reasoning",
+    # Predict keyword arguments
+    "signature demos config lm prediction new_signature",
+    # dspy.Example / dspy.Prediction
+    "completions copy from_completions get get_lm_usage inputs items keys labels set_lm_usage",
+    "toDict values with_inputs without",
+    # dspy.Signature (class methods, pydantic v1-style members)
+    "append append_instructions construct delete dict dump_state equals from_orm insert json",
+    "load_state parse_file parse_obj parse_raw prepend schema schema_json update_forward_refs",
+    "validate with_instructions with_updated_fields",
+)
 
 # Attributes of dspy.Module (and of SpecProgram) that a module name must not replace.
-RESERVED_MODULE_NAMES = frozenset(
-    {
-        "acall", "aforward", "batch", "callbacks", "deepcopy", "dump_state", "forward", "get_lm",
-        "history", "inspect_history", "load", "load_state", "map_named_predictors",
-        "named_parameters", "named_predictors", "named_sub_modules", "parameters", "predictors",
-        "reset_copy", "save", "set_lm", "spec",
-    }
-)  # fmt: skip
+RESERVED_MODULE_NAMES = _names(
+    "acall aforward batch callbacks deepcopy dump_state forward get_lm history inspect_history",
+    "load load_state map_named_predictors named_parameters named_predictors named_sub_modules",
+    "parameters predictors reset_copy save set_lm spec",
+)
 
 
 class ProgramSpecError(ValueError):
@@ -370,7 +370,9 @@ def _parse_side(text: str, *, key: str, side: str) -> list[tuple[str, str]]:
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas outside brackets, so "a: dict[str, int]" stays one (refused) part."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char in "[(":
             depth += 1
@@ -422,11 +424,11 @@ def _check_dataflow(modules: tuple[ModuleSpec, ...]) -> None:
     types: dict[str, tuple[str, str]] = {}  # field -> (type name, module that fixed it)
     for i, module in enumerate(modules):
         for field in module.inputs:
-            j = producer.get(field.name)
-            if j is not None and j > i:
+            later = producer.get(field.name)
+            if later is not None and later > i:
                 raise ProgramSpecError(
                     f"modules[{i}].signature",
-                    f"input '{field.name}' is produced by a later module '{modules[j].name}' (modules[{j}]); "
+                    f"input '{field.name}' is produced by a later module '{modules[later].name}' (modules[{later}]); "
                     "modules run in order",
                 )
         for field in (*module.inputs, *module.outputs):
@@ -494,16 +496,3 @@ def check_fields(
         if name not in available
     ]
     return problems
-
-
-# --- building --------------------------------------------------------------------------------
-
-
-def build_program(spec: ProgramSpec) -> Any:
-    """A fresh ``SpecProgram`` (a ``dspy.Module``) for ``spec``: no demos, no LM bound.
-
-    DSPy is imported here, not at module level: the web process validates specs without it.
-    """
-    from jobs.engine.program_module import SpecProgram
-
-    return SpecProgram(spec)

@@ -65,7 +65,8 @@ def signature_from_dict(data: dict[str, Any]) -> type[dspy.Signature]:
                 _TYPES[field["type"]],
                 make(desc=field["desc"], prefix=field["prefix"]),
             )
-    return dspy.Signature(spec, data["instructions"])
+    signature: type[dspy.Signature] = dspy.Signature(spec, data["instructions"])
+    return signature
 
 
 def call_messages(
@@ -80,7 +81,8 @@ def call_messages(
         inputs=call["inputs"],
         outputs=call["outputs"],
     )
-    return data["messages"]
+    messages: list[dict[str, str]] = data["messages"]
+    return messages
 
 
 def build_training_rows(

@@ -6,14 +6,19 @@ it in a row and hand it back to a worker on another host.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 ModelKind = Literal["local", "litellm"]
+_Data = TypeVar("_Data", bound="DataclassInstance")
 
 
-def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
+def _from_dict(cls: type[_Data], data: dict[str, Any]) -> _Data:
     """Build a dataclass from a dict, refusing unknown keys with their names."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
@@ -69,7 +74,7 @@ class MetricSpec:
     name: str
     field: str
     threshold: float = 1.0
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,8 +91,9 @@ class BootstrapConfig:
     demo_seed: int = 0
     limit: int | None = None  # bootstrap at most this many examples
     temperature: float | None = None  # the teacher's sampling temperature; None: the model's own
-    reason_demos: bool = False  # the teacher answers its labeled demos first: passing answers keep
-    #                             their reasoning (DSPy's BootstrapFewShot step), see bootstrap.py
+    # The teacher answers its labeled demos first, and the passing answers keep their reasoning
+    # (DSPy's BootstrapFewShot step; see bootstrap.reason_demos).
+    reason_demos: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

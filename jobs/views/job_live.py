@@ -13,9 +13,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from jobs import charts, outputs, services
+from jobs import charts
 from jobs.models import FinetuneJob, Project
 from jobs.permissions import get_project_for
+from jobs.services import artifacts, queue
 from jobs.views import live
 
 MAX_CURVE_POINTS = 400
@@ -54,9 +55,9 @@ def _status_context(job: FinetuneJob, *, error: str = "") -> dict[str, Any]:
 def _outputs_context(job: FinetuneJob) -> dict[str, Any]:
     example = job.run.traces.order_by("example_index").values_list("inputs", flat=True).first()
     return {
-        "output_model": outputs.output_model(job),
-        "downloads": outputs.downloads(job),
-        "snippet": outputs.python_snippet(job, example=example),
+        "output_model": artifacts.output_model(job),
+        "downloads": artifacts.downloads(job),
+        "snippet": artifacts.python_snippet(job, example=example),
     }
 
 
@@ -109,10 +110,10 @@ def _after_action(
 @require_POST
 def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Cooperative: the trainer stops at its next step and keeps the checkpoint; a status poll
-    after BFT_CANCEL_GRACE_S sends the hard stop (services.reconcile_if_stale)."""
+    after BFT_CANCEL_GRACE_S sends the hard stop (queue.reconcile_if_stale)."""
     project = get_project_for(request, slug, need="operate")
     job = _get_job(project, pk)
-    error = live.act(request, services.cancel_job, job=job)
+    error = live.act(request, queue.cancel, row=job)
     return _after_action(request, project, job, error)
 
 
@@ -122,7 +123,7 @@ def job_retry(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Back to the queue; training resumes from the last checkpoint."""
     project = get_project_for(request, slug, need="operate")
     job = _get_job(project, pk)
-    error = live.act(request, services.retry_job, job=job)
+    error = live.act(request, queue.retry, row=job)
     return _after_action(request, project, job, error)
 
 
@@ -132,26 +133,26 @@ def job_download(request: HttpRequest, slug: str, pk: int, kind: str) -> HttpRes
     """A succeeded job's outputs; any member may download them."""
     project = get_project_for(request, slug)
     job = _get_job(project, pk)
-    names = {d.kind: d.filename for d in outputs.downloads(job)}
+    names = {d.kind: d.filename for d in artifacts.downloads(job)}
     if kind not in names or job.status != FinetuneJob.Status.SUCCEEDED:
         raise Http404("No such download.")
     if kind == "adapter":
-        root = outputs.adapter_dir(job)
+        root = artifacts.adapter_dir(job)
         if root is None:
             raise Http404("The adapter is missing from the artifacts directory.")
         response = StreamingHttpResponse(
-            outputs.stream_zip(root, prefix=f"bftweb-job-{job.pk}-adapter"),
+            artifacts.stream_zip(root, prefix=f"bftweb-job-{job.pk}-adapter"),
             content_type="application/zip",
         )
         response["Content-Disposition"] = f'attachment; filename="{names[kind]}"'
         return response
     if kind == "program":
         try:
-            path = outputs.program_json(job)
-        except outputs.ExportError as exc:
+            path = artifacts.program_json(job)
+        except artifacts.ExportError as exc:
             return HttpResponse(str(exc), status=503, content_type="text/plain; charset=utf-8")
     else:
-        path = outputs.file_for(job, kind)
+        path = artifacts.file_for(job, kind)
         if path is None:
             raise Http404("The file is missing from the artifacts directory.")
     content_type = "application/x-ndjson" if kind == "train" else "application/json"

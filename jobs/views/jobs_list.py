@@ -13,9 +13,9 @@ from django.shortcuts import render
 from django.utils.timezone import now
 from django.views.decorators.http import require_GET
 
-from jobs import services
 from jobs.models import BootstrapRun, FinetuneJob, Project, QueuedWork, Status
 from jobs.permissions import get_project_for
+from jobs.services import queue
 
 LIMIT = 100
 KINDS = {"run": "Bootstrap runs", "finetune": "Fine-tunes"}
@@ -104,7 +104,7 @@ def _table_context(request: HttpRequest, project: Project) -> dict[str, Any]:
 
 
 def _workers_context(project: Project) -> dict[str, Any]:
-    health = services.queue_health()
+    health = queue.queue_health()
     by_rq_id: dict[str, tuple[str, QueuedWork]] = {}
     current = [w.current_job_id for w in health.workers if w.current_job_id]
     if current:  # what each busy worker runs, when it is this project's

@@ -12,10 +12,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from jobs.forms import LanguageModelForm
-from jobs.model_policy import ModelPolicyError
+from jobs.forms.language_models import LanguageModelForm
 from jobs.models import LanguageModel
 from jobs.permissions import get_project_for
+from jobs.services.model_policy import ModelPolicyError
 
 QUEUE_UNAVAILABLE = "The queue is unavailable (Redis does not answer), so the test was not sent. Try again once it is back."
 
@@ -95,14 +95,14 @@ def _render_test(
 @require_POST
 def model_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Send one short prompt through the engine on a worker; the fragment polls for the answer."""
-    from jobs import services
+    from jobs.services import language_models, queue
 
     project = get_project_for(request, slug, need="operate")
     model = get_object_or_404(LanguageModel, pk=pk, project=project)
     since = timezone.now()
     try:
-        services.enqueue_model_test(model=model, user=request.user)
-    except (ModelPolicyError, services.QueueUnavailable) as exc:
+        language_models.enqueue_model_test(model=model, user=request.user)
+    except (ModelPolicyError, queue.QueueUnavailable) as exc:
         refused = str(exc) if isinstance(exc, ModelPolicyError) else QUEUE_UNAVAILABLE
         status = 400 if isinstance(exc, ModelPolicyError) else 503
         if request.htmx:

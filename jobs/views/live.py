@@ -2,7 +2,7 @@
 
 Everything a status fragment shows comes from the database. Redis is asked only when it must be:
 a queued row's position, or an active row whose heartbeat (``updated``) has gone stale or whose
-cancel grace period is over (then ``services.reconcile_if_stale`` settles it). When Redis does not
+cancel grace period is over (then ``queue.reconcile_if_stale`` settles it). When Redis does not
 answer, the page says "queue unavailable" and renders the rest from the row.
 """
 
@@ -17,8 +17,8 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils.timezone import now
 
-from jobs import services
 from jobs.models import QueuedWork
+from jobs.services import queue
 
 # At most one reconcile attempt per row per this many seconds (per web process).
 RECONCILE_THROTTLE_S = 5
@@ -36,7 +36,7 @@ class QueueInfo:
 def stale_after_s() -> float:
     """A running row's worker writes progress every ~2 s and heartbeats every BFT_WORKER_HEARTBEAT_S:
     after three missed heartbeats the row is worth a look in Redis."""
-    return max(10.0, 3.0 * services.worker_heartbeat_s())
+    return max(10.0, 3.0 * queue.worker_heartbeat_s())
 
 
 def queue_info(row: QueuedWork) -> QueueInfo:
@@ -47,10 +47,10 @@ def queue_info(row: QueuedWork) -> QueueInfo:
     try:
         key = f"bft:reconcile:{row._meta.label_lower}:{row.pk}:{row.rq_job_id}"
         if cache.add(key, 1, timeout=RECONCILE_THROTTLE_S):
-            info.reconciled = services.reconcile_if_stale(row, stale_after_s=stale_after_s())
+            info.reconciled = queue.reconcile_if_stale(row, stale_after_s=stale_after_s())
         if row.status == QueuedWork.Status.QUEUED:
-            info.position, info.waiting = services.queue_position(row)
-    except services.QueueUnavailable as exc:
+            info.position, info.waiting = queue.queue_position(row)
+    except queue.QueueUnavailable as exc:
         info.available, info.error = False, str(exc)
     return info
 

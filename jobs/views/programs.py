@@ -17,7 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from jobs.forms import (
+from jobs.forms.programs import (
     ProgramModuleForm,
     ProgramModuleFormSet,
     ProgramNameForm,

@@ -9,10 +9,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from jobs.forms import MemberAddForm, MemberRoleForm, ProjectForm
-from jobs.memberships import LastOwnerError, change_role, remove_member
+from jobs.forms.projects import MemberAddForm, MemberRoleForm, ProjectForm
 from jobs.models import LanguageModel, Membership, Project
 from jobs.permissions import get_project_for
+from jobs.services.projects import LastOwnerError, change_role, remove_member
 
 BUNDLED_MODEL = {"name": "smollm2", "model_name": "smollm2"}
 

@@ -1,6 +1,6 @@
 """Team review of a run's traces: the queue, one trace, bulk actions, thresholds, team, trace sets.
 
-Business rules live in jobs/review.py; these views decide access (jobs/permissions.py), parse the
+Business rules live in jobs/services/review.py; these views decide access (jobs/permissions.py), parse the
 request and choose the template. Reading needs "view"; every decision needs "review" (reviewer,
 operator, owner); the run's approval rule needs "operate".
 """
@@ -17,9 +17,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from jobs import review
+from jobs.forms.values import parse_float
 from jobs.models import BootstrapRun, FinetuneJob, Project, Trace, TraceDecision, TraceSet
 from jobs.permissions import get_project_for
+from jobs.services import review, review_stats, trace_sets
 
 PAGE_SIZE = 50
 
@@ -55,7 +56,7 @@ def _trace_url(
 
 
 def _float(value: Any, default: float) -> float:
-    number = review._float(value)
+    number = parse_float(value)
     return default if number is None else number
 
 
@@ -87,7 +88,7 @@ def review_queue(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "page": page,
         "counts": review.queue_counts(run, request.user),
         "metric_field": (run.metric or {}).get("field", ""),
-        "threshold": review.default_threshold(run),
+        "threshold": review_stats.default_threshold(run),
         "team": review.reviewer_stats(run),
         "trace_sets": run.trace_sets.select_related("created_by").order_by("-version"),
         "selections": FinetuneJob.Selection.choices,
@@ -119,8 +120,8 @@ def review_threshold(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The histogram, what threshold T keeps and the kept traces' balance (htmx fragment)."""
     project = get_project_for(request, slug)
     run = _get_run(project, pk)
-    threshold = _float(request.GET.get("t"), review.default_threshold(run))
-    summary = review.threshold_summary(run, threshold)
+    threshold = _float(request.GET.get("t"), review_stats.default_threshold(run))
+    summary = review_stats.threshold_summary(run, threshold)
     template = (
         "jobs/_review_threshold.html"
         if request.GET.get("full")
@@ -267,7 +268,7 @@ def review_bulk(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     user = request.user
     trace_filter = review.TraceFilter.from_query(request.POST)
     if action == "approve_above":
-        threshold = _float(request.POST.get("t"), review.default_threshold(run))
+        threshold = _float(request.POST.get("t"), review_stats.default_threshold(run))
         n = review.approve_passing_above(run=run, user=user, threshold=threshold)
         messages.success(
             request,
@@ -371,7 +372,7 @@ def review_freeze(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         review.TraceFilter.from_query(request.POST) if request.POST.get("narrow") else None
     )
     try:
-        trace_set = review.freeze_trace_set(
+        trace_set = trace_sets.freeze_trace_set(
             run=run,
             user=request.user,
             selection=request.POST.get("selection", FinetuneJob.Selection.APPROVED),
@@ -405,17 +406,17 @@ def trace_set_export(
     project = get_project_for(request, slug)
     run = _get_run(project, pk)
     trace_set = _get_trace_set(run, set_pk)
-    if fmt not in review.EXPORT_FORMATS:
+    if fmt not in trace_sets.EXPORT_FORMATS:
         raise Http404("Trace sets export as .csv or .jsonl.")
     if fmt == "jsonl":
-        body = review.export_jsonl(
+        body = trace_sets.export_jsonl(
             trace_set,
             multitask=_flag(request, "multitask"),
             exclude_demos=_flag(request, "exclude_demos"),
         )
     else:
-        body = review.export_csv(trace_set)
-    response = StreamingHttpResponse(body, content_type=review.EXPORT_FORMATS[fmt])
-    filename = review.export_filename(trace_set, fmt)
+        body = trace_sets.export_csv(trace_set)
+    response = StreamingHttpResponse(body, content_type=trace_sets.EXPORT_FORMATS[fmt])
+    filename = trace_sets.export_filename(trace_set, fmt)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

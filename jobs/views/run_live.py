@@ -10,9 +10,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from jobs import services
 from jobs.models import BootstrapRun, FinetuneJob, Project
 from jobs.permissions import get_project_for
+from jobs.services import queue
 from jobs.views import live
 
 NEWEST_TRACES = 8
@@ -114,7 +114,7 @@ def _after_action(
 def run_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="operate")
     run = _get_run(project, pk)
-    error = live.act(request, services.cancel_run, run=run)
+    error = live.act(request, queue.cancel, row=run)
     return _after_action(request, project, run, error)
 
 
@@ -123,5 +123,5 @@ def run_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def run_retry(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="operate")
     run = _get_run(project, pk)
-    error = live.act(request, services.retry_run, run=run)
+    error = live.act(request, queue.retry, row=run)
     return _after_action(request, project, run, error)

@@ -12,10 +12,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from jobs import services, training_rows
-from jobs.forms import BootstrapRunForm, FinetuneForm
+from jobs.forms.finetunes import FinetuneForm
+from jobs.forms.runs import BootstrapRunForm
 from jobs.models import BootstrapRun, FinetuneJob, ProgramVersion, Project, Trainset, TrainsetRow
 from jobs.permissions import get_project_for
+from jobs.services import finetunes, runs, trace_sets
 
 # --- bootstrap --------------------------------------------------------------------------------
 
@@ -110,7 +111,7 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                run = services.create_bootstrap_run(
+                run = runs.create_bootstrap_run(
                     project=project,
                     trainset=data["trainset"],
                     program_version=data["program_version"],
@@ -188,7 +189,7 @@ def _preview(run: BootstrapRun, data: Any, form: FinetuneForm) -> dict[str, Any]
     bound = form.is_bound
     selection = data.get("selection") if bound else form["selection"].initial
     trace_set_pk = data.get("trace_set") if bound else None
-    return training_rows.preview(
+    return trace_sets.preview(
         run,
         selection=selection
         if selection in FinetuneJob.Selection.values
@@ -212,7 +213,7 @@ def run_finetune(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                job = services.create_finetune_job(
+                job = finetunes.create_finetune_job(
                     run=run,
                     student=data["student"],
                     config=data["config"],

@@ -13,10 +13,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from jobs import imports
-from jobs.forms import SplitForm, TrainsetUploadForm
+from jobs.forms.trainsets import SplitForm, TrainsetUploadForm
 from jobs.models import Project, Trainset, TrainsetRow
 from jobs.permissions import get_project_for
+from jobs.services import trainsets
 
 ROWS_PER_PAGE = 25
 
@@ -38,7 +38,7 @@ def trainset_list(request: HttpRequest, slug: str) -> HttpResponse:
 @csrf_exempt  # checked in _upload: CSRF middleware would read the whole body to find the token
 def trainset_upload(request: HttpRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug, need="operate")
-    refusal = imports.request_too_large(request.META) if request.method == "POST" else None
+    refusal = trainsets.request_too_large(request.META) if request.method == "POST" else None
     if refusal:  # before anything reads the body
         context = {**_upload_context(project, TrainsetUploadForm()), "refusal": refusal}
         return render(request, "jobs/trainset_upload.html", context, status=413)
@@ -52,7 +52,7 @@ def _upload(request: HttpRequest, project: Project) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
         try:
-            outcome = imports.import_upload(
+            outcome = trainsets.import_upload(
                 project=project,
                 user=request.user,
                 upload=upload,
@@ -91,7 +91,7 @@ def _upload_context(project: Project, form: TrainsetUploadForm) -> dict[str, obj
         "form": form,
         "max_bytes": settings.BFT_UPLOAD_MAX_BYTES,
         "max_rows": settings.BFT_UPLOAD_MAX_ROWS,
-        "async_rows": imports.async_rows_threshold(),
+        "async_rows": trainsets.async_rows_threshold(),
     }
 
 
@@ -108,7 +108,7 @@ def trainset_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "project": project,
         "nav": "trainsets",
         "trainset": trainset,
-        "progress": imports.import_progress(trainset)
+        "progress": trainsets.import_progress(trainset)
         if trainset.status == Trainset.Status.IMPORTING
         else None,
     }
@@ -131,7 +131,9 @@ def trainset_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug)
     trainset = _get_trainset(project, pk)
     progress = (
-        imports.import_progress(trainset) if trainset.status == Trainset.Status.IMPORTING else None
+        trainsets.import_progress(trainset)
+        if trainset.status == Trainset.Status.IMPORTING
+        else None
     )
     context = {"project": project, "trainset": trainset, "progress": progress}
     response = render(request, "jobs/trainset_detail.html#trainset-status", context)

@@ -87,9 +87,8 @@ def test_it_records_unparseable_answers_instead_of_crashing(demo_spec, demo_rows
     failed = by_index[1]
     assert not failed["parsed"] and not failed["passed"] and "did not parse" in failed["error"]
     assert failed["calls"][-1]["error"] and failed["calls"][-1]["raw"]
-    assert (
-        failed["calls"][-1]["outputs"].get("reasoning") == "half an answer"
-    )  # the part that parsed
+    # the part that parsed
+    assert failed["calls"][-1]["outputs"].get("reasoning") == "half an answer"
     assert by_index[0]["passed"] and by_index[0]["outputs"] == {"sentiment": good["sentiment"]}
 
 
@@ -147,12 +146,13 @@ def test_it_skips_finished_examples_and_honours_limit_and_stop(demo_spec, demo_r
 def test_reasoned_demos_keep_the_teachers_passing_reasoning(demo_spec, demo_rows, demo_examples):
     good, wrong, copier, other = demo_rows[:4]
     flip = {"positive": "negative", "negative": "positive"}
-    lm = DummyLM({
+    answers = {
         good["text"]: {"reasoning": "It says it loved it.", "sentiment": good["sentiment"]},
         wrong["text"]: {"reasoning": "Hard to say.", "sentiment": flip[wrong["sentiment"]]},
         copier["text"]: {"reasoning": DEMO_PLACEHOLDER, "sentiment": copier["sentiment"]},
         other["text"]: {"reasoning": "r", "sentiment": other["sentiment"]},
-    })  # fmt: skip
+    }
+    lm = DummyLM(answers)
     for reason in (False, True):
         records = []
         bootstrap_with_lm(

@@ -1,8 +1,7 @@
 """DSPy parity: the unchanged dspy.BootstrapFinetune fine-tunes a bftweb local student.
 
 The teacher here is DSPy's own DummyLM answering with the gold labels: DSPy 3.4.1's compile
-crashes on unparseable teacher answers (DESIGN.md), and the bundled 135M model, zero-shot, gives
-plenty. Everything else is real: the student is the bundled SmolLM2, trained with our LoRA loop.
+crashes on unparseable teacher answers, and the bundled 135M model, zero-shot, gives plenty. Everything else is real: the student is the bundled SmolLM2, trained with our LoRA loop.
 """
 
 from __future__ import annotations
@@ -18,14 +17,15 @@ from dspy.utils.dummies import DummyLM
 
 from jobs.engine.local_lm import LocalEngine, get_loaded_model, make_lm
 from jobs.engine.metrics import make_dspy_metric
-from jobs.engine.programs import build_program
+from jobs.engine.program_module import build_program
 from jobs.engine.training_data import chat_adapter
 from jobs.engine.types import MetricSpec, ModelSpec
 
 LOAD_AND_ASK = """
 import json, sys
 import dspy
-from jobs.engine.programs import build_program, parse_program_spec
+from jobs.engine.program_module import build_program
+from jobs.engine.programs import parse_program_spec
 spec = parse_program_spec(json.loads(sys.argv[1]))
 program = build_program(spec)
 program.load(sys.argv[2], allow_unsafe_lm_state=True)

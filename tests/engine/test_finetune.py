@@ -16,8 +16,14 @@ from jobs.engine.types import FinetuneConfig, TrainProgress
 
 torch.set_num_threads(2)
 
-WORDS = [("love", "positive"), ("hate", "negative"), ("adore", "positive"), ("loathe", "negative"),
-         ("enjoy", "positive"), ("dislike", "negative")]  # fmt: skip
+WORDS = [
+    ("love", "positive"),
+    ("hate", "negative"),
+    ("adore", "positive"),
+    ("loathe", "negative"),
+    ("enjoy", "positive"),
+    ("dislike", "negative"),
+]
 ROWS = [
     {
         "messages": [
@@ -50,30 +56,28 @@ def base_model():
     return model.eval()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def artifacts(tmp_path_factory: pytest.TempPathFactory):
+    """This module's fine-tuned ids are registered in a temporary directory."""
+    path = tmp_path_factory.mktemp("artifacts")
+    previous = model_store.artifacts_dir()
+    model_store.configure(artifacts_dir=path)
+    yield path
+    model_store.configure(artifacts_dir=previous)
+
+
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("artifacts")
-
-
-@pytest.fixture(autouse=True)
-def _artifacts_env(monkeypatch: pytest.MonkeyPatch, artifacts: Path) -> None:
-    monkeypatch.setenv("BFT_ARTIFACTS_DIR", str(artifacts))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, artifacts: Path):
+def trained(tmp_path_factory: pytest.TempPathFactory):
     """One uninterrupted run, shared by the tests that inspect its outputs."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("BFT_ARTIFACTS_DIR", str(artifacts))
-        progress: list[TrainProgress] = []
-        output_dir = tmp_path_factory.mktemp("run")
-        result = ft.finetune(
-            CONFIG,
-            ROWS,
-            output_dir=output_dir,
-            model_id="bftweb:smollm2:ft-test",
-            on_progress=progress.append,
-        )
+    progress: list[TrainProgress] = []
+    output_dir = tmp_path_factory.mktemp("run")
+    result = ft.finetune(
+        CONFIG,
+        ROWS,
+        output_dir=output_dir,
+        model_id="bftweb:smollm2:ft-test",
+        on_progress=progress.append,
+    )
     return result, progress, output_dir
 
 

@@ -10,13 +10,12 @@ import pytest
 from dspy.utils.dummies import DummyLM
 from dspy.utils.exceptions import AdapterParseError
 
-from jobs.engine.program_module import SpecProgram
+from jobs.engine.program_module import SpecProgram, build_program
 from jobs.engine.programs import (
     RESERVED_FIELD_NAMES,
     RESERVED_MODULE_NAMES,
     FieldSpec,
     ProgramSpecError,
-    build_program,
     check_fields,
     parse_program_spec,
 )

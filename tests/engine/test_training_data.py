@@ -12,7 +12,8 @@ from dspy.utils.dummies import DummyLM
 
 from jobs.engine.bootstrap import attach_demos, bootstrap_with_lm, pick_demos
 from jobs.engine.metrics import make_dspy_metric
-from jobs.engine.programs import build_program, parse_program_spec
+from jobs.engine.program_module import build_program
+from jobs.engine.programs import parse_program_spec
 from jobs.engine.training_data import build_training_rows, chat_adapter, rerender_trace
 from jobs.engine.types import BootstrapConfig, MetricSpec
 

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from jobs import model_policy, seed, services
+from jobs import seed
 from jobs.engine.model_store import BUNDLED_NAME
 from jobs.engine.types import BootstrapConfig, FinetuneConfig, MetricSpec
 from jobs.models import (
@@ -23,6 +23,7 @@ from jobs.models import (
     Project,
     QueuedWork,
 )
+from jobs.services import finetunes, model_policy, queue, runs
 
 POLL_S = 2.0
 DISTILL_USERNAME = "distill"
@@ -97,7 +98,7 @@ def file_problems(options: dict[str, Any]) -> tuple[list[str], MetricSpec | None
 
 
 def model_problems(project: Project | None, model: LanguageModel, option: str) -> list[str]:
-    """Why this installation refuses ``model`` (jobs.model_policy), one message each."""
+    """Why this installation refuses ``model`` (jobs.services.model_policy), one message each."""
     refused = model_policy.model_problems(
         project=project,
         kind=model.kind,
@@ -181,7 +182,7 @@ class Command(BaseCommand):
             self.check_queue()
         try:
             with (
-                services.tasks_inline() if options["sync"] else contextlib.nullcontext(),
+                queue.tasks_inline() if options["sync"] else contextlib.nullcontext(),
                 sigterm_as_ctrl_c(),
             ):
                 run, job = self.distill(options)
@@ -230,12 +231,12 @@ class Command(BaseCommand):
             trainset = seed.import_trainset_file(project, options["trainset"], user)
             teacher = seed.ensure_model(project, options["teacher"], user=user)
             student = seed.ensure_model(project, options["student"], user=user)
-            services.check_student(student, project)
+            finetunes.check_student(student, project)
             self.stdout.write(
                 f"project {project.name!r}: trainset {trainset.name!r} ({trainset.row_count} rows), "
                 f"program {program}, teacher {teacher.model_name}, student {student.model_name}"
             )
-            run = services.create_bootstrap_run(
+            run = runs.create_bootstrap_run(
                 project=project, trainset=trainset, program_version=program, teacher=teacher,
                 metric=metric, config=BootstrapConfig(num_demos=options["demos"], limit=options["limit"]),
                 user=user,
@@ -246,7 +247,7 @@ class Command(BaseCommand):
                 f"bootstrap {r.done}/{r.total}: {r.passed} passed, {r.failed} failed, {r.errored} errored"
             ),
         )
-        job = services.create_finetune_job(
+        job = finetunes.create_finetune_job(
             run=run, student=student, config=finetune_config,
             selection=FinetuneJob.Selection.PASSING, multitask=True, exclude_demos=True, user=user,
         )  # fmt: skip
@@ -260,16 +261,14 @@ class Command(BaseCommand):
         return run, job
 
     def check_queue(self) -> None:
-        health = services.queue_health()
+        health = queue.queue_health()
         if not health.redis_ok:
             raise CommandError(
                 f"Redis does not answer at the configured REDIS_URL ({health.error}); or use --sync"
             )
-        for queue in ("default", "gpu"):
-            if not health.workers_for(queue):
-                self.stdout.write(
-                    f"no worker on queue {queue!r} yet; start one with: {WORKER_HINT}"
-                )
+        for name in ("default", "gpu"):
+            if not health.workers_for(name):
+                self.stdout.write(f"no worker on queue {name!r} yet; start one with: {WORKER_HINT}")
 
     def wait(self, row: QueuedWork, describe: Any) -> None:
         """Poll the row until it ends, printing progress; Ctrl-C (or SIGTERM) cancels it."""
@@ -284,12 +283,10 @@ class Command(BaseCommand):
                     last = line
                 if row.is_terminal:
                     break
-                services.reconcile_row(row)
+                queue.reconcile_row(row)
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
-            services.cancel_run(run=row) if isinstance(row, BootstrapRun) else services.cancel_job(
-                job=row
-            )
+            queue.cancel(row=row) if isinstance(row, BootstrapRun) else queue.cancel(job=row)
             raise CommandError(f"interrupted: {label} cancelled") from None
         if row.status != row.Status.SUCCEEDED:
             raise CommandError(f"{label} {row.status}: {row.error or 'no reason recorded'}")

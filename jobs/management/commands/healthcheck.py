@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-from jobs import services
+from jobs.services import queue
 
 
 class Command(BaseCommand):
@@ -19,7 +19,7 @@ class Command(BaseCommand):
                 cursor.execute("SELECT 1")
         except Exception as exc:
             raise CommandError(f"database: {exc}") from None
-        health = services.queue_health()
+        health = queue.queue_health()
         if not health.redis_ok:
             raise CommandError(f"redis: {health.error}")
         self.stdout.write(f"ok: database, redis ({len(health.workers)} worker(s) alive)")

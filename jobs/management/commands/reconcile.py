@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from jobs import services
+from jobs.services import queue
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         while True:
-            for row in services.reconcile_stale():
+            for row in queue.reconcile_stale():
                 self.stdout.write(f"{row._meta.verbose_name} {row.pk}: {row.status}: {row.error}")
             if not options["every"]:
                 return

@@ -1,6 +1,6 @@
 """What a finished fine-tune offers for download, and how the web process produces it.
 
-Files come from the job's artifact directory (``services.job_output_dir``: derived from the
+Files come from the job's artifact directory (``job_output_dir``: derived from the
 job's primary key, never from request input): the LoRA adapter (zipped on the fly, streamed),
 the training data JSONL and the manifest the engine wrote, and the compiled DSPy program JSON.
 The worker writes the program JSON when the job succeeds; the web process never imports DSPy,
@@ -22,10 +22,9 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs import services
 from jobs.models import FinetuneJob, LanguageModel
 
-ADAPTER_DIR = "adapter"  # the names jobs/engine/finetune.py writes (not imported: it loads torch)
+ADAPTER_DIR = "adapter"  # the names jobs/engine/finetune.py writes
 MANIFEST_FILE = "manifest.json"
 TRAIN_FILE = "train.jsonl"
 PROGRAM_FILE = "program.json"
@@ -59,8 +58,8 @@ def program_filename(job: FinetuneJob) -> str:
     return f"bftweb-job-{job.pk}-program.json"
 
 
-def output_dir(job: FinetuneJob) -> Path:
-    return services.job_output_dir(job)
+def job_output_dir(job: FinetuneJob) -> Path:
+    return Path(settings.BFT_ARTIFACTS_DIR) / "jobs" / str(job.pk)
 
 
 def file_for(job: FinetuneJob, kind: str) -> Path | None:
@@ -68,12 +67,12 @@ def file_for(job: FinetuneJob, kind: str) -> Path | None:
     names = {"train": TRAIN_FILE, "manifest": MANIFEST_FILE}
     if kind not in names:
         return None
-    path = output_dir(job) / names[kind]
+    path = job_output_dir(job) / names[kind]
     return path if path.is_file() else None
 
 
 def adapter_dir(job: FinetuneJob) -> Path | None:
-    path = output_dir(job) / ADAPTER_DIR
+    path = job_output_dir(job) / ADAPTER_DIR
     return path if (path / "adapter_config.json").is_file() else None
 
 
@@ -133,7 +132,7 @@ def program_json(job: FinetuneJob) -> Path:
     subprocess, on first request) when that failed or the job predates it; then kept."""
     if job.status != FinetuneJob.Status.SUCCEEDED or not job.output_model_id:
         raise ExportError("Only a succeeded job has a compiled program.")
-    path = output_dir(job) / PROGRAM_FILE
+    path = job_output_dir(job) / PROGRAM_FILE
     if path.is_file():
         return path
     spec, model_spec, extra = _program_inputs(job)
@@ -152,6 +151,10 @@ def program_json(job: FinetuneJob) -> Path:
             str(model_file),
             str(path),
             str(extra_file),
+            "--artifacts-dir",
+            str(settings.BFT_ARTIFACTS_DIR),
+            "--model-cache-dir",
+            str(settings.BFT_MODEL_CACHE_DIR),
         ]
         try:
             done = subprocess.run(
@@ -174,7 +177,7 @@ def write_program(job: FinetuneJob) -> Path:
     from jobs.engine.types import ModelSpec
 
     spec, model_spec, extra = _program_inputs(job)
-    path = output_dir(job) / PROGRAM_FILE
+    path = job_output_dir(job) / PROGRAM_FILE
     return export_program(
         parse_program_spec(spec), ModelSpec.from_dict(model_spec), path, extra=extra
     )
@@ -216,7 +219,8 @@ def python_snippet(job: FinetuneJob, *, example: dict[str, Any] | None = None) -
         "import json\n"
         "\n"
         "import dspy\n"
-        "from jobs.engine.programs import build_program, parse_program_spec\n"
+        "from jobs.engine.program_module import build_program\n"
+        "from jobs.engine.programs import parse_program_spec\n"
         "\n"
         f'path = "{program_filename(job)}"\n'
         'spec = parse_program_spec(json.load(open(path))["bftweb"]["spec"])\n'

@@ -1,4 +1,4 @@
-"""Team review of bootstrapped traces: decisions, bulk actions, thresholds, assignment, trace sets.
+"""Team review of bootstrapped traces: the queue's filters, decisions, bulk actions, edits, assignment.
 
 The history is the record. Every reviewer action inserts a :class:`TraceDecision`; a trace's
 ``review_state``, ``approvals``, ``reviewed_by``/``reviewed_at`` and ``edited_outputs`` are
@@ -12,17 +12,17 @@ it is approved once N reviewers' votes are approvals, and unreviewed (pending) b
 N = 1 this is simply "the latest decision wins".
 
 Training never reads live review state: a fine-tune trains on a :class:`TraceSet`, a frozen,
-versioned copy of the selection with each trace's decision and edits at freeze time.
+versioned copy of the selection with each trace's decision and edits at freeze time
+(jobs/services/trace_sets.py). The threshold page's histogram and label balance:
+jobs/services/review_stats.py.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import uuid
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -33,9 +33,6 @@ from django.db.models import (
     Case,
     Count,
     Exists,
-    F,
-    Max,
-    Min,
     OuterRef,
     Q,
     QuerySet,
@@ -43,29 +40,22 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Coalesce, Floor
+from django.db.models.functions import Coalesce
 from django.db.models.lookups import Exact, GreaterThanOrEqual
 from django.utils.timezone import now
 
 from jobs.engine.types import DEMO_PLACEHOLDER, copies_placeholder
+from jobs.forms.values import parse_float
 from jobs.models import (
     BootstrapRun,
-    FinetuneJob,
     Membership,
     Trace,
     TraceDecision,
-    TraceSet,
-    TraceSetItem,
 )
-from jobs.training_rows import item_record, rows_from_records
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
-LOPSIDED = 0.8  # one class above this share of the kept traces draws a warning
-HISTOGRAM_BINS = 20
-BALANCE_TOP = 8
 BULK_BATCH = 2000
 
 Verdict = TraceDecision.Verdict
@@ -75,14 +65,6 @@ STATES = ("unreviewed", "approved", "rejected", "edited")
 
 
 # --- filtering and counts ---------------------------------------------------------------------
-
-
-def _float(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def json_text_term(term: str) -> str:
@@ -109,8 +91,8 @@ class TraceFilter:
         return cls(
             outcome=outcome if outcome in OUTCOMES else "",
             state=state if state in STATES else "",
-            score_min=_float(data.get("min")),
-            score_max=_float(data.get("max")),
+            score_min=parse_float(data.get("min")),
+            score_max=parse_float(data.get("max")),
             q=str(data.get("q", "")).strip()[:200],
             mine=str(data.get("mine", "")) in ("1", "on", "true"),
         )
@@ -558,168 +540,6 @@ def history(trace: Trace) -> QuerySet[TraceDecision]:
     return trace.decisions.select_related("user").order_by("-pk")
 
 
-# --- thresholds, histogram and balance -------------------------------------------------------
-
-
-def kept_at(run: BootstrapRun, threshold: float) -> QuerySet[Trace]:
-    """What a threshold keeps: parsed, not rejected, score ≥ threshold."""
-    return run.traces.filter(parsed=True, score__gte=threshold).exclude(review_state=State.REJECTED)
-
-
-@dataclass
-class Bin:
-    lo: float
-    hi: float
-    count: int
-    kept: bool
-    x: float = 0.0
-    y: float = 0.0
-    width: float = 0.0
-    height: float = 0.0
-
-
-@dataclass
-class Histogram:
-    bins: list[Bin]
-    lo: float
-    hi: float
-    threshold: float
-    total: int
-    width: int = 600
-    height: int = 140
-    marker_x: float = 0.0
-    step: float = 0.01  # the threshold slider's step
-    ticks: list[tuple[float, str]] = field(default_factory=list)
-
-
-def score_histogram(
-    run: BootstrapRun, threshold: float, *, bins: int = HISTOGRAM_BINS
-) -> Histogram:
-    """Scores of the parsed traces in ``bins`` equal bins over [min(0, lowest), max(1, highest)]."""
-    scored = run.traces.filter(parsed=True).exclude(score=None)
-    bounds = scored.aggregate(lo=Min("score"), hi=Max("score"))
-    lo = min(0.0, bounds["lo"] if bounds["lo"] is not None else 0.0)
-    hi = max(1.0, bounds["hi"] if bounds["hi"] is not None else 1.0)
-    step = (hi - lo) / bins
-    counts = dict(
-        scored.annotate(b=Floor((F("score") - lo) / step))
-        .order_by()
-        .values("b")
-        .annotate(n=Count("pk"))
-        .values_list("b", "n")
-    )
-    per_bin = [0] * bins
-    for b, n in counts.items():
-        per_bin[min(bins - 1, max(0, int(b)))] += n
-    hist = Histogram(
-        bins=[], lo=lo, hi=hi, threshold=threshold, total=sum(per_bin), step=(hi - lo) / 100
-    )
-    top = max(per_bin) or 1
-    plot_h = hist.height - 20
-    bar_w = hist.width / bins
-    for i, n in enumerate(per_bin):
-        b_lo = lo + i * step
-        h = 0 if n == 0 else max(1.5, plot_h * n / top)
-        hist.bins.append(
-            Bin(
-                lo=b_lo,
-                hi=b_lo + step,
-                count=n,
-                kept=b_lo + step > threshold,
-                x=i * bar_w + 1,
-                y=plot_h - h,
-                width=bar_w - 2,
-                height=h,
-            )
-        )
-    hist.marker_x = max(0.0, min(hist.width, (threshold - lo) / (hi - lo) * hist.width))
-    hist.ticks = [
-        ((v - lo) / (hi - lo) * hist.width, f"{v:g}") for v in (lo, lo + (hi - lo) / 2, hi)
-    ]
-    return hist
-
-
-@dataclass
-class Balance:
-    name: str
-    total: int
-    values: list[tuple[str, int, float]]  # value, count, share
-    other: int = 0
-    distinct: int = 0
-
-    @property
-    def top_share(self) -> float:
-        return self.values[0][2] if self.values else 0.0
-
-    @property
-    def lopsided(self) -> bool:
-        return self.total > 0 and self.top_share > LOPSIDED
-
-
-def _distribution(name: str, counts: Counter[str | None]) -> Balance:
-    rows = sorted(counts.items(), key=lambda kv: (-kv[1], "" if kv[0] is None else str(kv[0])))
-    total = sum(counts.values())
-    values = [("∅" if v is None else str(v), n, n / total) for v, n in rows[:BALANCE_TOP]]
-    return Balance(
-        name=name,
-        total=total,
-        values=values,
-        other=sum(n for _, n in rows[BALANCE_TOP:]),
-        distinct=len(rows),
-    )
-
-
-def balance(run: BootstrapRun, traces: QuerySet[Trace]) -> dict[str, Any]:
-    """The distribution of gold labels and of the teacher's (effective) outputs for the metric's
-    field, from one grouped scan of (label, output) pairs."""
-    field_name = (run.metric or {}).get("field", "")
-    if not field_name:
-        return {"field": "", "labels": None, "outputs": None}
-    teacher = KeyTextTransform(field_name, "outputs")
-    output = Case(
-        When(edited=True, then=Coalesce(KeyTextTransform(field_name, "edited_outputs"), teacher)),
-        default=teacher,
-    )
-    pairs = (
-        traces.order_by()
-        .annotate(label_value=KeyTextTransform(field_name, "labels"), output_value=output)
-        .values("label_value", "output_value")
-        .annotate(n=Count("pk"))
-    )
-    labels: Counter[str | None] = Counter()
-    outputs: Counter[str | None] = Counter()
-    for row in pairs:
-        labels[row["label_value"]] += row["n"]
-        outputs[row["output_value"]] += row["n"]
-    return {
-        "field": field_name,
-        "labels": _distribution("gold labels", labels),
-        "outputs": _distribution("teacher outputs", outputs),
-    }
-
-
-def threshold_summary(run: BootstrapRun, threshold: float) -> dict[str, Any]:
-    at = Q(score__gte=threshold)
-    # WHERE holds no score range, so the count reads trace_review_cover_idx alone.
-    counts = run.traces.filter(parsed=True).aggregate(
-        kept=Count("pk", filter=at & ~Q(review_state=State.REJECTED)),
-        n_approved=Count("pk", filter=at & Q(review_state=State.APPROVED)),
-        to_approve=Count("pk", filter=at & Q(review_state=State.UNREVIEWED, passed=True)),
-    )
-    counts["approved"] = counts.pop("n_approved")
-    return {
-        "threshold": threshold,
-        "histogram": score_histogram(run, threshold),
-        "balance": balance(run, kept_at(run, threshold)),
-        **counts,
-    }
-
-
-def default_threshold(run: BootstrapRun) -> float:
-    value = _float((run.metric or {}).get("threshold"))
-    return 1.0 if value is None else value
-
-
 # --- team -------------------------------------------------------------------------------------
 
 
@@ -828,201 +648,3 @@ def reviewer_stats(run: BootstrapRun) -> list[dict[str, Any]]:
         row.update({k: v for k, v in assigned.get(pk, {}).items() if k != "assigned_to"})
         rows.append(row)
     return rows
-
-
-# --- trace sets -------------------------------------------------------------------------------
-
-
-SELECTION_LABELS = dict(FinetuneJob.Selection.choices)
-
-
-def freeze_trace_set(
-    *,
-    run: BootstrapRun,
-    user: AbstractBaseUser,
-    selection: str = FinetuneJob.Selection.APPROVED,
-    name: str = "",
-    trace_filter: TraceFilter | None = None,
-) -> TraceSet:
-    """Freeze the run's ``selection`` (optionally narrowed by a queue filter) as the next version.
-
-    Each item keeps the trace's decision, approvals and edited outputs at this moment; the
-    trace's bootstrap record (inputs, calls) never changes after bootstrap, so set + trace rows
-    reproduce the training data exactly, whatever reviews happen later.
-    """
-    if selection not in FinetuneJob.Selection.values:
-        raise ValueError(f"Unknown selection {selection!r}.")
-    with transaction.atomic():
-        BootstrapRun.objects.select_for_update().filter(pk=run.pk).values_list(
-            "pk"
-        ).first()  # versions in order
-        traces = run.traces.for_selection(selection)
-        if trace_filter is not None and not trace_filter.is_empty:
-            traces = trace_filter.apply(traces, user)
-        rows = list(
-            traces.order_by("example_index").values_list(
-                "pk",
-                "example_index",
-                "review_state",
-                "approvals",
-                "edited_outputs",
-                "reviewed_by",
-                "reviewed_at",
-            )
-        )
-        if not rows:
-            raise ValueError(
-                f"Nothing to freeze: the run has no {SELECTION_LABELS[selection]} traces."
-            )
-        last_decision = dict(
-            TraceDecision.objects.filter(run=run)
-            .order_by()
-            .values("trace")
-            .annotate(m=Max("pk"))
-            .values_list("trace", "m")
-        )
-        version = (run.trace_sets.aggregate(v=Max("version"))["v"] or 0) + 1
-        rule: dict[str, Any] = {"selection": selection}
-        if trace_filter is not None and not trace_filter.is_empty:
-            rule["filter"] = trace_filter.params()
-        stamp = now()
-        trace_set = TraceSet.objects.create(
-            run=run,
-            version=version,
-            name=name.strip()[:200] or f"{selection} as of {stamp:%Y-%m-%d %H:%M}",
-            rule=rule,
-            trace_count=len(rows),
-            created_by=user,
-            created=stamp,
-        )
-        TraceSetItem.objects.bulk_create(
-            (
-                TraceSetItem(
-                    trace_set=trace_set,
-                    trace_id=pk,
-                    example_index=index,
-                    review_state=state,
-                    approvals=approvals,
-                    edited_outputs=edited,
-                    reviewed_by_id=reviewer,
-                    reviewed_at=reviewed_at,
-                    last_decision_id=last_decision.get(pk),
-                )
-                for pk, index, state, approvals, edited, reviewer, reviewed_at in rows
-            ),
-            batch_size=BULK_BATCH,
-        )
-    return trace_set
-
-
-def trace_set_items(trace_set: TraceSet) -> Iterator[TraceSetItem]:
-    return (
-        trace_set.items.select_related("trace", "reviewed_by")
-        .order_by("example_index")
-        .iterator(chunk_size=500)
-    )
-
-
-def trace_set_records(trace_set: TraceSet) -> list[dict[str, Any]]:
-    return [item_record(item) for item in trace_set_items(trace_set)]
-
-
-def trace_set_training_rows(
-    trace_set: TraceSet, *, multitask: bool = True, exclude_demos: bool = True
-) -> list[dict[str, Any]]:
-    """Exactly ``build_training_rows`` on the frozen records (per predictor when not multitask)."""
-    return rows_from_records(
-        trace_set_records(trace_set), multitask=multitask, exclude_demos=exclude_demos
-    )
-
-
-# --- exports ----------------------------------------------------------------------------------
-
-EXPORT_FORMATS = {"jsonl": "application/jsonl; charset=utf-8", "csv": "text/csv; charset=utf-8"}
-
-
-def export_filename(trace_set: TraceSet, fmt: str) -> str:
-    """The download's name, from server-side values only; ``fmt`` must be an export format."""
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}")
-    run = trace_set.run
-    return f"{run.project.slug}-run{run.pk}-set{trace_set.version}.{fmt}"
-
-
-def export_jsonl(
-    trace_set: TraceSet, *, multitask: bool = True, exclude_demos: bool = True
-) -> Iterator[str]:
-    for row in trace_set_training_rows(trace_set, multitask=multitask, exclude_demos=exclude_demos):
-        yield json.dumps(row, ensure_ascii=False) + "\n"
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_safe(value: Any) -> Any:
-    """Cells a spreadsheet would run as a formula get a leading quote (OWASP CSV injection)."""
-    if isinstance(value, (dict, list)):
-        value = json.dumps(value, ensure_ascii=False)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        try:
-            float(value)
-        except ValueError:
-            return "'" + value
-    return value
-
-
-def _names(items: Iterable[dict[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for item in items:
-        seen.update(dict.fromkeys(item))
-    return list(seen)
-
-
-def export_csv(trace_set: TraceSet) -> Iterator[str]:
-    """One row per trace: inputs, gold labels, effective outputs, score, decision."""
-    run = trace_set.run
-    sample = list(trace_set.items.select_related("trace").order_by("example_index")[:200])
-    inputs = _names(i.trace.inputs for i in sample)
-    labels = _names(i.trace.labels for i in sample)
-    outputs = _names(i.trace.outputs for i in sample)
-    writer = csv.writer(_Echo())
-    yield writer.writerow(
-        [
-            "example_index",
-            *(f"input:{n}" for n in inputs),
-            *(f"label:{n}" for n in labels),
-            *(f"output:{n}" for n in outputs),
-            "edited",
-            "score",
-            "passed",
-            "error",
-            "decision",
-            "approvals",
-            "reviewed_by",
-            "reviewed_at",
-            "trace_set",
-            "run",
-        ]
-    )
-    for item in trace_set_items(trace_set):
-        t = item.trace
-        effective = {**t.outputs, **(item.edited_outputs or {})}
-        row = [
-            item.example_index,
-            *(t.inputs.get(n, "") for n in inputs),
-            *(t.labels.get(n, "") for n in labels),
-            *(effective.get(n, "") for n in outputs),
-            "yes" if item.edited_outputs else "no",
-            "" if t.score is None else t.score,
-            "yes" if t.passed else "no",
-            t.error,
-            item.review_state,
-            item.approvals,
-            item.reviewed_by.get_username() if item.reviewed_by else "",
-            item.reviewed_at.isoformat() if item.reviewed_at else "",
-            f"{trace_set.name} v{trace_set.version}",
-            run.pk,
-        ]
-        yield writer.writerow([_csv_safe(v) for v in row])

@@ -1,4 +1,4 @@
-"""Project members: who an owner may add, and the rule that a project always keeps an owner.
+"""Projects: creating one, who an owner may add, and the rule that a project always keeps an owner.
 
 Changing an owner's role or removing an owner locks the project's owner memberships
 (``SELECT ... FOR UPDATE``, in pk order) inside a transaction before it counts them. Two owners
@@ -15,7 +15,9 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 
-from jobs.models import Membership, Project
+from jobs.models import LanguageModel, Membership, Project
+
+BUNDLED_MODEL = {"name": "smollm2", "model_name": "smollm2"}
 
 LAST_OWNER_MESSAGE = "A project needs at least one owner: make someone else owner first."
 
@@ -70,3 +72,23 @@ def remove_member(*, membership: Membership, by: Any) -> None:
     with transaction.atomic():
         _check_not_last_owner(_lock_owners(membership.project_id, by=by), membership)
         membership.delete()
+
+
+def create_project(*, name: str, slug: str, owner: Any) -> Project:
+    """A new project owned by ``owner``, with the bundled SmolLM2 as teacher and fine-tunable
+    student from the start."""
+    with transaction.atomic():
+        project = Project.objects.create(name=name, slug=slug)
+        Membership.objects.create(project=project, user=owner, role=Membership.Role.OWNER)
+        LanguageModel.objects.create(
+            project=project,
+            kind=LanguageModel.Kind.LOCAL,
+            fine_tunable=True,
+            created_by=owner,
+            **BUNDLED_MODEL,
+        )
+    return project
+
+
+def add_member(*, project: Project, user: Any, role: str) -> Membership:
+    return Membership.objects.create(project=project, user=user, role=role)

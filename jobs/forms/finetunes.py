@@ -1,0 +1,158 @@
+"""The fine-tune form: every FinetuneConfig knob, with its help text."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from django import forms
+
+from jobs.engine.types import FinetuneConfig
+from jobs.forms.values import INT32_MAX
+from jobs.models import LanguageModel
+
+FINETUNE_HELP: dict[str, str] = {
+    "epochs": "Passes over the training rows.",
+    "max_steps": "Stop after this many optimizer steps; empty: the epochs decide.",
+    "learning_rate": "Peak learning rate of the LoRA weights.",
+    "warmup_ratio": "Share of steps spent warming the learning rate up.",
+    "weight_decay": "AdamW weight decay.",
+    "batch_size": "Conversations per micro-batch.",
+    "gradient_accumulation_steps": "Micro-batches per optimizer step.",
+    "max_grad_norm": "Clip the gradients' global norm (0: off).",
+    "max_seq_length": "Tokens per row; longer rows are truncated (and reported).",
+    "lora_r": "LoRA rank.",
+    "lora_alpha": "LoRA scaling (alpha / r multiplies the update).",
+    "lora_dropout": "Dropout on the LoRA path.",
+    "target_modules": "Comma-separated module names that get LoRA adapters.",
+    "bf16": "bf16 autocast (CUDA, or CPU where supported).",
+    "seed": "Random seed for shuffling and initialisation.",
+    "checkpoint_every_steps": "Save a resumable checkpoint this often (and at the end).",
+}
+
+
+FINETUNE_LABELS = {
+    "lora_r": "LoRA r",
+    "lora_alpha": "LoRA alpha",
+    "lora_dropout": "LoRA dropout",
+    "bf16": "bf16",
+}
+
+
+def _finetune_field(f: dataclasses.Field[Any], default: Any) -> forms.Field:
+    help_text = FINETUNE_HELP.get(f.name, "")
+    label = FINETUNE_LABELS.get(f.name, f.name.replace("_", " ").capitalize())
+    if f.name == "target_modules":
+        return forms.CharField(initial=", ".join(default), help_text=help_text, label=label)
+    if isinstance(default, bool):
+        return forms.BooleanField(initial=default, required=False, help_text=help_text, label=label)
+    if isinstance(default, float):
+        return forms.FloatField(
+            initial=default, min_value=0.0, help_text=help_text, label=label,
+            widget=forms.NumberInput(attrs={"step": "any"}),
+        )  # fmt: skip
+    if isinstance(default, int) or default is None:
+        return forms.IntegerField(
+            initial=default, min_value=0 if f.name == "seed" else 1, max_value=INT32_MAX,
+            required=default is not None, help_text=help_text, label=label,
+        )  # fmt: skip
+    return forms.CharField(initial=default, help_text=help_text, label=label)
+
+
+FINETUNE_CONFIG_FIELDS = [f for f in dataclasses.fields(FinetuneConfig) if f.name != "base_model"]
+
+
+class FinetuneForm(forms.Form):
+    student = forms.ModelChoiceField(
+        queryset=None,  # type: ignore[arg-type]
+        empty_label=None,
+        help_text="Only fine-tunable local models are listed.",
+    )
+    selection = forms.ChoiceField(
+        choices=(),
+        help_text="Which traces become training rows (rejected traces never do).",
+    )
+    multitask = forms.BooleanField(
+        initial=True,
+        required=False,
+        help_text="One training set for all of the program's predictors.",
+    )
+    exclude_demos = forms.BooleanField(
+        initial=True, required=False, help_text="Train without the teacher's demos in the prompt."
+    )
+    trace_set = forms.ModelChoiceField(
+        queryset=None,  # type: ignore[arg-type]
+        required=False,
+        empty_label="Freeze the selection above now (a new trace set)",
+        help_text="Or train on a set frozen earlier on the review page (its decisions and edits as frozen).",
+    )
+
+    def __init__(self, *args: Any, run: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from jobs.models import FinetuneJob
+
+        self.run = run
+        # Every model of the project is offered to the validator, so a non-fine-tunable student
+        # posted by hand is refused with a reason rather than "not one of the choices".
+        self.fields["student"].queryset = LanguageModel.objects.filter(project=run.project)  # type: ignore[attr-defined]
+        self.student_choices = LanguageModel.objects.filter(
+            project=run.project, kind=LanguageModel.Kind.LOCAL, fine_tunable=True
+        )
+        self.fields["selection"].choices = FinetuneJob.Selection.choices
+        self.fields["trace_set"].queryset = run.trace_sets.order_by("-version")  # type: ignore[attr-defined]
+        defaults = FinetuneConfig(base_model="-")
+        for f in FINETUNE_CONFIG_FIELDS:
+            self.fields[f.name] = _finetune_field(f, getattr(defaults, f.name))
+
+    def config_fields(self) -> list[forms.BoundField]:
+        return [self[f.name] for f in FINETUNE_CONFIG_FIELDS]
+
+    def clean_student(self) -> LanguageModel:
+        student = self.cleaned_data["student"]
+        if not (student.kind == LanguageModel.Kind.LOCAL and student.fine_tunable):
+            raise forms.ValidationError(
+                f"{student.name} is not fine-tunable: only local models marked fine-tunable can be students."
+            )
+        return student
+
+    def clean_target_modules(self) -> tuple[str, ...]:
+        names = tuple(
+            n.strip() for n in self.cleaned_data["target_modules"].split(",") if n.strip()
+        )
+        if not names:
+            raise forms.ValidationError("Name at least one module.")
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
+                raise forms.ValidationError(f"“{name}” is not a module name.")
+        return names
+
+    def clean_lora_dropout(self) -> float:
+        value = self.cleaned_data["lora_dropout"]
+        if value >= 1.0:
+            raise forms.ValidationError("Dropout must be below 1.")
+        return value
+
+    def clean_warmup_ratio(self) -> float:
+        value = self.cleaned_data["warmup_ratio"]
+        if value >= 1.0:
+            raise forms.ValidationError("Warmup ratio must be below 1.")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        student, selection = data.get("student"), data.get("selection")
+        if student is None or not selection or self.errors:
+            return data
+        trace_set = data.get("trace_set")
+        count = (
+            trace_set.trace_count if trace_set else self.run.traces.for_selection(selection).count()
+        )
+        data["row_count"] = count
+        if count == 0:
+            raise forms.ValidationError(
+                f"The “{selection}” selection has no traces yet: approve or bootstrap some first."
+            )
+        values = {f.name: data[f.name] for f in FINETUNE_CONFIG_FIELDS}
+        data["config"] = FinetuneConfig(base_model=student.model_name, **values)
+        return data

@@ -1,0 +1,160 @@
+"""The bootstrap run form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from jobs.forms.values import INT32_MAX, INT32_MIN
+from jobs.models import LanguageModel, Project
+
+
+class BootstrapRunForm(forms.Form):
+    trainset = forms.ModelChoiceField(queryset=None, empty_label=None)  # type: ignore[arg-type]
+    program_version = forms.ModelChoiceField(queryset=None, empty_label=None, label="Program")  # type: ignore[arg-type]
+    teacher = forms.ModelChoiceField(queryset=None, empty_label=None)  # type: ignore[arg-type]
+    metric = forms.ChoiceField(choices=())
+    metric_field = forms.CharField(
+        max_length=64,
+        label="Metric field",
+        help_text="The program output compared with the trainset's label.",
+    )
+    threshold = forms.FloatField(
+        initial=1.0, min_value=0.0, max_value=1.0,
+        help_text="A trace passes when its score is at least this.",
+        widget=forms.NumberInput(attrs={"step": "0.05"}),
+    )  # fmt: skip
+    tolerance = forms.FloatField(
+        required=False, min_value=0.0, help_text="numeric metric only: allowed difference."
+    )
+    relative = forms.BooleanField(
+        required=False, help_text="numeric metric only: tolerance is relative."
+    )
+    pattern = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="regex metric only: the prediction must match this.",
+    )
+    num_threads = forms.IntegerField(
+        initial=4, min_value=1, max_value=64, label="Threads", help_text="Examples run in parallel."
+    )
+    limit = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=INT32_MAX,
+        label="Example limit",
+        help_text="Bootstrap at most this many train examples.",
+    )
+    num_demos = forms.IntegerField(
+        initial=4, min_value=0, max_value=32, label="Labeled demos",
+        help_text="Train-split examples shown to the teacher (small models need a few).",
+    )  # fmt: skip
+    demo_seed = forms.IntegerField(
+        initial=0, min_value=INT32_MIN, max_value=INT32_MAX, label="Demo seed"
+    )
+    temperature = forms.FloatField(
+        required=False, min_value=0.0, max_value=2.0, label="Teacher temperature",
+        widget=forms.NumberInput(attrs={"step": "0.1", "placeholder": "the model's own"}),
+        help_text="Empty: the teacher model's own setting (Models page).",
+    )  # fmt: skip
+    reason_demos = forms.BooleanField(
+        required=False, label="Reason the demos first",
+        help_text="Labeled demos carry no reasoning, and small teachers copy the gap. The teacher "
+        "answers each demo first; an answer that passes keeps its reasoning (DSPy's BootstrapFewShot).",
+    )  # fmt: skip
+    skip_missing = forms.BooleanField(
+        required=False, label="Skip rows missing a field",
+        help_text="Train rows that lack a program input or the metric field (or hold null there) "
+        "are left out and counted as skipped; the teacher never sees them. Unticked, they refuse the run.",
+    )  # fmt: skip
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from jobs.engine.metrics import METRICS
+        from jobs.models import ProgramVersion, Trainset
+
+        self.project = project
+        trainsets = Trainset.objects.filter(project=project, status=Trainset.Status.READY)
+        self.fields["trainset"].queryset = trainsets  # type: ignore[attr-defined]
+        versions = ProgramVersion.objects.filter(program__project=project).select_related("program")
+        self.fields["program_version"].queryset = versions.order_by("program__name", "-version")  # type: ignore[attr-defined]
+        self.fields["program_version"].label_from_instance = lambda v: (
+            f"{v.program.name} v{v.version}"
+        )  # type: ignore[attr-defined]
+        self.fields["teacher"].queryset = LanguageModel.objects.filter(project=project)  # type: ignore[attr-defined]
+        self.fields["teacher"].label_from_instance = lambda m: (
+            f"{m.name} ({m.model_name}, temperature {m.temperature})"
+        )  # type: ignore[attr-defined]
+        self.fields["teacher"].help_text = "Max tokens is set per model on the Models page."
+        self.fields["metric"].choices = [(name, name) for name in METRICS]
+        self.metric_descriptions = METRICS
+
+    def clean(self) -> dict[str, Any]:
+        """Refuse combinations that cannot work, with the reason."""
+        from jobs.engine.metrics import validate_metric_spec
+        from jobs.engine.programs import ProgramSpecError, check_fields
+        from jobs.engine.types import BootstrapConfig, MetricSpec
+
+        data = super().clean()
+        trainset, version = data.get("trainset"), data.get("program_version")
+        if self.errors or not trainset or not version:
+            return data  # the fields' own errors first
+        try:
+            spec = version.to_spec()
+        except ProgramSpecError as e:
+            raise forms.ValidationError(f"The program's spec is invalid: {e}") from e
+        field = data["metric_field"].strip()
+        if field not in spec.output_fields:
+            self.add_error(
+                "metric_field",
+                f"“{field}” is not an output of {version.program.name} v{version.version} "
+                f"(outputs: {', '.join(spec.output_fields)}).",
+            )
+            return data
+        problems = check_fields(spec, trainset.field_names, label_fields=[field])
+        if problems:
+            raise forms.ValidationError(
+                [
+                    f"{version.program.name} v{version.version} does not fit trainset {trainset.name}: {p}"
+                    for p in problems
+                ]
+            )
+        missing = trainset.rows_missing([*spec.input_fields, field])
+        if missing.count and not data.get("skip_missing"):
+            raise forms.ValidationError(
+                f"{missing}. Fix the file and upload it again, or tick “Skip rows missing a field”."
+            )
+        options: dict[str, Any] = {}
+        if data["metric"] == "numeric":
+            options = {
+                "tolerance": data.get("tolerance") or 0.0,
+                "relative": bool(data.get("relative")),
+            }
+        elif data["metric"] == "regex":
+            if not data.get("pattern"):
+                self.add_error("pattern", "The regex metric needs a pattern.")
+                return data
+            options = {"pattern": data["pattern"]}
+        metric = MetricSpec(
+            name=data["metric"], field=field, threshold=data["threshold"], options=options
+        )
+        try:
+            validate_metric_spec(metric, output_fields=spec.output_fields)
+        except ValueError as e:
+            raise forms.ValidationError(f"Metric: {e}") from e
+        data["metric_spec"] = metric
+        data["program_spec"] = spec
+        data["bootstrap_config"] = BootstrapConfig(
+            num_threads=data["num_threads"],
+            num_demos=data["num_demos"],
+            demo_seed=data["demo_seed"],
+            limit=data.get("limit"),
+            temperature=data.get("temperature"),
+            reason_demos=bool(data.get("reason_demos")),
+        )
+        return data
+
+
+# FinetuneConfig fields shown on the fine-tune form, with help text. base_model comes from the
+# student; every other field of the engine's config must appear here (a test checks it).

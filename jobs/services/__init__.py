@@ -1,0 +1,18 @@
+"""Workflows: each topic's rules live in one module here, and the pages, the admin, the
+management commands and the RQ tasks all call them. Only this package talks to Redis/RQ.
+
+- queue: every queued row (runs, fine-tunes, imports) is enqueued, cancelled, retried, marked
+  failed and reconciled the same way; queue health and positions
+- projects: creating a project, members and the last-owner rule
+- model_policy: what models a project may use (keys, endpoints, files, fine-tuned ids)
+- language_models: trying a model on a worker
+- trainsets: upload, validation and import (in the request or on a worker)
+- programs: program versions; whether a program fits a trainset
+- runs: bootstrap runs and their traces
+- review: the review queue, decisions, edits and assignment
+- review_stats: threshold, score histogram and label balance
+- trace_sets: frozen trace sets, training rows, previews and exports
+- finetunes: fine-tune jobs and their output models
+- artifacts: a finished job's downloads and its DSPy program
+- errors: what pages may show of an error
+"""

@@ -1,0 +1,64 @@
+"""Models: try a registered model on a worker (the Models page's Test button).
+
+What a project may register at all is jobs/services/model_policy.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.utils.timezone import now
+
+from jobs.models import LanguageModel
+from jobs.services import errors, model_policy, queue
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+MODEL_TEST_QUEUE = "default"
+MODEL_TEST_PROMPT = "Reply with one short sentence: what is knowledge distillation?"
+TEST_OUTPUT_MAX_CHARS = 2000
+
+
+def enqueue_model_test(*, model: LanguageModel, user: AbstractBaseUser | None = None) -> str:
+    """Run a one-prompt try of the model on a worker; the task stores the answer or the error.
+
+    ModelPolicyError when the installation does not allow the model; QueueUnavailable when Redis
+    does not answer. Pages tell a pending test by ``last_test_at`` older than the request.
+    """
+    model_policy.check_model(model)
+    rq_job_id = f"model-test-{model.pk}-{int(time.time() * 1000)}"
+    queue.enqueue_call(
+        MODEL_TEST_QUEUE,
+        "jobs.tasks.run_model_test",
+        model.pk,
+        job_id=rq_job_id,
+        timeout_s=settings.BFT_MODEL_TEST_TIMEOUT_S,
+        on_failure="jobs.tasks.on_model_test_failure",
+        description=f"test model {model.name}",
+    )
+    return rq_job_id
+
+
+def run_model_test(model: LanguageModel) -> str:
+    """The worker's part: check the model is still allowed, send the prompt, store the outcome."""
+    from jobs.engine.local_lm import try_model
+
+    try:
+        model_policy.check_model(model)
+        output = try_model(model.to_spec(), MODEL_TEST_PROMPT)
+    except Exception as exc:
+        record_test_error(model.pk, errors.describe(exc))
+        return "error"
+    LanguageModel.objects.filter(pk=model.pk).update(
+        last_test_output=output[:TEST_OUTPUT_MAX_CHARS], last_test_error="", last_test_at=now()
+    )
+    return "ok"
+
+
+def record_test_error(model_pk: int, error: str) -> None:
+    LanguageModel.objects.filter(pk=model_pk).update(
+        last_test_output="", last_test_error=error, last_test_at=now()
+    )

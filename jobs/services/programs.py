@@ -1,0 +1,103 @@
+"""Programs: versions of a declarative spec, and whether a program fits a trainset."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from jobs.engine.programs import ProgramSpec, ProgramSpecError, check_fields, parse_program_spec
+from jobs.models import Program, ProgramVersion, Project
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+
+def create_program_version(
+    *,
+    project: Project,
+    name: str,
+    source: str | bytes | dict[str, Any],
+    user: AbstractBaseUser,
+    fmt: str | None = None,
+) -> ProgramVersion:
+    """Parse and validate a declarative spec; store it as the named program's next version (or
+    return the latest one when the spec did not change). ProgramSpecError names what is wrong."""
+    spec = parse_program_spec(source, fmt=fmt)
+    program, _ = Program.objects.get_or_create(
+        project=project, name=name, defaults={"created_by": user}
+    )
+    version, _ = add_version(program=program, spec=spec, user=user)
+    return version
+
+
+class ProgramNameTaken(ValueError):
+    """The project already has a program of that name (edit it to add a version)."""
+
+
+def create_program(*, project: Project, spec: ProgramSpec, user: AbstractBaseUser) -> Program:
+    """A new program with ``spec`` as its version 1; ProgramNameTaken if the name is in use."""
+    try:
+        with transaction.atomic():
+            program = Program.objects.create(project=project, name=spec.name, created_by=user)
+            ProgramVersion.objects.create(
+                program=program, version=1, spec=spec.to_dict(), created_by=user
+            )
+    except IntegrityError as exc:
+        raise ProgramNameTaken(
+            f"this project already has a program named “{spec.name}”; edit it to add a version"
+        ) from exc
+    return program
+
+
+def add_version(
+    *, program: Program, spec: ProgramSpec, user: AbstractBaseUser
+) -> tuple[ProgramVersion, bool]:
+    """Save ``spec`` as the program's next version: (version, True); or (latest, False) when the
+    latest version already has this spec. Versions never change once saved."""
+    with transaction.atomic():
+        Program.objects.select_for_update().filter(pk=program.pk).first()
+        latest = program.latest_version
+        if latest is not None and same_spec(latest.spec, spec):
+            return latest, False
+        number = (program.versions.aggregate(n=Max("version"))["n"] or 0) + 1
+        version = ProgramVersion.objects.create(
+            program=program, version=number, spec=spec.to_dict(), created_by=user
+        )
+    return version, True
+
+
+def same_spec(stored: dict[str, Any], spec: ProgramSpec) -> bool:
+    """Whether a stored spec says the same as ``spec`` (compared after parsing both)."""
+    try:
+        return parse_program_spec(stored).to_dict() == spec.to_dict()
+    except ProgramSpecError:
+        return False
+
+
+def fit_problems(
+    spec: ProgramSpec,
+    trainset_fields: Iterable[str],
+    metric_field: str | None,
+    *,
+    need_a_label: bool = False,
+) -> list[str]:
+    """Why the program cannot run on a trainset with these fields, scored on ``metric_field``;
+    empty when it fits. Every program input must be a trainset field, and the metric field must
+    be a program output that the trainset labels. ``need_a_label`` (a program's page, where no
+    metric is chosen yet): the trainset must label at least one output."""
+    fields = list(trainset_fields)
+    problems = check_fields(spec, fields, label_fields=[metric_field] if metric_field else [])
+    if metric_field and metric_field not in spec.output_fields:
+        problems.append(
+            f"metric field '{metric_field}' is not a program output "
+            f"({', '.join(spec.output_fields)})"
+        )
+    if need_a_label and not any(name in fields for name in spec.output_fields):
+        problems.append(
+            f"no label column for any output ({', '.join(spec.output_fields)}), "
+            "so no metric can score it"
+        )
+    return problems

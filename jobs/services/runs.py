@@ -1,0 +1,236 @@
+"""Bootstrap runs: queue a teacher run over a trainset's train split and record its traces."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.utils.timezone import now
+
+from jobs.engine.metrics import validate_metric_spec
+from jobs.engine.programs import ProgramSpecError
+from jobs.engine.trainsets import lacks_fields
+from jobs.engine.types import BootstrapConfig, MetricSpec
+from jobs.models import (
+    BootstrapRun,
+    LanguageModel,
+    ProgramVersion,
+    Project,
+    Status,
+    Trace,
+    Trainset,
+    TrainsetRow,
+)
+from jobs.services import errors, model_policy, programs, queue
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+
+def create_bootstrap_run(
+    *,
+    project: Project,
+    trainset: Trainset,
+    program_version: ProgramVersion,
+    teacher: LanguageModel,
+    metric: MetricSpec,
+    config: BootstrapConfig,
+    user: AbstractBaseUser,
+    skip_missing: bool = False,
+) -> BootstrapRun:
+    """Queue a bootstrap run. Train rows that lack a program input or the metric's field (or hold
+    null there) refuse it, unless ``skip_missing``: then they are counted as skipped, never sent."""
+    for obj, what in (
+        (trainset, "trainset"),
+        (program_version.program, "program"),
+        (teacher, "teacher"),
+    ):
+        if obj.project_id != project.pk:
+            raise ValueError(f"The {what} belongs to another project.")
+    model_policy.check_model(teacher)
+    if trainset.status != Trainset.Status.READY:
+        raise ValueError(f"Trainset {trainset.name!r} is not ready ({trainset.status}).")
+    spec = program_version.to_spec()
+    validate_metric_spec(metric, spec.output_fields)
+    problems = programs.fit_problems(spec, trainset.field_names, metric.field)
+    if problems:
+        raise ValueError("The program does not fit the trainset: " + "; ".join(problems))
+    if config.limit is not None and config.limit < 1:
+        raise ValueError("The limit must be at least 1.")
+    missing = trainset.rows_missing([*spec.input_fields, metric.field])
+    if missing.count and not skip_missing:
+        raise ValueError(f"{missing}. Fix the file, or skip the rows missing a field.")
+    n_train = trainset.rows.filter(split=TrainsetRow.Split.TRAIN).count() - missing.count
+    if n_train < 1:
+        what = "rows with every field the run needs" if missing.count else "rows"
+        raise ValueError(f"Trainset {trainset.name!r} has no {what} in its train split.")
+    if config.temperature is None:  # recorded: a later edit of the model does not rewrite the run
+        config = dataclasses.replace(config, temperature=teacher.temperature)
+    with transaction.atomic():
+        Trainset.objects.select_for_update().filter(pk=trainset.pk).first()  # not while re-split
+        run = BootstrapRun.objects.create(
+            project=project,
+            trainset=trainset,
+            program_version=program_version,
+            teacher=teacher,
+            metric=metric.to_dict(),
+            config=config.to_dict(),
+            total=min(n_train, config.limit) if config.limit else n_train,
+            skipped=missing.count,
+            created_by=user,
+        )
+        queue.enqueue(run)
+    return run
+
+
+def estimate(
+    project: Project,
+    *,
+    trainset_pk: int | None,
+    version_pk: int | None,
+    limit: int | None,
+    reason_demos: bool,
+    num_demos: int | None,
+    metric_field: str,
+) -> dict[str, Any]:
+    """LM calls (examples × modules, plus the demos answered first) for a run form as filled in so
+    far, and why the program would not fit the trainset."""
+    result: dict[str, Any] = {"calls": None, "problems": [], "outputs": []}
+    trainset = Trainset.objects.filter(
+        project=project, status=Trainset.Status.READY, pk=trainset_pk
+    ).first()
+    version = (
+        ProgramVersion.objects.filter(program__project=project, pk=version_pk)
+        .select_related("program")
+        .first()
+    )
+    if trainset is None or version is None:
+        return result
+    try:
+        spec = version.to_spec()
+    except ProgramSpecError as e:
+        result["problems"] = [f"the program's spec is invalid: {e}"]
+        return result
+    result["outputs"] = list(spec.output_fields)
+    n_train = trainset.rows.filter(split=TrainsetRow.Split.TRAIN).count()
+    examples = min(n_train, limit) if limit and limit > 0 else n_train
+    modules = len(spec.modules)
+    demo_calls = min(n_train, max(0, num_demos or 0)) * modules if reason_demos else 0
+    result.update(
+        examples=examples,
+        modules=modules,
+        demo_calls=demo_calls,
+        calls=examples * modules + demo_calls,
+        problems=programs.fit_problems(spec, trainset.field_names, metric_field or None),
+    )
+    return result
+
+
+def bootstrap_inputs(
+    run: BootstrapRun,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[int]]:
+    """(examples, demos, skip) for the engine: the train split, its rows as demos, finished traces.
+
+    Rows that lack a program input or the metric's field (or hold null there) are left out of
+    both: the teacher never sees them (the run counted them as ``skipped``)."""
+    needed = [*run.program_version.to_spec().input_fields, run.metric_spec().field]
+    rows = [
+        (index, data)
+        for index, data in run.trainset.rows.filter(split=TrainsetRow.Split.TRAIN)
+        .order_by("index")
+        .values_list("index", "data")
+        if not lacks_fields(data, needed)
+    ]
+    examples = [{"index": index, "data": data} for index, data in rows]
+    demos = [data for _index, data in rows]
+    skip = set(run.traces.values_list("example_index", flat=True))
+    return examples, demos, skip
+
+
+def record_traces(
+    run: BootstrapRun, records: list[dict[str, Any]], *, split: str = "train"
+) -> None:
+    """Store finished examples; a duplicate example_index (a resumed run) is ignored."""
+    names = {f.name for f in Trace._meta.concrete_fields} - {"id", "run", "split", "created"}
+    Trace.objects.bulk_create(
+        [
+            Trace(run=run, split=split, **{k: v for k, v in r.items() if k in names})
+            for r in records
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def refresh_run_counts(run: BootstrapRun) -> None:
+    """Counters from the stored traces, so they stay right across resumes."""
+    agg = run.traces.aggregate(
+        done=Count("pk"),
+        errored=Count("pk", filter=~Q(error="")),
+        passed=Count("pk", filter=Q(error="", passed=True)),
+        lm_calls=Sum("lm_calls"),
+        tokens=Sum("tokens"),
+    )
+    BootstrapRun.objects.filter(pk=run.pk).update(
+        done=agg["done"],
+        errored=agg["errored"],
+        passed=agg["passed"],
+        failed=agg["done"] - agg["errored"] - agg["passed"],
+        lm_calls=agg["lm_calls"] or 0,
+        tokens=agg["tokens"] or 0,
+        updated=now(),
+    )
+
+
+class RunRecorder:
+    """Stores each trace as it completes; refreshes the run's counters at most every few seconds."""
+
+    def __init__(self, run: BootstrapRun) -> None:
+        self.run = run
+        self.every_s = settings.BFT_PROGRESS_EVERY_S
+        self._last = 0.0
+
+    def on_trace(self, record: dict[str, Any]) -> None:
+        if record.get("error"):
+            record = {**record, "error": errors.public_text(record["error"])}
+        record_traces(self.run, [record])
+        if time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            refresh_run_counts(self.run)
+
+
+def run_bootstrap(run: BootstrapRun) -> str:
+    """The worker's part: run the teacher over the train split, storing each trace as it ends.
+
+    Finished examples are skipped (a retried run resumes); a cancel stops after the current ones.
+    """
+    if not run.mark_running():
+        return "skipped"
+    from jobs.engine.bootstrap import bootstrap
+
+    examples, demos, skip = bootstrap_inputs(run)
+    recorder = RunRecorder(run)
+    try:
+        model_policy.check_model(run.teacher)
+        bootstrap(
+            program=run.program_version.to_spec(),
+            teacher=run.teacher.to_spec(),
+            examples=examples,
+            metric=run.metric_spec(),
+            config=run.bootstrap_config(),
+            demos=demos,
+            skip=skip,
+            on_trace=recorder.on_trace,
+            should_stop=run.stop_requested,
+        )
+    except Exception as exc:
+        refresh_run_counts(run)
+        run.mark_finished(Status.FAILED, error=errors.describe(exc))
+        raise  # RQ keeps the traceback in its failed registry too
+    refresh_run_counts(run)
+    status = Status.CANCELLED if run.stop_requested() else Status.SUCCEEDED
+    run.mark_finished(status)
+    return status

@@ -1,0 +1,482 @@
+"""Trainsets: upload, stream-validate and import a JSONL/CSV file, in the request or on a worker.
+
+Memory stays bounded: the file is read twice as a stream (validate, then import), rows are
+written with ``bulk_create`` in batches, and nothing holds every row. Small uploads are imported
+in the request; uploads of at least ``BFT_TRAINSET_ASYNC_ROWS`` lines are copied to the shared
+artifacts directory and imported by a worker as a ``TrainsetImport`` row (jobs/services/queue.py
+runs it like every queued row). However the import ends, its trainset ends ready or failed and
+the stored file is removed (``TrainsetImport.on_ended``). Progress is best effort, in the RQ
+job's meta.
+
+A request whose declared body is over the upload limit is refused before any of it is read
+(``request_too_large``): Django reads at most CONTENT_LENGTH bytes of a body.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.template.defaultfilters import filesizeformat
+
+from jobs.models import Project, Status, Trainset, TrainsetImport, TrainsetRow
+from jobs.services import queue
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 1000
+MAX_ERRORS = 50
+PROGRESS_EVERY_S = 1.0
+# Room for the multipart boundaries and the form's other fields around the file itself.
+UPLOAD_FORM_OVERHEAD = 64 * 1024
+
+
+def async_rows_threshold() -> int:
+    return int(getattr(settings, "BFT_TRAINSET_ASYNC_ROWS", 100_000))
+
+
+def trainset_limits() -> Any:
+    from jobs.engine.trainsets import TrainsetLimits
+
+    return TrainsetLimits(
+        max_bytes=int(settings.BFT_UPLOAD_MAX_BYTES),
+        max_rows=int(settings.BFT_UPLOAD_MAX_ROWS),
+        max_field_chars=int(settings.BFT_UPLOAD_MAX_FIELD_CHARS),
+    )
+
+
+def request_too_large(meta: dict[str, Any]) -> str | None:
+    """Why a request must be refused unread (its declared body is over the upload limit), or None."""
+    try:
+        length = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:  # Django reads nothing of a body whose length it cannot parse
+        return None
+    limit = int(settings.BFT_UPLOAD_MAX_BYTES)
+    if length <= limit + UPLOAD_FORM_OVERHEAD:
+        return None
+    return (
+        f"The upload is {filesizeformat(length)}; the limit is {filesizeformat(limit)} per file. "
+        "It was refused before it was read, and nothing was imported."
+    )
+
+
+@dataclass
+class ErrorLine:
+    """One validation error as the page lists it: "line 3" (JSONL) / "row 3" (CSV) / "header" / "file"."""
+
+    location: str
+    column: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.location + (f", column “{self.column}”" if self.column else "")
+        return f"{where}: {self.message}"
+
+
+class ImportAborted(Exception):
+    """A problem with the whole file (too large, too many rows, bad CSV quoting): nothing is kept."""
+
+    def __init__(self, errors: list[ErrorLine]) -> None:
+        super().__init__("; ".join(map(str, errors)))
+        self.errors = errors
+
+
+@dataclass
+class ImportOutcome:
+    trainset: Trainset | None = None
+    queued: bool = False
+    errors: list[ErrorLine] = field(default_factory=list)
+    error_count: int = 0
+    row_count: int = 0  # rows read (valid or not)
+    valid_count: int = 0
+    queue_error: str = ""  # a background import that could not be queued (the trainset failed)
+
+    @property
+    def more_errors(self) -> int:
+        return max(0, self.error_count - len(self.errors))
+
+
+def error_line(error: Any) -> ErrorLine:
+    """An engine RowError as an ErrorLine (the engine already escaped what a page cannot show)."""
+    from jobs.engine.trainsets import escape_unstorable
+
+    return ErrorLine(
+        location=str(error.location),
+        column=escape_unstorable(error.column or ""),
+        message=escape_unstorable(str(error.message)),
+    )
+
+
+FILE_LEVEL = ("file", "header")
+
+
+# --- reading the upload ----------------------------------------------------------------------
+
+
+class _ProgressRaw(io.RawIOBase):
+    """A raw binary stream that reports how many bytes were read so far."""
+
+    def __init__(self, fh: IO[bytes], on_read: Callable[[int], None]) -> None:
+        self._fh = fh
+        self._on_read = on_read
+        self._read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._fh.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self._read += n
+        self._on_read(self._read)
+        return n
+
+
+@contextmanager
+def open_source(source: Any, on_read: Callable[[int], None] | None = None) -> Iterator[IO[bytes]]:
+    """A fresh binary stream over ``source`` (a path or a Django UploadedFile), from its start."""
+    if isinstance(source, str | os.PathLike):
+        fh: IO[bytes] = open(source, "rb")  # noqa: SIM115 - closed below
+        close = True
+    elif hasattr(source, "temporary_file_path"):
+        fh = open(source.temporary_file_path(), "rb")  # noqa: SIM115
+        close = True
+    else:
+        # An in-memory upload (at most FILE_UPLOAD_MAX_MEMORY_SIZE): a private copy, because a
+        # text wrapper in the engine may close the stream it was given.
+        source.seek(0)
+        fh = io.BytesIO(source.read())
+        close = True
+    try:
+        if on_read is not None:
+            yield io.BufferedReader(_ProgressRaw(fh, on_read), buffer_size=1 << 16)
+        else:
+            yield fh
+    finally:
+        if close:
+            fh.close()
+
+
+def count_lines(source: Any) -> int:
+    """Non-empty lines in the file, counted in 1 MiB chunks (a cheap estimate of the row count)."""
+    lines = 0
+    last = b"\n"
+    with open_source(source) as fh:
+        while chunk := fh.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (0 if last == b"\n" else 1)
+
+
+# --- the import --------------------------------------------------------------------------------
+
+
+def validate(source: Any, fmt: str, *, on_read: Callable[[int], None] | None = None) -> Any:
+    """The engine's streamed report: row_count, valid_count, errors (first 50), error_count, fields."""
+    from jobs.engine.trainsets import validate_trainset
+
+    with open_source(source, on_read) as fh:
+        return validate_trainset(fh, fmt, limits=trainset_limits(), max_errors=MAX_ERRORS)
+
+
+def _outcome_from_report(report: Any) -> ImportOutcome:
+    return ImportOutcome(
+        errors=[error_line(e) for e in report.errors[:MAX_ERRORS]],
+        error_count=report.error_count,
+        row_count=report.row_count,
+        valid_count=report.valid_count,
+    )
+
+
+def field_stats(report: Any) -> list[dict[str, Any]]:
+    """Per field: name, type, fill rate, filled rows, and rows that lack it or hold null."""
+    return [
+        {
+            "name": f.name,
+            "type": f.type,
+            "fill_rate": f.fill_rate,
+            "filled": f.filled,
+            "missing": report.missing_counts.get(f.name, 0),
+        }
+        for f in report.fields
+    ]
+
+
+def _refused(outcome: ImportOutcome, skip_bad_rows: bool) -> bool:
+    """Nothing is imported when any row fails (unless skipping), the file itself fails, or no row is valid."""
+    if outcome.valid_count == 0 and not outcome.error_count:
+        outcome.errors, outcome.error_count = [ErrorLine("file", "", "the file holds no rows")], 1
+    file_level = any(e.location in FILE_LEVEL for e in outcome.errors)
+    return outcome.valid_count == 0 or file_level or (outcome.error_count > 0 and not skip_bad_rows)
+
+
+def write_rows(
+    trainset: Trainset,
+    source: Any,
+    *,
+    valid_count: int,
+    on_written: Callable[[int], None] | None = None,
+) -> int:
+    """Insert the valid rows of ``source`` (numbered 0..n-1) with their train/dev split and place.
+
+    Call inside a transaction: a failure part-way leaves nothing behind.
+    """
+    from jobs.engine.trainsets import iter_placed_rows, split_indices
+
+    _, dev_idx = split_indices(valid_count, dev_ratio=trainset.dev_ratio, seed=trainset.split_seed)
+    dev = set(dev_idx)
+    batch: list[TrainsetRow] = []
+    index = 0
+    with open_source(source) as fh:
+        for placed in iter_placed_rows(fh, trainset.fmt, limits=trainset_limits()):
+            if placed.row_number == 0:  # the whole file fails (e.g. past the row limit)
+                raise ImportAborted([error_line(e) for e in placed.errors])
+            if placed.errors or placed.row is None:
+                continue
+            split = TrainsetRow.Split.DEV if index in dev else TrainsetRow.Split.TRAIN
+            batch.append(
+                TrainsetRow(
+                    trainset=trainset,
+                    index=index,
+                    data=placed.row,
+                    split=split,
+                    source_number=placed.place,
+                )
+            )
+            index += 1
+            if len(batch) >= BATCH_SIZE:
+                TrainsetRow.objects.bulk_create(batch)
+                batch.clear()
+                if on_written is not None:
+                    on_written(index)
+    if batch:
+        TrainsetRow.objects.bulk_create(batch)
+    if index != valid_count:  # the file changed between the two passes
+        raise RuntimeError(f"expected {valid_count} valid rows, read {index} on the second pass")
+    if on_written is not None:
+        on_written(index)
+    return index
+
+
+def _names(name: str, file_name: str) -> dict[str, str]:
+    """The trainset's name and file name, cut to their columns (an upload's name can be any length)."""
+    limit = Trainset._meta.get_field
+    return {
+        "name": name[: limit("name").max_length],
+        "file_name": file_name[: limit("file_name").max_length],
+    }
+
+
+def import_upload(
+    *,
+    project: Project,
+    user: Any,
+    upload: Any,
+    name: str,
+    fmt: str,
+    skip_bad_rows: bool,
+    dev_ratio: float,
+    split_seed: int,
+) -> ImportOutcome:
+    """Import an uploaded file now, or queue it when it is large. Nothing is created on errors.
+
+    ValueError (before anything is read) when the split seed does not fit its column."""
+    Trainset.check_split(split_seed)
+    lines = count_lines(upload)
+    if lines - (1 if fmt == "csv" else 0) >= async_rows_threshold():
+        return _queue_import(
+            project=project, user=user, upload=upload, name=name, fmt=fmt,
+            skip_bad_rows=skip_bad_rows, dev_ratio=dev_ratio, split_seed=split_seed,
+        )  # fmt: skip
+    report = validate(upload, fmt)
+    outcome = _outcome_from_report(report)
+    if _refused(outcome, skip_bad_rows):
+        return outcome
+    try:
+        trainset = _create_and_write(
+            project=project, user=user, upload=upload, name=name, fmt=fmt, report=report,
+            outcome=outcome, dev_ratio=dev_ratio, split_seed=split_seed,
+        )  # fmt: skip
+    except ImportAborted as e:
+        outcome.errors, outcome.error_count, outcome.valid_count = e.errors, len(e.errors), 0
+        return outcome
+    outcome.trainset = trainset
+    return outcome
+
+
+def _create_and_write(
+    *, project: Project, user: Any, upload: Any, name: str, fmt: str, report: Any,
+    outcome: ImportOutcome, dev_ratio: float, split_seed: int,
+) -> Trainset:  # fmt: skip
+    with transaction.atomic():
+        trainset = Trainset.objects.create(
+            project=project,
+            **_names(name, upload.name),
+            fmt=fmt,
+            row_count=report.valid_count,
+            fields=field_stats(report),
+            dev_ratio=dev_ratio,
+            split_seed=split_seed,
+            status=Trainset.Status.IMPORTING,
+            created_by=user,
+        )
+        write_rows(trainset, upload, valid_count=report.valid_count)
+        trainset.status = Trainset.Status.READY
+        if report.error_count:
+            trainset.error = _skipped_summary(outcome)
+        trainset.save(update_fields=["status", "error"])
+    return trainset
+
+
+def _skipped_summary(outcome: ImportOutcome) -> str:
+    lines = [f"{outcome.error_count} bad row(s) skipped:"]
+    lines += [str(e) for e in outcome.errors]
+    if outcome.more_errors:
+        lines.append(f"… and {outcome.more_errors} more")
+    return "\n".join(lines)
+
+
+def uploads_dir() -> Path:
+    path = Path(settings.BFT_ARTIFACTS_DIR) / "uploads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- the background import: a TrainsetImport row ----------------------------------------------
+
+
+def _queue_import(
+    *, project: Project, user: Any, upload: Any, name: str, fmt: str,
+    skip_bad_rows: bool, dev_ratio: float, split_seed: int,
+) -> ImportOutcome:  # fmt: skip
+    """Copy the upload to the shared directory and import it on a worker after commit."""
+    path = uploads_dir() / f"{uuid.uuid4().hex}.{fmt}"
+    outcome = ImportOutcome(queued=True)
+    try:
+        with open_source(upload) as src, open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 20)
+        with transaction.atomic():
+            outcome.trainset = Trainset.objects.create(
+                project=project,
+                **_names(name, upload.name),
+                fmt=fmt,
+                dev_ratio=dev_ratio,
+                split_seed=split_seed,
+                status=Trainset.Status.IMPORTING,
+                created_by=user,
+            )
+            work = TrainsetImport.objects.create(
+                trainset=outcome.trainset,
+                path=str(path),
+                skip_bad_rows=skip_bad_rows,
+                created_by=user,
+            )
+            queue.enqueue(work)
+    except BaseException:
+        path.unlink(missing_ok=True)  # no row points at it
+        raise
+    work.refresh_from_db(fields=["status", "error"])
+    if work.status == Status.FAILED:  # the queue was down: it ended at once, file removed
+        outcome.queue_error = work.error
+    return outcome
+
+
+class _Progress:
+    """Writes {phase, done, total} into the current RQ job's meta, at most once a second."""
+
+    def __init__(self) -> None:
+        from rq import get_current_job
+
+        self.job = get_current_job()
+        self._last = 0.0
+
+    def __call__(self, phase: str, done: int, total: int, *, force: bool = False) -> None:
+        if self.job is None or (not force and time.monotonic() - self._last < PROGRESS_EVERY_S):
+            return
+        self._last = time.monotonic()
+        self.job.meta["progress"] = {"phase": phase, "done": done, "total": total}
+        try:
+            self.job.save_meta()
+        except Exception:  # progress is best effort; the rows' status is the record
+            log.warning("could not save import progress", exc_info=True)
+
+
+class _Superseded(Exception):
+    """The import was ended elsewhere (reconciled, marked failed) while it ran: roll back."""
+
+
+def import_stored_file(work: TrainsetImport) -> str:
+    """The worker's part: validate and import a stored upload; the import and its trainset end
+    either way, and the stored file is removed."""
+    if not work.mark_running():
+        return "skipped"
+    try:
+        return _import_stored_file(work)
+    except Exception as exc:
+        queue.end_failed(work, f"Import failed: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        Path(work.path).unlink(missing_ok=True)
+
+
+def _import_stored_file(work: TrainsetImport) -> str:
+    trainset, path = work.trainset, work.path
+    progress = _Progress()
+    total_bytes = os.path.getsize(path)
+    report = validate(path, trainset.fmt, on_read=lambda n: progress("validating", n, total_bytes))
+    outcome = _outcome_from_report(report)
+    if _refused(outcome, work.skip_bad_rows):
+        queue.end_failed(
+            work, _skipped_summary(outcome).replace("skipped", "found; nothing was imported", 1)
+        )
+        return "failed"
+    progress("writing", 0, report.valid_count, force=True)
+    try:
+        with transaction.atomic():
+            write_rows(
+                trainset, path, valid_count=report.valid_count,
+                on_written=lambda n: progress("writing", n, report.valid_count),
+            )  # fmt: skip
+            if not work.mark_finished(Status.SUCCEEDED):
+                raise _Superseded
+            Trainset.objects.filter(pk=trainset.pk).update(
+                status=Trainset.Status.READY,
+                row_count=report.valid_count,
+                fields=field_stats(report),
+                error=_skipped_summary(outcome) if report.error_count else "",
+            )
+    except ImportAborted as e:
+        queue.end_failed(
+            work, "The file failed; nothing was imported:\n" + "\n".join(map(str, e.errors))
+        )
+        return "failed"
+    except _Superseded:
+        work.on_ended()
+        return "superseded"
+    progress("done", report.valid_count, report.valid_count, force=True)
+    return "ready"
+
+
+def import_progress(trainset: Trainset) -> dict[str, Any] | None:
+    """The background import's {phase, done, total, percent}, or None when unknown."""
+    work = TrainsetImport.objects.filter(trainset=trainset).first()
+    if work is None:
+        return None
+    progress = queue.current_job_progress(str(work.rq_job_id), work.WORK.queue)
+    if not progress:
+        return None
+    total = progress.get("total") or 0
+    progress["percent"] = min(100, round(100 * progress.get("done", 0) / total)) if total else None
+    return progress

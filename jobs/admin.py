@@ -63,11 +63,21 @@ def rq_job_link(row: Any) -> str:
 
 
 class QueuedWorkActions:
-    """The RQ job link and "mark failed", shared by runs and jobs (cancel/retry are on each admin)."""
+    """What every queued row's admin offers (jobs/services/queue.py does the work): its RQ job,
+    cancel, retry (a run skips finished examples, a job resumes from its checkpoint) and mark
+    failed (an import's trainset fails and its file is removed)."""
 
     @admin.display(description="RQ job")
     def rq_job(self, obj: Any) -> str:
         return rq_job_link(obj)
+
+    @admin.action(description="Cancel the selected")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        _run_each(request, queryset, lambda r: queue.cancel(row=r, user=request.user), "Cancelled")
+
+    @admin.action(description="Retry the selected (they resume where they stopped)")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        _run_each(request, queryset, lambda r: queue.retry(row=r, user=request.user), "Retried")
 
     @admin.action(description="Mark the selected as failed (stuck rows; their RQ job is stopped)")
     def mark_failed(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
@@ -160,15 +170,6 @@ class TrainsetImportAdmin(QueuedWorkActions, admin.ModelAdmin):
     readonly_fields = [*QUEUED_WORK_READONLY, "rq_job", "trainset", "path", "skip_bad_rows"]
     actions = ["mark_failed"]
 
-    @admin.action(description="Mark the selected as failed (their trainsets fail, files removed)")
-    def mark_failed(self, request: HttpRequest, queryset: QuerySet[TrainsetImport]) -> None:
-        _run_each(
-            request,
-            queryset,
-            lambda w: queue.mark_failed(row=w, user=request.user),
-            "Marked failed",
-        )
-
 
 @admin.register(TrainsetRow)
 class TrainsetRowAdmin(admin.ModelAdmin):
@@ -239,14 +240,6 @@ class BootstrapRunAdmin(QueuedWorkActions, admin.ModelAdmin):
         "tokens",
     ]
     actions = ["cancel", "retry", "mark_failed"]
-
-    @admin.action(description="Cancel the selected runs")
-    def cancel(self, request: HttpRequest, queryset: QuerySet[BootstrapRun]) -> None:
-        _run_each(request, queryset, lambda r: queue.cancel(row=r, user=request.user), "Cancelled")
-
-    @admin.action(description="Retry the selected runs (finished traces are kept)")
-    def retry(self, request: HttpRequest, queryset: QuerySet[BootstrapRun]) -> None:
-        _run_each(request, queryset, lambda r: queue.retry(row=r, user=request.user), "Retried")
 
 
 @admin.register(Trace)
@@ -330,14 +323,6 @@ class FinetuneJobAdmin(QueuedWorkActions, admin.ModelAdmin):
     ]
     inlines = [FinetuneMetricInline]
     actions = ["cancel", "retry", "mark_failed"]
-
-    @admin.action(description="Cancel the selected jobs")
-    def cancel(self, request: HttpRequest, queryset: QuerySet[FinetuneJob]) -> None:
-        _run_each(request, queryset, lambda j: queue.cancel(row=j, user=request.user), "Cancelled")
-
-    @admin.action(description="Retry the selected jobs (resume from the last checkpoint)")
-    def retry(self, request: HttpRequest, queryset: QuerySet[FinetuneJob]) -> None:
-        _run_each(request, queryset, lambda j: queue.retry(row=j, user=request.user), "Retried")
 
 
 @admin.register(FinetuneMetric)

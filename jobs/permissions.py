@@ -12,6 +12,7 @@ A user who is not a member of a project gets a 404 for the project and for every
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from django.core.exceptions import PermissionDenied
@@ -33,12 +34,30 @@ def can(role: str | None, need: Need) -> bool:
     return role is not None and role in ALLOWED[need]
 
 
-def get_project_for(request: HttpRequest, slug: str, *, need: Need = "view") -> Project:
-    """The project named by ``slug`` if the user may ``need`` it; 404 for non-members, 403 for weak roles.
+@dataclass(frozen=True)
+class ProjectAccess:
+    """A member's access to a project: what views act in, and what templates ask (``access``)."""
 
-    The returned project carries ``role`` (the user's role) and ``can_operate`` / ``can_review`` /
-    ``can_own`` flags for templates.
-    """
+    project: Project
+    role: str
+
+    @property
+    def can_operate(self) -> bool:
+        return can(self.role, "operate")
+
+    @property
+    def can_review(self) -> bool:
+        return can(self.role, "review")
+
+    @property
+    def can_own(self) -> bool:
+        return can(self.role, "own")
+
+
+def get_project_for(request: HttpRequest, slug: str, *, need: Need = "view") -> ProjectAccess:
+    """The user's access to the project named by ``slug`` if they may ``need`` it; 404 for
+    non-members, 403 for weak roles. Templates rendered for the request see it as ``access``
+    (jobs.permissions.project_access, a context processor)."""
     if need not in ALLOWED:
         raise ValueError(f"unknown need {need!r}")
     user = request.user
@@ -49,15 +68,18 @@ def get_project_for(request: HttpRequest, slug: str, *, need: Need = "view") -> 
     )
     if membership is None:
         raise Http404("No such project.")
-    project = membership.project
-    role = membership.role
-    project.role = role  # type: ignore[attr-defined]
-    project.can_operate = can(role, "operate")  # type: ignore[attr-defined]
-    project.can_review = can(role, "review")  # type: ignore[attr-defined]
-    project.can_own = can(role, "own")  # type: ignore[attr-defined]
-    if not can(role, need):
-        raise PermissionDenied(f"Your role ({role}) cannot do this in {project.name}.")
-    return project
+    access = ProjectAccess(membership.project, membership.role)
+    if not can(access.role, need):
+        raise PermissionDenied(
+            f"Your role ({access.role}) cannot do this in {access.project.name}."
+        )
+    request.project_access = access  # type: ignore[attr-defined]  # for project_access below
+    return access
+
+
+def project_access(request: HttpRequest) -> dict[str, ProjectAccess | None]:
+    """Context processor: the access get_project_for checked for this request, as ``access``."""
+    return {"access": getattr(request, "project_access", None)}
 
 
 def projects_of(user: object) -> list[Project]:

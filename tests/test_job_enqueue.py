@@ -179,7 +179,9 @@ class ReconcileTestCase(BaseTestCase):
         rq_queue = queue.get_queue("default")  # a job that fails without reaching our task code
         rq_queue.enqueue("builtins.int", "not a number", job_id=str(self.run.rq_job_id))
         self.run.mark_running()
-        SimpleWorker([rq_queue], connection=self.redis, serializer=rq_queue.serializer).work(burst=True)
+        SimpleWorker([rq_queue], connection=self.redis, serializer=rq_queue.serializer).work(
+            burst=True
+        )
         self.assertEqual(queue.reconcile_stale(), [self.run])
         self.run.refresh_from_db()
         self.assertEqual(self.run.status, "failed")

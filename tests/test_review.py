@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.test import Client, override_settings
 
 from jobs.engine.training_data import chat_adapter, signature_from_dict
+from jobs.forms.review import parse_field_value
 from jobs.models import BootstrapRun, Trace, TraceDecision
 from jobs.services import review, trace_sets
 from tests.review_fixtures import PLACEHOLDER, make_cot_trace, make_errored_trace
@@ -291,10 +292,10 @@ class ReviewPagesTestCase(WebTestCase):
 
     def test_a_bad_typed_value_is_refused_with_a_reason(self) -> None:
 
-        self.assertEqual(review.parse_field_value("3", "int"), 3)
-        self.assertEqual(review.parse_field_value("a\nb\n", "list[str]"), ["a", "b"])
+        self.assertEqual(parse_field_value("3", "int"), 3)
+        self.assertEqual(parse_field_value("a\nb\n", "list[str]"), ["a", "b"])
         with self.assertRaises(ValueError):
-            review.parse_field_value("three", "int")
+            parse_field_value("three", "int")
         self.login(self.rita)
         r = self.client.post(self.trace_url(self.traces[0], "edit/"), {"field:nonexistent": "x"})
         self.assertEqual(r.status_code, 302)  # unknown form keys are ignored, nothing changes

@@ -128,7 +128,9 @@ class ProgramDraft:
         self.name_form = ProgramNameForm(
             data if self.mode == "form" else None, initial={"name": fixed_name or ""}
         )
-        self.formset = ProgramModuleFormSet(data if self.mode == "form" else None, prefix=MODULES_PREFIX)
+        self.formset = ProgramModuleFormSet(
+            data if self.mode == "form" else None, prefix=MODULES_PREFIX
+        )
         self.spec_form = ProgramSpecForm(
             data if self.mode == "spec" else None, files if self.mode == "spec" else None
         )

@@ -34,3 +34,10 @@ def parse_float(value: Any) -> float | None:
 def parse_bool(value: Any) -> bool:
     """A checkbox or query flag: "on", "true" or "1"."""
     return str(value).strip().lower() in TRUE_VALUES
+
+
+def parse_flag(value: Any, *, default: bool) -> bool:
+    """An optional flag: ``default`` when absent; off only for "0", "false" or "off"."""
+    if value is None:
+        return default
+    return str(value).strip().lower() not in ("0", "false", "off")

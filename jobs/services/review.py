@@ -20,10 +20,9 @@ jobs/services/review_stats.py.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -398,101 +397,21 @@ def set_required_approvals(*, run: BootstrapRun, user: AbstractBaseUser, require
 # --- editing ----------------------------------------------------------------------------------
 
 
-def parse_field_value(raw: str, type_name: str) -> Any:
-    """A form value as the signature's field type (ValueError names the problem)."""
-    raw = raw.replace("\r\n", "\n")
-    if type_name == "str":
-        return raw
-    text = raw.strip()
-    if type_name == "int":
-        return int(text)
-    if type_name == "float":
-        number = float(text)
-        if not math.isfinite(number):
-            raise ValueError(f"{text!r} is not a finite number")
-        return number
-    if type_name == "bool":
-        if text.lower() in ("true", "yes", "1"):
-            return True
-        if text.lower() in ("false", "no", "0"):
-            return False
-        raise ValueError(f"{text!r} is not true or false")
-    if type_name == "list[str]":
-        if text.startswith("["):
-            value = json.loads(text)
-            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                raise ValueError("expected a JSON list of strings")
-            return value
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    raise ValueError(f"unsupported field type {type_name}")
-
-
-def format_field_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return "\n".join(value)
-    return json.dumps(value)
-
-
-@dataclass
-class EditableField:
-    name: str
-    type: str
-    original: Any
-    current: Any
-    predictors: list[str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return format_field_value(self.current)
-
-    @property
-    def is_edited(self) -> bool:
-        return self.current != self.original
-
-
-def editable_fields(trace: Trace) -> list[EditableField]:
-    """Each output field of the trace's parsed calls once (a name produced by two calls edits both)."""
-    edited = trace.edited_outputs or {}
-    fields: dict[str, EditableField] = {}
-    for call in trace.calls:
-        if call.get("error"):
-            continue
-        for spec in call["signature"]["outputs"]:
-            name = spec["name"]
-            if name in fields:
-                fields[name].predictors.append(call.get("predictor", ""))
-                continue
-            original = call["outputs"].get(name)
-            fields[name] = EditableField(
-                name,
-                spec["type"],
-                original,
-                edited.get(name, original),
-                [call.get("predictor", "")],
-            )
-    return list(fields.values())
-
-
-def edits_from_form(trace: Trace, data: Mapping[str, Any]) -> dict[str, Any]:
-    """The posted ``field:<name>`` values that differ from the teacher's outputs, typed."""
-    edits: dict[str, Any] = {}
-    problems = []
-    for f in editable_fields(trace):
-        key = f"field:{f.name}"
-        if key not in data:
-            continue
-        try:
-            value = parse_field_value(str(data[key]), f.type)
-        except (ValueError, json.JSONDecodeError) as e:
-            problems.append(f"{f.name}: {e}")
-            continue
-        if value != f.original:
-            edits[f.name] = value
-    if problems:
-        raise ValueError("; ".join(problems))
-    return edits
+def save_edit(
+    *, trace: Trace, user: AbstractBaseUser, edits: dict[str, Any], comment: str, approve: bool
+) -> None:
+    """A reviewer's edit of the outputs (an empty ``edits`` clears an earlier edit), and their
+    approval of the edited trace when ``approve``."""
+    with transaction.atomic():
+        decide(
+            trace=trace,
+            user=user,
+            verdict=Verdict.EDIT,
+            comment=comment,
+            edited_outputs=edits,
+        )
+        if approve:
+            decide(trace=trace, user=user, verdict=Verdict.APPROVE)
 
 
 def training_view(trace: Trace) -> dict[str, Any]:

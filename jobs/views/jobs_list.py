@@ -132,7 +132,7 @@ def _age(moment: datetime | None) -> float | None:
 @login_required
 @require_GET
 def jobs_list(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     context = {"nav": "jobs", **_table_context(request, project), **_workers_context(project)}
     return render(request, "jobs/jobs_list.html", context)
 
@@ -141,7 +141,7 @@ def jobs_list(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def jobs_table(request: HttpRequest, slug: str) -> HttpResponse:
     """The table, polled while any row in it is active."""
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     return render(request, "jobs/jobs_list.html#jobs-table", _table_context(request, project))
 
 
@@ -149,5 +149,5 @@ def jobs_table(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def workers(request: HttpRequest, slug: str) -> HttpResponse:
     """The workers and queues panel, polled while the page is visible (it never ends)."""
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     return render(request, "jobs/jobs_list.html#workers", _workers_context(project))

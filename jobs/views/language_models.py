@@ -23,7 +23,7 @@ QUEUE_UNAVAILABLE = "The queue is unavailable (Redis does not answer), so the te
 @login_required
 @require_GET
 def model_list(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     models = project.models.select_related("source_job").order_by("name")
     return render(
         request, "jobs/model_list.html", {"project": project, "nav": "models", "models": models}
@@ -33,7 +33,7 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def model_create(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request, slug, need="operate")
+    project = get_project_for(request, slug, need="operate").project
     form = LanguageModelForm(request.POST or None, project=project)
     if request.method == "POST" and form.is_valid():
         model = form.save(commit=False)
@@ -53,7 +53,7 @@ def model_create(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def model_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Change a model's settings; they apply to runs and fine-tunes started from now on."""
-    project = get_project_for(request, slug, need="operate")
+    project = get_project_for(request, slug, need="operate").project
     model = get_object_or_404(LanguageModel, pk=pk, project=project)
     form = LanguageModelForm(request.POST or None, instance=model, project=project)
     if request.method == "POST" and form.is_valid():
@@ -97,7 +97,7 @@ def model_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Send one short prompt through the engine on a worker; the fragment polls for the answer."""
     from jobs.services import language_models, queue
 
-    project = get_project_for(request, slug, need="operate")
+    project = get_project_for(request, slug, need="operate").project
     model = get_object_or_404(LanguageModel, pk=pk, project=project)
     since = timezone.now()
     try:
@@ -119,7 +119,7 @@ def model_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_GET
 def model_test_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Polled by the test fragment while the answer is pending."""
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     model = get_object_or_404(LanguageModel, pk=pk, project=project)
     try:
         since = parse_datetime(request.GET.get("since", ""))

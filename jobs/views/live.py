@@ -1,4 +1,4 @@
-"""What the live run and job pages share: the queue's view of a row, timings, and the POST actions.
+"""What the live run and job pages share: the queue's view of a row, timings, and cancel / retry.
 
 Everything a status fragment shows comes from the database. Redis is asked only when it must be:
 a queued row's position, or an active row whose heartbeat (``updated``) has gone stale or whose
@@ -8,16 +8,21 @@ answer, the page says "queue unavailable" and renders the rest from the row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.timezone import now
+from django.views.decorators.http import require_POST
 
 from jobs.models import QueuedWork
+from jobs.permissions import get_project_for
 from jobs.services import queue
 
 # At most one reconcile attempt per row per this many seconds (per web process).
@@ -62,12 +67,45 @@ def elapsed_s(row: QueuedWork) -> float | None:
     return max(0.0, (end - row.started).total_seconds())
 
 
-def act(request: HttpRequest, action: Any, **kwargs: Any) -> str:
-    """Run a cancel/retry service; a refusal (ValueError) becomes a message and is returned."""
-    try:
-        action(user=request.user, **kwargs)
-    except ValueError as exc:
-        if not request.htmx:  # type: ignore[attr-defined]
-            messages.error(request, str(exc))
-        return str(exc)
-    return ""
+@dataclass(frozen=True)
+class LivePage:
+    """One kind of live page: the row's model, its page and status fragment, and its context."""
+
+    model: type[QueuedWork]
+    template: str  # the page; its status fragment is the partial "<template>#<fragment>"
+    fragment: str
+    detail_url: str
+    status_context: Callable[..., dict[str, Any]]  # (row, *, error="") -> the fragment's data
+
+    def render_status(
+        self, request: HttpRequest, project: Any, row: QueuedWork, error: str = ""
+    ) -> HttpResponse:
+        context = {"project": project, **self.status_context(row, error=error)}
+        return render(request, f"{self.template}#{self.fragment}", context)
+
+
+def action_view(page: LivePage, action: Callable[..., QueuedWork]) -> Callable[..., HttpResponse]:
+    """A POST view that runs ``action`` (queue.cancel or queue.retry) on a row of ``page``'s kind.
+
+    A refusal (ValueError) is shown in the fragment (htmx) or as a message; either way the user
+    sees the row as it is now.
+    """
+
+    @login_required
+    @require_POST
+    def view(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+        project = get_project_for(request, slug, need="operate").project
+        row = get_object_or_404(page.model, pk=pk, project=project)
+        error = ""
+        try:
+            action(row=row, user=request.user)
+        except ValueError as exc:
+            error = str(exc)
+            if not request.htmx:  # type: ignore[attr-defined]
+                messages.error(request, error)
+        if request.htmx:  # type: ignore[attr-defined]
+            return page.render_status(request, project, row, error)
+        return redirect(page.detail_url, project.slug, row.pk)
+
+    view.__name__ = f"{page.model._meta.model_name}_{action.__name__}"
+    return view

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.forms.projects import MemberAddForm, MemberRoleForm, ProjectForm
-from jobs.models import LanguageModel, Membership, Project
+from jobs.models import Membership, Project
 from jobs.permissions import get_project_for
-from jobs.services.projects import LastOwnerError, change_role, remove_member
-
-BUNDLED_MODEL = {"name": "smollm2", "model_name": "smollm2"}
+from jobs.services import projects
 
 
 @login_required
@@ -23,21 +20,9 @@ def home(request: HttpRequest) -> HttpResponse:
     """The user's projects, and a form to start a new one (its creator becomes the owner)."""
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            project = Project.objects.create(
-                name=form.cleaned_data["name"], slug=form.cleaned_data["slug"]
-            )
-            Membership.objects.create(
-                project=project, user=request.user, role=Membership.Role.OWNER
-            )
-            # The bundled SmolLM2 is there from the start: teacher and fine-tunable student.
-            LanguageModel.objects.create(
-                project=project,
-                kind=LanguageModel.Kind.LOCAL,
-                fine_tunable=True,
-                created_by=request.user,
-                **BUNDLED_MODEL,
-            )
+        project = projects.create_project(
+            name=form.cleaned_data["name"], slug=form.cleaned_data["slug"], owner=request.user
+        )
         messages.success(request, f"Project “{project.name}” created. You are its owner.")
         return redirect("jobs:project-detail", project.slug)
     memberships = (
@@ -51,7 +36,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     counts = {
         "models": project.models.count(),
         "trainsets": project.trainsets.count(),
@@ -73,7 +58,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def member_list(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     return _render_members(request, project, MemberAddForm(project=project, user=request.user))
 
 
@@ -94,12 +79,12 @@ def _render_members(
 @login_required
 @require_POST
 def member_add(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request, slug, need="own")
+    project = get_project_for(request, slug, need="own").project
     form = MemberAddForm(request.POST, project=project, user=request.user)
     if not form.is_valid():
         return _render_members(request, project, form, status=400)
     user = form.cleaned_data["username"]
-    Membership.objects.create(project=project, user=user, role=form.cleaned_data["role"])
+    projects.add_member(project=project, user=user, role=form.cleaned_data["role"])
     messages.success(request, f"{user.get_username()} added as {form.cleaned_data['role']}.")
     return redirect("jobs:member-list", project.slug)
 
@@ -107,15 +92,15 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def member_role(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug, need="own")
+    project = get_project_for(request, slug, need="own").project
     membership = get_object_or_404(Membership, pk=pk, project=project)
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose a valid role.")
         return redirect("jobs:member-list", project.slug)
     try:
-        change_role(membership=membership, role=form.cleaned_data["role"], by=request.user)
-    except LastOwnerError as e:
+        projects.change_role(membership=membership, role=form.cleaned_data["role"], by=request.user)
+    except projects.LastOwnerError as e:
         messages.error(request, str(e))
     else:
         messages.success(request, f"{membership.user.get_username()} is now {membership.role}.")
@@ -125,13 +110,13 @@ def member_role(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def member_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug, need="own")
+    project = get_project_for(request, slug, need="own").project
     membership = get_object_or_404(
         Membership.objects.select_related("user"), pk=pk, project=project
     )
     try:
-        remove_member(membership=membership, by=request.user)
-    except LastOwnerError as e:
+        projects.remove_member(membership=membership, by=request.user)
+    except projects.LastOwnerError as e:
         messages.error(request, str(e))
         return redirect("jobs:member-list", project.slug)
     messages.success(request, f"{membership.user.get_username()} removed from {project.name}.")

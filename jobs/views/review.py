@@ -17,7 +17,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from jobs.forms.values import parse_float
+from jobs.forms.review import editable_fields, edits_from_post
+from jobs.forms.values import parse_flag, parse_float, parse_int
 from jobs.models import BootstrapRun, FinetuneJob, Project, Trace, TraceDecision, TraceSet
 from jobs.permissions import get_project_for
 from jobs.services import review, review_stats, trace_sets
@@ -74,7 +75,7 @@ def _back(request: HttpRequest, project: Project, run: BootstrapRun) -> HttpResp
 @login_required
 @require_GET
 def review_queue(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     run = _get_run(project, pk)
     trace_filter = review.TraceFilter.from_query(request.GET)
     traces = trace_filter.apply(run.traces.all(), request.user)
@@ -102,7 +103,7 @@ def review_queue(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_GET
 def review_counts(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The count chips, refreshed (htmx) when a row's decision changes them."""
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     run = _get_run(project, pk)
     trace_filter = review.TraceFilter.from_query(request.GET)
     context = {
@@ -118,7 +119,7 @@ def review_counts(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_GET
 def review_threshold(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The histogram, what threshold T keeps and the kept traces' balance (htmx fragment)."""
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     run = _get_run(project, pk)
     threshold = _float(request.GET.get("t"), review_stats.default_threshold(run))
     summary = review_stats.threshold_summary(run, threshold)
@@ -149,7 +150,7 @@ def _detail_context(
         "prev_url": _trace_url(project, run, prev_pk, trace_filter) if prev_pk else "",
         "next_url": _trace_url(project, run, next_pk, trace_filter) if next_pk else "",
         "view": review.training_view(trace),
-        "fields": review.editable_fields(trace),
+        "fields": editable_fields(trace),
         "history": review.history(trace),
     }
 
@@ -157,7 +158,7 @@ def _detail_context(
 @login_required
 @require_GET
 def review_trace(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     run = _get_run(project, pk)
     trace = _get_trace(run, trace_pk)
     return render(request, "jobs/review_trace.html", _detail_context(request, project, run, trace))
@@ -168,7 +169,7 @@ def review_trace(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> Htt
 def review_decide(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
     """Approve, reject or comment. htmx: the decision panel (or the queue row) comes back, and a
     ``traceDecided`` event carries the next trace's URL for auto-advance."""
-    project = get_project_for(request, slug, need="review")
+    project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
     trace = _get_trace(run, trace_pk)
     verdict = request.POST.get("verdict", "")
@@ -224,21 +225,19 @@ def _row_trace(run: BootstrapRun, trace_pk: int) -> Trace:
 @require_POST
 def review_edit(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
     """Save edited output fields; the page then shows the re-rendered training messages."""
-    project = get_project_for(request, slug, need="review")
+    project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
     trace = _get_trace(run, trace_pk)
     trace_filter = review.TraceFilter.from_query(request.GET)
     try:
-        edits = review.edits_from_form(trace, request.POST)
-        review.decide(
+        edits = edits_from_post(trace, request.POST)
+        review.save_edit(
             trace=trace,
             user=request.user,
-            verdict=TraceDecision.Verdict.EDIT,
+            edits=edits,
             comment=request.POST.get("comment", ""),
-            edited_outputs=edits,
+            approve=bool(request.POST.get("approve")),
         )
-        if request.POST.get("approve"):
-            review.decide(trace=trace, user=request.user, verdict=TraceDecision.Verdict.APPROVE)
     except ValueError as e:
         context = _detail_context(request, project, run, trace)
         context["edit_error"] = str(e)
@@ -262,7 +261,7 @@ def review_edit(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> Http
 @login_required
 @require_POST
 def review_bulk(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug, need="review")
+    project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
     action = request.POST.get("action", "")
     user = request.user
@@ -307,7 +306,7 @@ def review_bulk(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def review_assign(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug, need="review")
+    project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
     try:
         result = review.assign_evenly(run=run, user=request.user)
@@ -325,7 +324,7 @@ def review_assign(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def review_claim(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug, need="review")
+    project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
     trace = review.claim_next(run=run, user=request.user)
     if trace is None:
@@ -340,10 +339,12 @@ def review_claim(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def review_settings(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug, need="operate")
+    project = get_project_for(request, slug, need="operate").project
     run = _get_run(project, pk)
     try:
-        required = int(request.POST.get("required_approvals", ""))
+        required = parse_int(request.POST.get("required_approvals"))
+        if required is None:
+            raise ValueError("must be a whole number")
         review.set_required_approvals(run=run, user=request.user, required=required)
     except ValueError as e:
         messages.error(
@@ -366,7 +367,7 @@ def review_settings(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def review_freeze(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug, need="review")
+    project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
     trace_filter = (
         review.TraceFilter.from_query(request.POST) if request.POST.get("narrow") else None
@@ -394,7 +395,7 @@ def _get_trace_set(run: BootstrapRun, set_pk: int) -> TraceSet:
 
 
 def _flag(request: HttpRequest, name: str) -> bool:
-    return request.GET.get(name, "1") not in ("0", "false", "off")
+    return parse_flag(request.GET.get(name), default=True)
 
 
 @login_required
@@ -403,7 +404,7 @@ def trace_set_export(
     request: HttpRequest, slug: str, pk: int, set_pk: int, fmt: str
 ) -> StreamingHttpResponse:
     """JSONL: the training rows exactly as build_training_rows makes them; CSV: fields, score, decision."""
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     run = _get_run(project, pk)
     trace_set = _get_trace_set(run, set_pk)
     if fmt not in trace_sets.EXPORT_FORMATS:

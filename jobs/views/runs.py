@@ -1,6 +1,5 @@
-"""Run configuration: the bootstrap form (with its LM-call estimate) and the fine-tune form (with a
-training-data preview). The live run and job pages are in run_live.py, job_live.py, jobs_list.py.
-"""
+"""Bootstrap runs: the list, the run form (with its LM-call estimate), and the live run page:
+counters, rate, ETA and the newest traces, polled while active; cancel and retry."""
 
 from __future__ import annotations
 
@@ -12,81 +11,38 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from jobs.forms.finetunes import FinetuneForm
 from jobs.forms.runs import BootstrapRunForm
-from jobs.models import BootstrapRun, FinetuneJob, ProgramVersion, Project, Trainset, TrainsetRow
+from jobs.forms.values import parse_bool, parse_int
+from jobs.models import BootstrapRun, ProgramVersion, Project, Trainset
 from jobs.permissions import get_project_for
-from jobs.services import finetunes, runs, trace_sets
-
-# --- bootstrap --------------------------------------------------------------------------------
+from jobs.services import queue, runs, trace_sets
+from jobs.views import live
 
 
 @login_required
 @require_GET
 def run_list(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     runs = project.runs.select_related("trainset", "program_version__program", "teacher")
     return render(request, "jobs/run_list.html", {"project": project, "nav": "runs", "runs": runs})
 
 
 def _estimate(project: Project, data: Any) -> dict[str, Any]:
-    """Examples × modules for the chosen trainset, program and limit; and whether they fit."""
-    from jobs.engine.programs import ProgramSpecError, check_fields
-
-    result: dict[str, Any] = {"calls": None, "problems": [], "outputs": []}
-    trainset = Trainset.objects.filter(
-        project=project, status=Trainset.Status.READY, pk=_int(data.get("trainset"))
-    ).first()
-    version = (
-        ProgramVersion.objects.filter(
-            program__project=project, pk=_int(data.get("program_version"))
-        )
-        .select_related("program")
-        .first()
+    return runs.estimate(
+        project,
+        trainset_pk=parse_int(data.get("trainset")),
+        version_pk=parse_int(data.get("program_version")),
+        limit=parse_int(data.get("limit")),
+        reason_demos=parse_bool(data.get("reason_demos")),
+        num_demos=parse_int(data.get("num_demos")),
+        metric_field=(data.get("metric_field") or "").strip(),
     )
-    if trainset is None or version is None:
-        return result
-    try:
-        spec = version.to_spec()
-    except ProgramSpecError as e:
-        result["problems"] = [f"the program's spec is invalid: {e}"]
-        return result
-    result["outputs"] = list(spec.output_fields)
-    n_train = trainset.rows.filter(split=TrainsetRow.Split.TRAIN).count()
-    limit = _int(data.get("limit"))
-    examples = min(n_train, limit) if limit and limit > 0 else n_train
-    modules = len(spec.modules)
-    demo_calls = 0
-    if data.get("reason_demos") in ("on", "true", "1"):
-        demo_calls = min(n_train, max(0, _int(data.get("num_demos")) or 0)) * modules
-    result.update(
-        examples=examples,
-        modules=modules,
-        demo_calls=demo_calls,
-        calls=examples * modules + demo_calls,
-    )
-    field = (data.get("metric_field") or "").strip()
-    result["problems"] = check_fields(
-        spec, trainset.field_names, label_fields=[field] if field else []
-    )
-    if field and field not in spec.output_fields:
-        result["problems"].append(
-            f"metric field '{field}' is not a program output ({', '.join(spec.output_fields)})"
-        )
-    return result
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _initial_run(project: Project, request: HttpRequest) -> dict[str, Any]:
     """Sensible first choices: the newest trainset, the newest program's latest version, its first output."""
     initial: dict[str, Any] = {"metric": "normalized_match"}
-    trainset_pk = _int(request.GET.get("trainset"))
+    trainset_pk = parse_int(request.GET.get("trainset"))
     trainset = project.trainsets.filter(status=Trainset.Status.READY)
     trainset = (trainset.filter(pk=trainset_pk) if trainset_pk else trainset).first()
     if trainset:
@@ -105,7 +61,7 @@ def _initial_run(project: Project, request: HttpRequest) -> dict[str, Any]:
 @login_required
 @require_http_methods(["GET", "POST"])
 def run_create(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request, slug, need="operate")
+    project = get_project_for(request, slug, need="operate").project
     if request.method == "POST":
         form = BootstrapRunForm(request.POST, project=project)
         if form.is_valid():
@@ -159,7 +115,7 @@ def _missing_parts(project: Project) -> list[str]:
 @require_GET
 def run_estimate(request: HttpRequest, slug: str) -> HttpResponse:
     """The estimate fragment, refreshed (htmx) as the bootstrap form changes."""
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     return render(
         request,
         "jobs/run_form.html#run-estimate",
@@ -167,99 +123,89 @@ def run_estimate(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-# --- fine-tune --------------------------------------------------------------------------------
+# --- the live run page ---------------------------------------------------------------------
+
+NEWEST_TRACES = 8
+TRACE_FIELDS = (
+    "pk",
+    "run",
+    "example_index",
+    "inputs",
+    "outputs",
+    "score",
+    "passed",
+    "parsed",
+    "error",
+    "created",
+)
 
 
-def _selection_counts(run: BootstrapRun) -> dict[str, int]:
+def _status_context(run: BootstrapRun, *, error: str = "", full: bool = False) -> dict[str, Any]:
+    """The fragment's data: the run row (already loaded) plus one query for the newest traces."""
+    queue_state = live.queue_info(run)
+    newest = list(run.traces.only(*TRACE_FIELDS).order_by("-pk")[:NEWEST_TRACES])
+    elapsed = live.elapsed_s(run)
+    # Examples per second over the newest traces finished in this attempt (a retry skips the
+    # earlier ones, so done / elapsed would overstate it).
+    recent = [t.created for t in newest if run.started and t.created >= run.started]
+    rate = None
+    if len(recent) >= 2 and (span := (recent[0] - recent[-1]).total_seconds()) > 0:
+        rate = (len(recent) - 1) / span
+    elif recent and elapsed:
+        rate = len(recent) / elapsed
+    eta = (run.total - run.done) / rate if rate and run.status == "running" else None
     return {
-        value: run.traces.for_selection(value).count() for value in FinetuneJob.Selection.values
-    }
-
-
-def _get_run(project: Project, pk: int) -> BootstrapRun:
-    return get_object_or_404(
-        BootstrapRun.objects.select_related("program_version__program", "trainset"),
-        pk=pk,
-        project=project,
-    )
-
-
-def _preview(run: BootstrapRun, data: Any, form: FinetuneForm) -> dict[str, Any]:
-    """The preview of what the form, as filled in so far, would train on."""
-    bound = form.is_bound
-    selection = data.get("selection") if bound else form["selection"].initial
-    trace_set_pk = data.get("trace_set") if bound else None
-    return trace_sets.preview(
-        run,
-        selection=selection
-        if selection in FinetuneJob.Selection.values
-        else FinetuneJob.Selection.APPROVED,
-        trace_set=run.trace_sets.filter(pk=_int(trace_set_pk)).first()
-        if _int(trace_set_pk)
-        else None,
-        multitask=(data.get("multitask") in ("on", "true", "1")) if bound else True,
-        exclude_demos=(data.get("exclude_demos") in ("on", "true", "1")) if bound else True,
-    )
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def run_finetune(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug, need="operate")
-    run = _get_run(project, pk)
-    counts = _selection_counts(run)
-    if request.method == "POST":
-        form = FinetuneForm(request.POST, run=run)
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
-                job = finetunes.create_finetune_job(
-                    run=run,
-                    student=data["student"],
-                    config=data["config"],
-                    selection=data["selection"],
-                    multitask=data["multitask"],
-                    exclude_demos=data["exclude_demos"],
-                    user=request.user,
-                    trace_set=data.get("trace_set"),
-                )
-            except ValueError as e:
-                form.add_error(None, str(e))
-            else:
-                messages.success(request, f"Fine-tune job #{job.pk} queued on the GPU queue.")
-                return redirect("jobs:job-detail", project.slug, job.pk)
-    else:
-        selection = next(
-            (s for s in FinetuneJob.Selection.values if counts[s]), FinetuneJob.Selection.APPROVED
-        )
-        student = form_student_initial(run)
-        form = FinetuneForm(initial={"selection": selection, "student": student}, run=run)
-    context = {
-        "project": project,
-        "nav": "runs",
         "run": run,
-        "form": form,
-        "counts": counts,
-        "preview": _preview(run, request.POST, form),
+        "queue": queue_state,
+        "newest": newest,
+        "elapsed": elapsed,
+        "rate": rate,
+        "eta": eta,
+        "pass_rate": run.passed / run.done if run.done else None,
+        "remaining": max(0, run.total - run.done),
+        "action_error": error,
+        # Three counts, only once the run is over (or on the full page): not on every poll.
+        "selection_counts": trace_sets.selection_counts(run) if full or run.is_terminal else None,
     }
-    return render(request, "jobs/run_finetune.html", context, status=400 if form.is_bound else 200)
-
-
-def form_student_initial(run: BootstrapRun) -> int | None:
-    student = run.project.models.filter(kind="local", fine_tunable=True).order_by("pk").first()
-    return student.pk if student else None
 
 
 @login_required
 @require_GET
-def run_finetune_preview(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """The training-data preview fragment, refreshed (htmx) when selection or formatting changes."""
-    project = get_project_for(request, slug)
-    run = _get_run(project, pk)
-    form = FinetuneForm(request.GET, run=run)
+def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug).project
+    run = get_object_or_404(
+        BootstrapRun.objects.select_related(
+            "trainset", "program_version__program", "teacher", "created_by"
+        ),
+        pk=pk,
+        project=project,
+    )
     context = {
         "project": project,
-        "run": run,
-        "preview": _preview(run, request.GET, form),
+        "nav": "runs",
+        **_status_context(run, full=True),
+        "jobs": run.finetune_jobs.select_related("student"),
     }
-    return render(request, "jobs/run_finetune.html#finetune-preview", context)
+    return render(request, "jobs/run_detail.html", context)
+
+
+@login_required
+@require_GET
+def run_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Polled every 2 s while the run is active; rendered without the trigger once it is not."""
+    project = get_project_for(request, slug).project
+    run = get_object_or_404(BootstrapRun, pk=pk, project=project)
+    return render(
+        request, "jobs/run_detail.html#run-status", {"project": project, **_status_context(run)}
+    )
+
+
+RUN_PAGE = live.LivePage(
+    model=BootstrapRun,
+    template="jobs/run_detail.html",
+    fragment="run-status",
+    detail_url="jobs:run-detail",
+    status_context=_status_context,
+)
+run_cancel = live.action_view(RUN_PAGE, queue.cancel)
+run_retry = live.action_view(RUN_PAGE, queue.retry)

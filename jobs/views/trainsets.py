@@ -24,7 +24,7 @@ ROWS_PER_PAGE = 25
 @login_required
 @require_GET
 def trainset_list(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     trainsets = project.trainsets.select_related("created_by")
     return render(
         request,
@@ -37,7 +37,7 @@ def trainset_list(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @csrf_exempt  # checked in _upload: CSRF middleware would read the whole body to find the token
 def trainset_upload(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request, slug, need="operate")
+    project = get_project_for(request, slug, need="operate").project
     refusal = trainsets.request_too_large(request.META) if request.method == "POST" else None
     if refusal:  # before anything reads the body
         context = {**_upload_context(project, TrainsetUploadForm()), "refusal": refusal}
@@ -102,7 +102,7 @@ def _get_trainset(project: object, pk: int) -> Trainset:
 @login_required
 @require_GET
 def trainset_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     trainset = _get_trainset(project, pk)
     context = {
         "project": project,
@@ -128,7 +128,7 @@ def trainset_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_GET
 def trainset_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Polled while a background import runs; once it ends, the whole page reloads."""
-    project = get_project_for(request, slug)
+    project = get_project_for(request, slug).project
     trainset = _get_trainset(project, pk)
     progress = (
         trainsets.import_progress(trainset)
@@ -145,7 +145,7 @@ def trainset_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def trainset_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = get_project_for(request, slug, need="operate")
+    project = get_project_for(request, slug, need="operate").project
     trainset = _get_trainset(project, pk)
     form = SplitForm(request.POST)
     if trainset.status != Trainset.Status.READY:

@@ -1,0 +1,240 @@
+"""Fine-tunes: the fine-tune form of a run (with a preview of the training data), and the live
+job page: state, step, loss curve, log tail, polled while active; cancel, retry (resume); and on
+success the model id, the downloads and how to load the program."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import F, Q
+from django.db.models.functions import Mod
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_GET, require_http_methods
+
+from jobs import charts
+from jobs.forms.finetunes import FinetuneForm
+from jobs.forms.values import parse_bool, parse_int
+from jobs.models import BootstrapRun, FinetuneJob, Project
+from jobs.permissions import get_project_for
+from jobs.services import artifacts, finetunes, queue, trace_sets
+from jobs.views import live
+
+
+def _get_run(project: Project, pk: int) -> BootstrapRun:
+    return get_object_or_404(
+        BootstrapRun.objects.select_related("program_version__program", "trainset"),
+        pk=pk,
+        project=project,
+    )
+
+
+def _preview(run: BootstrapRun, data: Any, form: FinetuneForm) -> dict[str, Any]:
+    """The preview of what the form, as filled in so far, would train on."""
+    bound = form.is_bound
+    selection = data.get("selection") if bound else form["selection"].initial
+    trace_set_pk = data.get("trace_set") if bound else None
+    return trace_sets.preview(
+        run,
+        selection=selection
+        if selection in FinetuneJob.Selection.values
+        else FinetuneJob.Selection.APPROVED,
+        trace_set=run.trace_sets.filter(pk=parse_int(trace_set_pk)).first()
+        if parse_int(trace_set_pk)
+        else None,
+        multitask=parse_bool(data.get("multitask")) if bound else True,
+        exclude_demos=parse_bool(data.get("exclude_demos")) if bound else True,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def run_finetune(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug, need="operate").project
+    run = _get_run(project, pk)
+    counts = trace_sets.selection_counts(run)
+    if request.method == "POST":
+        form = FinetuneForm(request.POST, run=run)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                job = finetunes.create_finetune_job(
+                    run=run,
+                    student=data["student"],
+                    config=data["config"],
+                    selection=data["selection"],
+                    multitask=data["multitask"],
+                    exclude_demos=data["exclude_demos"],
+                    user=request.user,
+                    trace_set=data.get("trace_set"),
+                )
+            except ValueError as e:
+                form.add_error(None, str(e))
+            else:
+                messages.success(request, f"Fine-tune job #{job.pk} queued on the GPU queue.")
+                return redirect("jobs:job-detail", project.slug, job.pk)
+    else:
+        selection = next(
+            (s for s in FinetuneJob.Selection.values if counts[s]), FinetuneJob.Selection.APPROVED
+        )
+        student = form_student_initial(run)
+        form = FinetuneForm(initial={"selection": selection, "student": student}, run=run)
+    context = {
+        "project": project,
+        "nav": "runs",
+        "run": run,
+        "form": form,
+        "counts": counts,
+        "preview": _preview(run, request.POST, form),
+    }
+    return render(request, "jobs/run_finetune.html", context, status=400 if form.is_bound else 200)
+
+
+def form_student_initial(run: BootstrapRun) -> int | None:
+    student = run.project.models.filter(kind="local", fine_tunable=True).order_by("pk").first()
+    return student.pk if student else None
+
+
+@login_required
+@require_GET
+def run_finetune_preview(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The training-data preview fragment, refreshed (htmx) when selection or formatting changes."""
+    project = get_project_for(request, slug).project
+    run = _get_run(project, pk)
+    form = FinetuneForm(request.GET, run=run)
+    context = {
+        "project": project,
+        "run": run,
+        "preview": _preview(run, request.GET, form),
+    }
+    return render(request, "jobs/run_finetune.html#finetune-preview", context)
+
+
+# --- the live job page ---------------------------------------------------------------------
+
+MAX_CURVE_POINTS = 400
+LOG_LINES = 20
+
+
+def loss_points(job: FinetuneJob) -> list[tuple[int, float | None]]:
+    """The stored (step, loss) points, thinned in SQL to at most ~MAX_CURVE_POINTS (every k-th step
+    and the latest): one query on the (job, step) index however long the training."""
+    span = max(job.total_steps or 0, job.step or 0)
+    every = -(-span // MAX_CURVE_POINTS) if span > MAX_CURVE_POINTS else 1
+    metrics = job.metrics.all()
+    if every > 1:
+        metrics = metrics.annotate(r=Mod(F("step"), every)).filter(Q(r=0) | Q(step__gte=job.step))
+    return list(metrics.order_by("step").values_list("step", "loss"))
+
+
+def _status_context(job: FinetuneJob, *, error: str = "") -> dict[str, Any]:
+    queue_state = live.queue_info(job)
+    points = loss_points(job)
+    log_lines = job.log_tail.splitlines()[-LOG_LINES:]
+    return {
+        "job": job,
+        "queue": queue_state,
+        "elapsed": live.elapsed_s(job),
+        "eta": job.eta_s if job.status == "running" else None,
+        # Every label inside is escaped by charts.loss_curve_svg.
+        "curve": mark_safe(charts.loss_curve_svg(points, total_steps=job.total_steps)),  # noqa: S308
+        "n_points": len(points),
+        "log_tail": "\n".join(log_lines),
+        "action_error": error,
+        **(_outputs_context(job) if job.status == FinetuneJob.Status.SUCCEEDED else {}),
+    }
+
+
+def _outputs_context(job: FinetuneJob) -> dict[str, Any]:
+    example = job.run.traces.order_by("example_index").values_list("inputs", flat=True).first()
+    return {
+        "output_model": artifacts.output_model(job),
+        "downloads": artifacts.downloads(job),
+        "snippet": artifacts.python_snippet(job, example=example),
+    }
+
+
+def _get_job(project: Project, pk: int) -> FinetuneJob:
+    return get_object_or_404(
+        FinetuneJob.objects.select_related("run__program_version"), pk=pk, project=project
+    )
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = get_project_for(request, slug).project
+    job = get_object_or_404(
+        FinetuneJob.objects.select_related(
+            "student", "run__program_version__program", "created_by", "trace_set"
+        ),
+        pk=pk,
+        project=project,
+    )
+    context = {"project": project, "nav": "jobs", **_status_context(job)}
+    return render(request, "jobs/job_detail.html", context)
+
+
+@login_required
+@require_GET
+def job_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Polled every 2 s while the job is active; rendered without the trigger once it is not.
+
+    While the job runs this costs two queries beyond the session and membership: the job row and
+    its (thinned) metric points. Redis is asked only for a queued job's position or a stale row.
+    """
+    project = get_project_for(request, slug).project
+    job = get_object_or_404(FinetuneJob, pk=pk, project=project)
+    return render(
+        request, "jobs/job_detail.html#job-status", {"project": project, **_status_context(job)}
+    )
+
+
+JOB_PAGE = live.LivePage(
+    model=FinetuneJob,
+    template="jobs/job_detail.html",
+    fragment="job-status",
+    detail_url="jobs:job-detail",
+    status_context=_status_context,
+)
+# Cancel is cooperative: the trainer stops at its next step and keeps the checkpoint; a status
+# poll after BFT_CANCEL_GRACE_S sends the hard stop. Retry resumes from the last checkpoint.
+job_cancel = live.action_view(JOB_PAGE, queue.cancel)
+job_retry = live.action_view(JOB_PAGE, queue.retry)
+
+
+@login_required
+@require_GET
+def job_download(request: HttpRequest, slug: str, pk: int, kind: str) -> HttpResponse:
+    """A succeeded job's outputs; any member may download them."""
+    project = get_project_for(request, slug).project
+    job = _get_job(project, pk)
+    names = {d.kind: d.filename for d in artifacts.downloads(job)}
+    if kind not in names or job.status != FinetuneJob.Status.SUCCEEDED:
+        raise Http404("No such download.")
+    if kind == "adapter":
+        root = artifacts.adapter_dir(job)
+        if root is None:
+            raise Http404("The adapter is missing from the artifacts directory.")
+        response = StreamingHttpResponse(
+            artifacts.stream_zip(root, prefix=f"bftweb-job-{job.pk}-adapter"),
+            content_type="application/zip",
+        )
+        response["Content-Disposition"] = f'attachment; filename="{names[kind]}"'
+        return response
+    if kind == "program":
+        try:
+            path = artifacts.program_json(job)
+        except artifacts.ExportError as exc:
+            return HttpResponse(str(exc), status=503, content_type="text/plain; charset=utf-8")
+    else:
+        path = artifacts.file_for(job, kind)
+        if path is None:
+            raise Http404("The file is missing from the artifacts directory.")
+    content_type = "application/x-ndjson" if kind == "train" else "application/json"
+    return FileResponse(
+        path.open("rb"), as_attachment=True, filename=names[kind], content_type=content_type
+    )

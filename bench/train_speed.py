@@ -232,8 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import transformers
 
-    from jobs.engine import finetune as ft
-    from jobs.engine import model_store
+    from jobs.engine import model_store, packing
     from jobs.engine.types import FinetuneConfig
 
     torch.set_num_threads(options.threads)
@@ -251,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows = synthetic_rows(options.rows, seed=0)
     tokenizer = model_store.load_tokenizer(model_store.resolve(config.base_model))
-    data = ft.tokenize_rows(tokenizer, rows, max_seq_length=config.max_seq_length)
+    data = packing.tokenize_rows(tokenizer, rows, max_seq_length=config.max_seq_length)
     lengths = [len(example.input_ids) for example in data.examples]
     print(
         f"device {device} ({torch.get_num_threads()} CPU threads, load average "

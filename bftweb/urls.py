@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.urls import URLPattern, include, path, re_path
+from django.urls import URLPattern, include, path
 from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 
 View = Callable[..., HttpResponse]
@@ -43,7 +43,7 @@ def session_only_for_superusers(view: View) -> View:
 
 def rq_urlpatterns() -> list[URLPattern]:
     api = [
-        re_path(p.pattern.regex.pattern, session_only_for_superusers(p.callback), name=p.name)
+        URLPattern(p.pattern, session_only_for_superusers(p.callback), p.default_args, p.name)
         for p in get_api_urlpatterns()
     ]
     return api + get_admin_urlpatterns(view_wrapper=superuser_required)

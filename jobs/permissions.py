@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from django.core.exceptions import PermissionDenied
+from django.contrib.auth.models import AnonymousUser, User
 from django.http import Http404, HttpRequest
 
+from jobs.http import BftRequest
 from jobs.models import Membership, Project
 
 Need = Literal["view", "review", "operate", "own"]
@@ -54,7 +56,7 @@ class ProjectAccess:
         return can(self.role, "own")
 
 
-def get_project_for(request: HttpRequest, slug: str, *, need: Need = "view") -> ProjectAccess:
+def get_project_for(request: BftRequest, slug: str, *, need: Need = "view") -> ProjectAccess:
     """The user's access to the project named by ``slug`` if they may ``need`` it; 404 for
     non-members, 403 for weak roles. Templates rendered for the request see it as ``access``
     (jobs.permissions.project_access, a context processor)."""
@@ -73,7 +75,7 @@ def get_project_for(request: HttpRequest, slug: str, *, need: Need = "view") -> 
         raise PermissionDenied(
             f"Your role ({access.role}) cannot do this in {access.project.name}."
         )
-    request.project_access = access  # type: ignore[attr-defined]  # for project_access below
+    request.project_access = access  # for project_access below
     return access
 
 
@@ -82,8 +84,8 @@ def project_access(request: HttpRequest) -> dict[str, ProjectAccess | None]:
     return {"access": getattr(request, "project_access", None)}
 
 
-def projects_of(user: object) -> list[Project]:
+def projects_of(user: User | AnonymousUser | None) -> list[Project]:
     """The user's projects, by name, for the switcher."""
-    if not getattr(user, "is_authenticated", False):
+    if user is None or not user.is_authenticated:
         return []
     return list(Project.objects.filter(memberships__user=user).order_by("name"))

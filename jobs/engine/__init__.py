@@ -5,5 +5,6 @@ directories: see ``model_store.configure``), ``local_lm`` (a local model as a DS
 ``decoding`` (its continuous batching), ``programs`` (declarative program specs, without DSPy),
 ``program_module`` (the ``dspy.Module`` a spec builds), ``trainsets`` (streaming readers),
 ``metrics``, ``bootstrap`` (teacher traces), ``training_data`` (DSPy-identical fine-tuning rows),
-``finetune`` (LoRA SFT) and ``export`` (the compiled program file). Usable from a plain script.
+``finetune`` (LoRA SFT) with ``packing`` (tokenization, padding-free packed attention) and
+``checkpoints`` (resumable state), and ``export`` (the compiled program file). Usable from a plain script.
 """

@@ -38,43 +38,30 @@ from pathlib import Path
 from typing import Any
 
 from jobs.engine import model_store
+from jobs.engine.checkpoints import (
+    ADAPTER_DIR,
+    CHECKPOINT_DIR,
+    check_resumable,
+    config_for_resume,
+    read_checkpoint_meta,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from jobs.engine.packing import (
+    PACKED_ATTENTION,
+    ROLES,
+    TokenizedData,
+    packed_loss_sum,
+    tokenize_rows,
+    use_packed_attention,
+)
 from jobs.engine.types import FinetuneConfig, FinetuneResult, TrainProgress
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
-CHECKPOINT_DIR = "checkpoint"
-ADAPTER_DIR = "adapter"
 MANIFEST_FILE = "manifest.json"
 TRAIN_FILE = "train.jsonl"
-ROLES = ("system", "user", "assistant")
-# The attention implementation used for training (see the module docstring).
-PACKED_ATTENTION = "bftweb_packed_sdpa"
-# Config fields that may change between a stopped run and its resume without changing the result.
-RESUME_TOLERATED_FIELDS = ("checkpoint_every_steps",)
-
-
-@dataclass(frozen=True)
-class Example:
-    """One tokenized row: the full conversation and its labels (IGNORE_INDEX on the prompt)."""
-
-    input_ids: list[int]
-    labels: list[int]
-
-    @property
-    def n_label_tokens(self) -> int:
-        return sum(1 for label in self.labels if label != IGNORE_INDEX)
-
-
-@dataclass(frozen=True)
-class TokenizedData:
-    examples: list[Example]
-    truncated_rows: int  # rows cut to max_seq_length that kept some answer tokens
-    dropped_rows: int  # rows with no answer token left after truncation (not trained on)
-
-    @property
-    def n_tokens(self) -> int:
-        return sum(len(example.input_ids) for example in self.examples)
 
 
 @dataclass(frozen=True)
@@ -159,156 +146,6 @@ def data_hash(rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# --- tokenization and packing -----------------------------------------------------------------
-
-
-def _template_ids(
-    tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool
-) -> list[int]:
-    encoded = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True
-    )
-    return list(encoded["input_ids"])
-
-
-def tokenize_row(
-    tokenizer: Any, row: dict[str, Any], *, index: int, max_seq_length: int
-) -> tuple[Example | None, bool]:
-    """Tokenize one row with the chat template; labels are IGNORE_INDEX on the prompt part.
-
-    Returns (example, truncated); example is None when truncation left no answer token.
-    """
-    messages = row["messages"]
-    prompt = _template_ids(tokenizer, messages[:-1], add_generation_prompt=True)
-    full = _template_ids(tokenizer, messages, add_generation_prompt=False)
-    if full[: len(prompt)] != prompt or len(full) <= len(prompt):
-        raise ValueError(
-            f"row {index}: the chat template's prompt tokens are not a prefix of the full conversation's "
-            "tokens, so the answer cannot be located (is this model's chat template unusual?)"
-        )
-    truncated = len(full) > max_seq_length
-    full = full[:max_seq_length]
-    if len(full) <= len(prompt):
-        return None, truncated
-    labels = [IGNORE_INDEX] * len(prompt) + full[len(prompt) :]
-    return Example(input_ids=full, labels=labels), truncated
-
-
-def tokenize_rows(
-    tokenizer: Any, rows: list[dict[str, Any]], *, max_seq_length: int
-) -> TokenizedData:
-    examples: list[Example] = []
-    truncated_rows = dropped_rows = 0
-    for index, row in enumerate(rows):
-        example, truncated = tokenize_row(
-            tokenizer, row, index=index, max_seq_length=max_seq_length
-        )
-        if example is None:
-            dropped_rows += 1
-            continue
-        truncated_rows += truncated
-        examples.append(example)
-    if not examples:
-        raise ValueError(
-            f"all {len(rows)} rows lost their answer to truncation: raise max_seq_length "
-            f"(now {max_seq_length}) or shorten the prompts"
-        )
-    return TokenizedData(examples, truncated_rows, dropped_rows)
-
-
-def pack(examples: list[Example]) -> dict[str, Any]:
-    """Concatenate examples into one row with restarting position ids (no padding).
-
-    ``targets[t]`` is the label of token t+1 within the same sequence (the shift happens here,
-    per sequence, so no position predicts the first token of the next sequence); ``keep`` marks
-    the positions that have a target, where logits are computed.
-    """
-    import torch
-
-    input_ids: list[int] = []
-    position_ids: list[int] = []
-    targets: list[int] = []
-    for example in examples:
-        input_ids += example.input_ids
-        position_ids += range(len(example.input_ids))
-        targets += example.labels[1:] + [IGNORE_INDEX]
-    targets_tensor = torch.tensor(targets)
-    keep = targets_tensor != IGNORE_INDEX
-    return {
-        "input_ids": torch.tensor([input_ids]),
-        "position_ids": torch.tensor([position_ids]),
-        "keep": keep.unsqueeze(0),
-        "targets": targets_tensor[keep],
-    }
-
-
-def _packed_sdpa_attention(
-    module: Any,
-    query: Any,
-    key: Any,
-    value: Any,
-    attention_mask: Any,
-    *,
-    packed_seq_lens: tuple[int, ...] | None = None,
-    **kwargs: Any,
-) -> tuple[Any, None]:
-    """Causal SDPA on each sequence of a packed row (batch 1); no cross-sequence scores computed."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if packed_seq_lens is None or query.shape[0] != 1:
-        raise ValueError(f"{PACKED_ATTENTION} attention needs one packed row and packed_seq_lens")
-    outputs, start = [], 0
-    for length in packed_seq_lens:
-        part = slice(start, start + length)
-        output, _ = sdpa_attention_forward(
-            module,
-            query[:, :, part],
-            key[:, :, part],
-            value[:, :, part],
-            None,
-            is_causal=True,
-            **kwargs,
-        )
-        outputs.append(output)  # (1, length, heads, head_dim)
-        start += length
-    return torch.cat(outputs, dim=1), None
-
-
-def use_packed_attention(model: Any) -> None:
-    """Switch ``model`` to :data:`PACKED_ATTENTION` (registered with transformers on first use).
-
-    Having no mask function registered, transformers builds no mask for it at all.
-    """
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(PACKED_ATTENTION, _packed_sdpa_attention)
-    model.set_attn_implementation(PACKED_ATTENTION)
-
-
-def packed_loss_sum(model: Any, examples: list[Example], *, device: str) -> tuple[Any, int]:
-    """Summed cross-entropy over the answer tokens of ``examples`` run as one packed row.
-
-    Works with the stock sdpa/eager attention (block-diagonal mask from the position ids) and,
-    faster, with :data:`PACKED_ATTENTION` (per-sequence attention from ``packed_seq_lens``).
-    """
-    import torch
-
-    batch = pack(examples)
-    output = model(
-        input_ids=batch["input_ids"].to(device),
-        position_ids=batch["position_ids"].to(device),
-        attention_mask=None,  # None: sdpa/eager derive the packed mask from position_ids
-        packed_seq_lens=tuple(len(example.input_ids) for example in examples),
-        use_cache=False,
-        logits_to_keep=batch["keep"].to(device),
-    )
-    logits = output.logits.reshape(-1, output.logits.shape[-1]).float()
-    targets = batch["targets"].to(device)
-    loss_sum = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-    return loss_sum, int(targets.numel())
-
-
 # --- the plan: which rows go into which optimizer step ----------------------------------------
 
 
@@ -338,79 +175,6 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     return (total_steps - step) / max(1, total_steps - warmup_steps)
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-
-def _config_for_resume(config: FinetuneConfig) -> dict[str, Any]:
-    data = config.to_dict()
-    for name in RESUME_TOLERATED_FIELDS:
-        data.pop(name, None)
-    return data
-
-
-def _read_checkpoint_meta(output_dir: Path) -> dict[str, Any] | None:
-    checkpoint = output_dir / CHECKPOINT_DIR
-    previous = output_dir / (CHECKPOINT_DIR + ".old")
-    if not checkpoint.exists() and previous.exists():
-        previous.rename(checkpoint)  # a crash between the two renames of _save_checkpoint
-    meta = checkpoint / "meta.json"
-    return json.loads(meta.read_text()) if meta.exists() else None
-
-
-def _check_resumable(
-    meta: dict[str, Any], config: FinetuneConfig, hash_: str, output_dir: Path
-) -> None:
-    where = output_dir / CHECKPOINT_DIR
-    if meta["data_hash"] != hash_:
-        raise ValueError(
-            f"cannot resume from {where}: it was trained on different rows (data hash "
-            f"{meta['data_hash'][:12]}, these rows {hash_[:12]}); use a new output dir or resume=False"
-        )
-    saved, now = meta["config"], _config_for_resume(config)
-    changed = sorted(name for name in set(saved) | set(now) if saved.get(name) != now.get(name))
-    if changed:
-        details = ", ".join(f"{name}: {saved.get(name)!r} -> {now.get(name)!r}" for name in changed)
-        raise ValueError(f"cannot resume from {where}: the config changed ({details})")
-
-
-def _save_checkpoint(
-    output_dir: Path, *, model: Any, state: dict[str, Any], meta: dict[str, Any]
-) -> None:
-    """Write the checkpoint into a tmp dir, then swap it in; only the latest one is kept."""
-    import torch
-
-    checkpoint = output_dir / CHECKPOINT_DIR
-    tmp = output_dir / f"{CHECKPOINT_DIR}.tmp-{os.getpid()}"
-    previous = output_dir / (CHECKPOINT_DIR + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / ADAPTER_DIR)
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(previous, ignore_errors=True)
-    if checkpoint.exists():
-        checkpoint.rename(previous)
-    tmp.rename(checkpoint)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def _rng_state(device: str) -> dict[str, Any]:
-    import torch
-
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: str) -> None:
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    if device == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # --- the training loop ------------------------------------------------------------------------
@@ -546,10 +310,10 @@ def _validate_request(config: FinetuneConfig, rows: list[dict[str, Any]], model_
 
 def _checkpoint_to_resume(output_dir: Path, config: FinetuneConfig, hash_: str) -> bool:
     """Whether ``output_dir`` holds a checkpoint to resume from; refuse one of other rows or config."""
-    meta = _read_checkpoint_meta(output_dir)
+    meta = read_checkpoint_meta(output_dir)
     if meta is None:
         return False
-    _check_resumable(meta, config, hash_, output_dir)
+    check_resumable(meta, config, hash_, output_dir)
     return True
 
 
@@ -639,7 +403,7 @@ def _restore_state(run: _Run, output_dir: Path) -> _RunState:
     state = torch.load(output_dir / CHECKPOINT_DIR / "state.pt", weights_only=True)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"], run.device)
+    set_rng_state(state["rng"], run.device)
     logger.info("resuming %s from step %d/%d", output_dir, state["step"], len(run.steps))
     return _RunState(
         step=state["step"],
@@ -666,7 +430,7 @@ class _Checkpointer:
         saved_state = {
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
-            "rng": _rng_state(run.device),
+            "rng": rng_state(run.device),
             "step": state.step,
             "losses": state.losses,
             "train_tokens": state.train_tokens,
@@ -679,9 +443,9 @@ class _Checkpointer:
             # micro-batches done in that epoch
             "epoch_position": done.epoch_position if done else 0,
             "data_hash": self.data_hash,
-            "config": _config_for_resume(run.config),
+            "config": config_for_resume(run.config),
         }
-        _save_checkpoint(self.output_dir, model=run.model, state=saved_state, meta=meta)
+        save_checkpoint(self.output_dir, model=run.model, state=saved_state, meta=meta)
         self.saved_step = state.step
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.db import models
@@ -10,7 +10,7 @@ from django.db import models
 from jobs.models.projects import Project
 
 if TYPE_CHECKING:
-    from jobs.engine.types import ModelSpec
+    from jobs.engine.types import ModelKind, ModelSpec
 
 
 class LanguageModel(models.Model):
@@ -68,7 +68,7 @@ class LanguageModel(models.Model):
         from jobs.engine.types import ModelSpec
 
         return ModelSpec(
-            kind=self.kind,
+            kind=cast("ModelKind", self.kind),  # the field's choices are ModelKind's values
             name=self.model_name,
             api_base=self.api_base,
             api_key_env=self.api_key_env,

@@ -29,7 +29,7 @@ from jobs.models import (
 from jobs.services import artifacts, errors, model_policy, queue, trace_sets
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
     from jobs.engine.types import FinetuneResult
 
@@ -59,7 +59,7 @@ def create_finetune_job(
     selection: str = FinetuneJob.Selection.APPROVED,
     multitask: bool = True,
     exclude_demos: bool = True,
-    user: AbstractBaseUser,
+    user: User,
     trace_set: TraceSet | None = None,
 ) -> FinetuneJob:
     """Queue a fine-tune on ``trace_set``, or on the ``selection`` frozen now as a new trace set."""

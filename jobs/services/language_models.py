@@ -15,14 +15,14 @@ from jobs.models import LanguageModel
 from jobs.services import errors, model_policy, queue
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 MODEL_TEST_QUEUE = "default"
 MODEL_TEST_PROMPT = "Reply with one short sentence: what is knowledge distillation?"
 TEST_OUTPUT_MAX_CHARS = 2000
 
 
-def enqueue_model_test(*, model: LanguageModel, user: AbstractBaseUser | None = None) -> str:
+def enqueue_model_test(*, model: LanguageModel, user: User | None = None) -> str:
     """Run a one-prompt try of the model on a worker; the task stores the answer or the error.
 
     ModelPolicyError when the installation does not allow the model; QueueUnavailable when Redis

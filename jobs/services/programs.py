@@ -12,7 +12,7 @@ from jobs.engine.programs import ProgramSpec, ProgramSpecError, check_fields, pa
 from jobs.models import Program, ProgramVersion, Project
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 
 def create_program_version(
@@ -20,7 +20,7 @@ def create_program_version(
     project: Project,
     name: str,
     source: str | bytes | dict[str, Any],
-    user: AbstractBaseUser,
+    user: User,
     fmt: str | None = None,
 ) -> ProgramVersion:
     """Parse and validate a declarative spec; store it as the named program's next version (or
@@ -37,7 +37,7 @@ class ProgramNameTaken(ValueError):
     """The project already has a program of that name (edit it to add a version)."""
 
 
-def create_program(*, project: Project, spec: ProgramSpec, user: AbstractBaseUser) -> Program:
+def create_program(*, project: Project, spec: ProgramSpec, user: User) -> Program:
     """A new program with ``spec`` as its version 1; ProgramNameTaken if the name is in use."""
     try:
         with transaction.atomic():
@@ -53,7 +53,7 @@ def create_program(*, project: Project, spec: ProgramSpec, user: AbstractBaseUse
 
 
 def add_version(
-    *, program: Program, spec: ProgramSpec, user: AbstractBaseUser
+    *, program: Program, spec: ProgramSpec, user: User
 ) -> tuple[ProgramVersion, bool]:
     """Save ``spec`` as the program's next version: (version, True); or (latest, False) when the
     latest version already has this spec. Versions never change once saved."""

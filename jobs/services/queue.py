@@ -36,7 +36,7 @@ from jobs.devices import parse_device
 from jobs.models import QueuedWork, Status
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def enqueue(row: QueuedWork) -> None:
     transaction.on_commit(send)
 
 
-def cancel(*, row: QueuedWork, user: AbstractBaseUser | None = None) -> QueuedWork:
+def cancel(*, row: QueuedWork, user: User | None = None) -> QueuedWork:
     """Queued: cancelled at once. Running: a cooperative stop, then a hard stop after the grace period."""
     if row.cancel_if_queued():
         # Tidy the queue; the worker's claim would fail anyway: the row is no longer queued.
@@ -142,7 +142,7 @@ def cancel(*, row: QueuedWork, user: AbstractBaseUser | None = None) -> QueuedWo
     return row
 
 
-def retry(*, row: QueuedWork, user: AbstractBaseUser | None = None) -> QueuedWork:
+def retry(*, row: QueuedWork, user: User | None = None) -> QueuedWork:
     """The same row back to queued under a new RQ job id. Its task resumes: a bootstrap skips the
     examples it finished, a fine-tune starts from its last checkpoint."""
     with transaction.atomic():
@@ -155,7 +155,7 @@ def retry(*, row: QueuedWork, user: AbstractBaseUser | None = None) -> QueuedWor
     return row
 
 
-def mark_failed(*, row: QueuedWork, user: AbstractBaseUser | None = None) -> QueuedWork:
+def mark_failed(*, row: QueuedWork, user: User | None = None) -> QueuedWork:
     """An operator's verdict on a stuck row (admin): failed now; its RQ job is stopped if Redis answers."""
     if not row.mark_finished(Status.FAILED, error=f"Marked failed by {user or 'an operator'}."):
         raise ValueError(f"Only a queued or running {row.WORK.noun} can be marked failed.")

@@ -53,7 +53,7 @@ from jobs.models import (
 )
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 BULK_BATCH = 2000
 
@@ -171,12 +171,12 @@ def queue_page_traces(traces: QuerySet[Trace]) -> QuerySet[Trace]:
     )
 
 
-def queue_page(traces: QuerySet[Trace], number: Any, per_page: int) -> Page:
+def queue_page(traces: QuerySet[Trace], number: Any, per_page: int) -> Page[Trace]:
     """One page of the filtered queue. The count and the page's ids come from the index alone
     (trace_review_cover_idx holds every filter column and example_index); only the page's rows
     are then read."""
     ids = traces.order_by("example_index").values_list("pk", flat=True)
-    page = Paginator(ids, per_page).get_page(number)
+    page: Page[Any] = Paginator(ids, per_page).get_page(number)  # of ids, then of their rows
     page_ids = list(page.object_list)
     rows = {t.pk: t for t in queue_page_traces(Trace.objects.filter(pk__in=page_ids))}
     page.object_list = [rows[pk] for pk in page_ids if pk in rows]
@@ -258,7 +258,7 @@ def _check_reviewable(trace: Trace, run: BootstrapRun) -> None:
 def decide(
     *,
     trace: Trace,
-    user: AbstractBaseUser,
+    user: User,
     verdict: str,
     comment: str = "",
     edited_outputs: dict[str, Any] | None = None,
@@ -310,7 +310,7 @@ def decide(
 def bulk_decide(
     *,
     run: BootstrapRun,
-    user: AbstractBaseUser,
+    user: User,
     traces: QuerySet[Trace],
     verdict: str,
     comment: str = "",
@@ -360,7 +360,7 @@ def bulk_decide(
     return len(ids)
 
 
-def approve_passing_above(*, run: BootstrapRun, user: AbstractBaseUser, threshold: float) -> int:
+def approve_passing_above(*, run: BootstrapRun, user: User, threshold: float) -> int:
     """Approve every unreviewed trace that passed, parsed and scored at least ``threshold``."""
     traces = run.traces.filter(
         review_state=State.UNREVIEWED, passed=True, parsed=True, score__gte=threshold
@@ -374,14 +374,14 @@ def approve_passing_above(*, run: BootstrapRun, user: AbstractBaseUser, threshol
     )
 
 
-def reject_errored(*, run: BootstrapRun, user: AbstractBaseUser) -> int:
+def reject_errored(*, run: BootstrapRun, user: User) -> int:
     traces = run.traces.filter(parsed=False).exclude(review_state=State.REJECTED)
     return bulk_decide(
         run=run, user=user, traces=traces, verdict=Verdict.REJECT, comment="bulk: errored"
     )
 
 
-def set_required_approvals(*, run: BootstrapRun, user: AbstractBaseUser, required: int) -> None:
+def set_required_approvals(*, run: BootstrapRun, user: User, required: int) -> None:
     """Change the rule and recompute every reviewed trace of the run under it."""
     if not 1 <= required <= 20:
         raise ValueError("Required approvals must be between 1 and 20.")
@@ -398,7 +398,7 @@ def set_required_approvals(*, run: BootstrapRun, user: AbstractBaseUser, require
 
 
 def save_edit(
-    *, trace: Trace, user: AbstractBaseUser, edits: dict[str, Any], comment: str, approve: bool
+    *, trace: Trace, user: User, edits: dict[str, Any], comment: str, approve: bool
 ) -> None:
     """A reviewer's edit of the outputs (an empty ``edits`` clears an earlier edit), and their
     approval of the edited trace when ``approve``."""
@@ -474,7 +474,7 @@ def reviewers_of(run: BootstrapRun) -> list[Any]:
 
 
 def assign_evenly(
-    *, run: BootstrapRun, user: AbstractBaseUser, reviewers: list[Any] | None = None
+    *, run: BootstrapRun, user: User, reviewers: list[Any] | None = None
 ) -> dict[Any, int]:
     """Split the unassigned unreviewed traces into one contiguous block per reviewer."""
     reviewers = reviewers if reviewers is not None else reviewers_of(run)
@@ -502,7 +502,7 @@ def assign_evenly(
     return result
 
 
-def claim_next(*, run: BootstrapRun, user: AbstractBaseUser) -> Trace | None:
+def claim_next(*, run: BootstrapRun, user: User) -> Trace | None:
     """The user's next trace: their own open assignment first, else the first unassigned unreviewed
     trace, claimed with a conditional UPDATE (two reviewers never claim the same one)."""
     not_mine_yet = ~Exists(

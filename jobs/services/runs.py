@@ -28,7 +28,7 @@ from jobs.models import (
 from jobs.services import errors, model_policy, programs, queue
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 
 def create_bootstrap_run(
@@ -39,7 +39,7 @@ def create_bootstrap_run(
     teacher: LanguageModel,
     metric: MetricSpec,
     config: BootstrapConfig,
-    user: AbstractBaseUser,
+    user: User,
     skip_missing: bool = False,
 ) -> BootstrapRun:
     """Queue a bootstrap run. Train rows that lack a program input or the metric's field (or hold

@@ -12,13 +12,11 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import (
-    Max,
-)
+from django.db.models import Max, QuerySet
 from django.utils.timezone import now
 
 from jobs.models import (
@@ -29,10 +27,10 @@ from jobs.models import (
     TraceSet,
     TraceSetItem,
 )
+from jobs.services.review import BULK_BATCH, TraceFilter
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
-from jobs.services.review import BULK_BATCH, TraceFilter
+    from django.contrib.auth.models import User
 
 PREVIEW_ROWS = 2
 TOKEN_SAMPLE_TRACES = 200
@@ -84,6 +82,8 @@ def preview(
 ) -> dict[str, Any]:
     """Traces, ≈ training rows and tokens (chars / 4, from a sample), a couple of rows, and the
     kept output values, for the frozen ``trace_set`` when one is picked, else the live selection."""
+    source: QuerySet[Any]  # of TraceSetItem or of Trace, each turned into a record by to_record
+    to_record: Callable[[Any], dict[str, Any]]
     if trace_set is not None:
         source = trace_set.items.select_related("trace").order_by("example_index")
         count, to_record = trace_set.trace_count, item_record
@@ -147,7 +147,7 @@ def selection_counts(run: BootstrapRun) -> dict[str, int]:
 def freeze_trace_set(
     *,
     run: BootstrapRun,
-    user: AbstractBaseUser,
+    user: User,
     selection: str = FinetuneJob.Selection.APPROVED,
     name: str = "",
     trace_filter: TraceFilter | None = None,

@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import F, Q
 from django.db.models.functions import Mod
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from jobs import charts
 from jobs.forms.finetunes import FinetuneForm
 from jobs.forms.values import parse_bool, parse_int
+from jobs.http import BftRequest
 from jobs.models import BootstrapRun, FinetuneJob, Project
 from jobs.permissions import get_project_for
 from jobs.services import artifacts, finetunes, queue, trace_sets
@@ -52,7 +53,7 @@ def _preview(run: BootstrapRun, data: Any, form: FinetuneForm) -> dict[str, Any]
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def run_finetune(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def run_finetune(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="operate").project
     run = _get_run(project, pk)
     counts = trace_sets.selection_counts(run)
@@ -100,7 +101,7 @@ def form_student_initial(run: BootstrapRun) -> int | None:
 
 @login_required
 @require_GET
-def run_finetune_preview(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def run_finetune_preview(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     """The training-data preview fragment, refreshed (htmx) when selection or formatting changes."""
     project = get_project_for(request, slug).project
     run = _get_run(project, pk)
@@ -165,7 +166,7 @@ def _get_job(project: Project, pk: int) -> FinetuneJob:
 
 @login_required
 @require_GET
-def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def job_detail(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug).project
     job = get_object_or_404(
         FinetuneJob.objects.select_related(
@@ -178,21 +179,6 @@ def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return render(request, "jobs/job_detail.html", context)
 
 
-@login_required
-@require_GET
-def job_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Polled every 2 s while the job is active; rendered without the trigger once it is not.
-
-    While the job runs this costs two queries beyond the session and membership: the job row and
-    its (thinned) metric points. Redis is asked only for a queued job's position or a stale row.
-    """
-    project = get_project_for(request, slug).project
-    job = get_object_or_404(FinetuneJob, pk=pk, project=project)
-    return render(
-        request, "jobs/job_detail.html#job-status", {"project": project, **_status_context(job)}
-    )
-
-
 JOB_PAGE = live.LivePage(
     model=FinetuneJob,
     template="jobs/job_detail.html",
@@ -202,13 +188,14 @@ JOB_PAGE = live.LivePage(
 )
 # Cancel is cooperative: the trainer stops at its next step and keeps the checkpoint; a status
 # poll after BFT_CANCEL_GRACE_S sends the hard stop. Retry resumes from the last checkpoint.
+job_status = live.status_view(JOB_PAGE)
 job_cancel = live.action_view(JOB_PAGE, queue.cancel)
 job_retry = live.action_view(JOB_PAGE, queue.retry)
 
 
 @login_required
 @require_GET
-def job_download(request: HttpRequest, slug: str, pk: int, kind: str) -> HttpResponse:
+def job_download(request: BftRequest, slug: str, pk: int, kind: str) -> HttpResponse:
     """A succeeded job's outputs; any member may download them."""
     project = get_project_for(request, slug).project
     job = _get_job(project, pk)

@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils.timezone import now
 from django.views.decorators.http import require_GET
 
+from jobs.http import BftRequest
 from jobs.models import BootstrapRun, FinetuneJob, Project, QueuedWork, Status
 from jobs.permissions import get_project_for
 from jobs.services import queue
@@ -88,7 +89,7 @@ def rows_for(project: Project, filters: Filters) -> tuple[list[Row], bool]:
     return rows[:LIMIT], len(rows) > LIMIT
 
 
-def _table_context(request: HttpRequest, project: Project) -> dict[str, Any]:
+def _table_context(request: BftRequest, project: Project) -> dict[str, Any]:
     filters = Filters.from_query(request.GET)
     rows, more = rows_for(project, filters)
     return {
@@ -131,7 +132,7 @@ def _age(moment: datetime | None) -> float | None:
 
 @login_required
 @require_GET
-def jobs_list(request: HttpRequest, slug: str) -> HttpResponse:
+def jobs_list(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
     context = {"nav": "jobs", **_table_context(request, project), **_workers_context(project)}
     return render(request, "jobs/jobs_list.html", context)
@@ -139,7 +140,7 @@ def jobs_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def jobs_table(request: HttpRequest, slug: str) -> HttpResponse:
+def jobs_table(request: BftRequest, slug: str) -> HttpResponse:
     """The table, polled while any row in it is active."""
     project = get_project_for(request, slug).project
     return render(request, "jobs/jobs_list.html#jobs-table", _table_context(request, project))
@@ -147,7 +148,7 @@ def jobs_table(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def workers(request: HttpRequest, slug: str) -> HttpResponse:
+def workers(request: BftRequest, slug: str) -> HttpResponse:
     """The workers and queues panel, polled while the page is visible (it never ends)."""
     project = get_project_for(request, slug).project
     return render(request, "jobs/jobs_list.html#workers", _workers_context(project))

@@ -6,13 +6,14 @@ from datetime import datetime
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.forms.language_models import LanguageModelForm
+from jobs.http import BftRequest
 from jobs.models import LanguageModel
 from jobs.permissions import get_project_for
 from jobs.services.model_policy import ModelPolicyError
@@ -22,7 +23,7 @@ QUEUE_UNAVAILABLE = "The queue is unavailable (Redis does not answer), so the te
 
 @login_required
 @require_GET
-def model_list(request: HttpRequest, slug: str) -> HttpResponse:
+def model_list(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
     models = project.models.select_related("source_job").order_by("name")
     return render(
@@ -32,7 +33,7 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def model_create(request: HttpRequest, slug: str) -> HttpResponse:
+def model_create(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug, need="operate").project
     form = LanguageModelForm(request.POST or None, project=project)
     if request.method == "POST" and form.is_valid():
@@ -51,7 +52,7 @@ def model_create(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def model_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def model_edit(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     """Change a model's settings; they apply to runs and fine-tunes started from now on."""
     project = get_project_for(request, slug, need="operate").project
     model = get_object_or_404(LanguageModel, pk=pk, project=project)
@@ -73,7 +74,7 @@ def _test_state(model: LanguageModel, since: datetime | None) -> str:
 
 
 def _render_test(
-    request: HttpRequest,
+    request: BftRequest,
     project: object,
     model: LanguageModel,
     since: datetime | None,
@@ -93,7 +94,7 @@ def _render_test(
 
 @login_required
 @require_POST
-def model_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def model_test(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     """Send one short prompt through the engine on a worker; the fragment polls for the answer."""
     from jobs.services import language_models, queue
 
@@ -117,7 +118,7 @@ def model_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def model_test_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def model_test_status(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     """Polled by the test fragment while the answer is pending."""
     project = get_project_for(request, slug).project
     model = get_object_or_404(LanguageModel, pk=pk, project=project)

@@ -16,11 +16,12 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.timezone import now
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
+from jobs.http import BftRequest
 from jobs.models import QueuedWork
 from jobs.permissions import get_project_for
 from jobs.services import queue
@@ -78,10 +79,28 @@ class LivePage:
     status_context: Callable[..., dict[str, Any]]  # (row, *, error="") -> the fragment's data
 
     def render_status(
-        self, request: HttpRequest, project: Any, row: QueuedWork, error: str = ""
+        self, request: BftRequest, project: Any, row: QueuedWork, error: str = ""
     ) -> HttpResponse:
         context = {"project": project, **self.status_context(row, error=error)}
         return render(request, f"{self.template}#{self.fragment}", context)
+
+
+def status_view(page: LivePage) -> Callable[..., HttpResponse]:
+    """The status fragment, polled every 2 s while the row is active and rendered without the
+    trigger once it is not. While a row runs this costs its own row and what its context reads
+    (a job: its thinned metric points); Redis is asked only for a queued row's position or a
+    stale row."""
+
+    @login_required
+    @require_GET
+    def view(request: BftRequest, slug: str, pk: int) -> HttpResponse:
+        project = get_project_for(request, slug).project
+        return page.render_status(
+            request, project, get_object_or_404(page.model, pk=pk, project=project)
+        )
+
+    view.__name__ = f"{page.model._meta.model_name}_status"
+    return view
 
 
 def action_view(page: LivePage, action: Callable[..., QueuedWork]) -> Callable[..., HttpResponse]:
@@ -93,7 +112,7 @@ def action_view(page: LivePage, action: Callable[..., QueuedWork]) -> Callable[.
 
     @login_required
     @require_POST
-    def view(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    def view(request: BftRequest, slug: str, pk: int) -> HttpResponse:
         project = get_project_for(request, slug, need="operate").project
         row = get_object_or_404(page.model, pk=pk, project=project)
         error = ""
@@ -101,9 +120,9 @@ def action_view(page: LivePage, action: Callable[..., QueuedWork]) -> Callable[.
             action(row=row, user=request.user)
         except ValueError as exc:
             error = str(exc)
-            if not request.htmx:  # type: ignore[attr-defined]
+            if not request.htmx:
                 messages.error(request, error)
-        if request.htmx:  # type: ignore[attr-defined]
+        if request.htmx:
             return page.render_status(request, project, row, error)
         return redirect(page.detail_url, project.slug, row.pk)
 

@@ -12,7 +12,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Max
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -26,6 +26,7 @@ from jobs.forms.programs import (
     parse_spec,
 )
 from jobs.forms.values import parse_int
+from jobs.http import BftRequest
 from jobs.models import Program, Project, Trainset
 from jobs.permissions import get_project_for
 from jobs.services import programs
@@ -58,7 +59,7 @@ def _fits(project: Project, spec: Any) -> list[dict[str, Any]]:
 
 @login_required
 @require_GET
-def program_list(request: HttpRequest, slug: str) -> HttpResponse:
+def program_list(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
     rows = project.programs.annotate(latest=Max("versions__version")).select_related("created_by")
     return render(
@@ -69,7 +70,7 @@ def program_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _render_form(
-    request: HttpRequest,
+    request: BftRequest,
     project: Project,
     draft: ProgramDraft,
     *,
@@ -102,7 +103,7 @@ def _add_module_row(data: QueryDict) -> QueryDict:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def program_create(request: HttpRequest, slug: str) -> HttpResponse:
+def program_create(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug, need="operate").project
     if request.method == "GET":
         draft = ProgramDraft(None)
@@ -124,7 +125,7 @@ def program_create(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def program_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def program_edit(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     """Editing never changes a version: it saves version N+1."""
     project = get_project_for(request, slug, need="operate").project
     program = get_object_or_404(Program, pk=pk, project=project)
@@ -157,7 +158,7 @@ def program_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def program_validate(request: HttpRequest, slug: str) -> HttpResponse:
+def program_validate(request: BftRequest, slug: str) -> HttpResponse:
     """Live validation (htmx, as you type): the parser's verdict on the posted form or spec."""
     project = get_project_for(request, slug, need="operate").project
     fixed = request.POST.get("fixed_name") or None
@@ -172,7 +173,7 @@ def program_validate(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def program_module_row(request: HttpRequest, slug: str) -> HttpResponse:
+def program_module_row(request: BftRequest, slug: str) -> HttpResponse:
     """One more module form for the formset (htmx "add module"), plus the new TOTAL_FORMS out of band."""
     project = get_project_for(request, slug, need="operate").project
     index = _total_forms(request.GET.get(f"{MODULES_PREFIX}-TOTAL_FORMS"))
@@ -195,7 +196,7 @@ def program_module_row(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def program_detail(
-    request: HttpRequest, slug: str, pk: int, version: int | None = None
+    request: BftRequest, slug: str, pk: int, version: int | None = None
 ) -> HttpResponse:
     project = get_project_for(request, slug).project
     program = get_object_or_404(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.forms.projects import MemberAddForm, MemberRoleForm, ProjectForm
+from jobs.http import BftRequest
 from jobs.models import Membership, Project
 from jobs.permissions import get_project_for
 from jobs.services import projects
@@ -16,7 +17,7 @@ from jobs.services import projects
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: BftRequest) -> HttpResponse:
     """The user's projects, and a form to start a new one (its creator becomes the owner)."""
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -35,7 +36,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def project_detail(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
     counts = {
         "models": project.models.count(),
@@ -57,13 +58,13 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def member_list(request: HttpRequest, slug: str) -> HttpResponse:
+def member_list(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
     return _render_members(request, project, MemberAddForm(project=project, user=request.user))
 
 
 def _render_members(
-    request: HttpRequest, project: Project, form: MemberAddForm, status: int = 200
+    request: BftRequest, project: Project, form: MemberAddForm, status: int = 200
 ) -> HttpResponse:
     memberships = project.memberships.select_related("user").order_by("user__username")
     context = {
@@ -78,7 +79,7 @@ def _render_members(
 
 @login_required
 @require_POST
-def member_add(request: HttpRequest, slug: str) -> HttpResponse:
+def member_add(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug, need="own").project
     form = MemberAddForm(request.POST, project=project, user=request.user)
     if not form.is_valid():
@@ -91,7 +92,7 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def member_role(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def member_role(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="own").project
     membership = get_object_or_404(Membership, pk=pk, project=project)
     form = MemberRoleForm(request.POST)
@@ -109,7 +110,7 @@ def member_role(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def member_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def member_remove(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="own").project
     membership = get_object_or_404(
         Membership.objects.select_related("user"), pk=pk, project=project

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -19,6 +19,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from jobs.forms.review import editable_fields, edits_from_post
 from jobs.forms.values import parse_flag, parse_float, parse_int
+from jobs.http import BftRequest
 from jobs.models import BootstrapRun, FinetuneJob, Project, Trace, TraceDecision, TraceSet
 from jobs.permissions import get_project_for
 from jobs.services import review, review_stats, trace_sets
@@ -61,10 +62,14 @@ def _float(value: Any, default: float) -> float:
     return default if number is None else number
 
 
-def _back(request: HttpRequest, project: Project, run: BootstrapRun) -> HttpResponse:
+def _back(request: BftRequest, project: Project, run: BootstrapRun) -> HttpResponse:
     """After a POST from the queue: back to it with the same filters (htmx: a client redirect)."""
-    url = _queue_url(project, run, review.TraceFilter.from_query(request.POST))
-    if request.htmx:  # type: ignore[attr-defined]
+    return _go(request, _queue_url(project, run, review.TraceFilter.from_query(request.POST)))
+
+
+def _go(request: BftRequest, url: str) -> HttpResponse:
+    """Redirect; for htmx, a client redirect (the whole page goes there)."""
+    if request.htmx:
         return HttpResponseClientRedirect(url)
     return redirect(url)
 
@@ -74,7 +79,7 @@ def _back(request: HttpRequest, project: Project, run: BootstrapRun) -> HttpResp
 
 @login_required
 @require_GET
-def review_queue(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def review_queue(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug).project
     run = _get_run(project, pk)
     trace_filter = review.TraceFilter.from_query(request.GET)
@@ -101,7 +106,7 @@ def review_queue(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def review_counts(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def review_counts(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     """The count chips, refreshed (htmx) when a row's decision changes them."""
     project = get_project_for(request, slug).project
     run = _get_run(project, pk)
@@ -117,7 +122,7 @@ def review_counts(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def review_threshold(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def review_threshold(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     """The histogram, what threshold T keeps and the kept traces' balance (htmx fragment)."""
     project = get_project_for(request, slug).project
     run = _get_run(project, pk)
@@ -136,7 +141,7 @@ def review_threshold(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 
 def _detail_context(
-    request: HttpRequest, project: Project, run: BootstrapRun, trace: Trace
+    request: BftRequest, project: Project, run: BootstrapRun, trace: Trace
 ) -> dict[str, Any]:
     trace_filter = review.TraceFilter.from_query(request.GET)
     prev_pk, next_pk = review.neighbours(trace_filter.apply(run.traces.all(), request.user), trace)
@@ -157,7 +162,7 @@ def _detail_context(
 
 @login_required
 @require_GET
-def review_trace(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
+def review_trace(request: BftRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
     project = get_project_for(request, slug).project
     run = _get_run(project, pk)
     trace = _get_trace(run, trace_pk)
@@ -166,7 +171,7 @@ def review_trace(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> Htt
 
 @login_required
 @require_POST
-def review_decide(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
+def review_decide(request: BftRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
     """Approve, reject or comment. htmx: the decision panel (or the queue row) comes back, and a
     ``traceDecided`` event carries the next trace's URL for auto-advance."""
     project = get_project_for(request, slug, need="review").project
@@ -184,7 +189,7 @@ def review_decide(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> Ht
             trace=trace, user=request.user, verdict=verdict, comment=request.POST.get("comment", "")
         )
     except ValueError as e:
-        if request.htmx:  # type: ignore[attr-defined]
+        if request.htmx:
             return HttpResponse(str(e), status=400)
         messages.error(request, str(e))
         return redirect(
@@ -201,7 +206,7 @@ def review_decide(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> Ht
         response = render(request, "jobs/review_queue.html#trace-row", context)
         return trigger_client_event(response, "tracesChanged")
     context = _detail_context(request, project, run, trace)
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         response = render(request, "jobs/review_trace.html#decision-panel", context)
         if verdict != TraceDecision.Verdict.COMMENT:
             trigger_client_event(
@@ -223,7 +228,7 @@ def _row_trace(run: BootstrapRun, trace_pk: int) -> Trace:
 
 @login_required
 @require_POST
-def review_edit(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
+def review_edit(request: BftRequest, slug: str, pk: int, trace_pk: int) -> HttpResponse:
     """Save edited output fields; the page then shows the re-rendered training messages."""
     project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
@@ -260,7 +265,7 @@ def review_edit(request: HttpRequest, slug: str, pk: int, trace_pk: int) -> Http
 
 @login_required
 @require_POST
-def review_bulk(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def review_bulk(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
     action = request.POST.get("action", "")
@@ -305,7 +310,7 @@ def review_bulk(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def review_assign(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def review_assign(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
     try:
@@ -323,22 +328,22 @@ def review_assign(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def review_claim(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def review_claim(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
     trace = review.claim_next(run=run, user=request.user)
     if trace is None:
         messages.info(request, "Nothing left to claim: every trace is reviewed or assigned.")
         return _back(request, project, run)
-    url = _trace_url(project, run, trace.pk, review.TraceFilter(state="unreviewed", mine=True))
-    if request.htmx:  # type: ignore[attr-defined]
-        return HttpResponseClientRedirect(url)
-    return redirect(url)
+    return _go(
+        request,
+        _trace_url(project, run, trace.pk, review.TraceFilter(state="unreviewed", mine=True)),
+    )
 
 
 @login_required
 @require_POST
-def review_settings(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def review_settings(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="operate").project
     run = _get_run(project, pk)
     try:
@@ -366,7 +371,7 @@ def review_settings(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def review_freeze(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def review_freeze(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="review").project
     run = _get_run(project, pk)
     trace_filter = (
@@ -394,14 +399,14 @@ def _get_trace_set(run: BootstrapRun, set_pk: int) -> TraceSet:
     return get_object_or_404(TraceSet.objects.select_related("run"), pk=set_pk, run=run)
 
 
-def _flag(request: HttpRequest, name: str) -> bool:
+def _flag(request: BftRequest, name: str) -> bool:
     return parse_flag(request.GET.get(name), default=True)
 
 
 @login_required
 @require_GET
 def trace_set_export(
-    request: HttpRequest, slug: str, pk: int, set_pk: int, fmt: str
+    request: BftRequest, slug: str, pk: int, set_pk: int, fmt: str
 ) -> StreamingHttpResponse:
     """JSONL: the training rows exactly as build_training_rows makes them; CSV: fields, score, decision."""
     project = get_project_for(request, slug).project

@@ -7,12 +7,13 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from jobs.forms.runs import BootstrapRunForm
 from jobs.forms.values import parse_bool, parse_int
+from jobs.http import BftRequest
 from jobs.models import BootstrapRun, ProgramVersion, Project, Trainset
 from jobs.permissions import get_project_for
 from jobs.services import queue, runs, trace_sets
@@ -21,7 +22,7 @@ from jobs.views import live
 
 @login_required
 @require_GET
-def run_list(request: HttpRequest, slug: str) -> HttpResponse:
+def run_list(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
     runs = project.runs.select_related("trainset", "program_version__program", "teacher")
     return render(request, "jobs/run_list.html", {"project": project, "nav": "runs", "runs": runs})
@@ -39,7 +40,7 @@ def _estimate(project: Project, data: Any) -> dict[str, Any]:
     )
 
 
-def _initial_run(project: Project, request: HttpRequest) -> dict[str, Any]:
+def _initial_run(project: Project, request: BftRequest) -> dict[str, Any]:
     """Sensible first choices: the newest trainset, the newest program's latest version, its first output."""
     initial: dict[str, Any] = {"metric": "normalized_match"}
     trainset_pk = parse_int(request.GET.get("trainset"))
@@ -60,7 +61,7 @@ def _initial_run(project: Project, request: HttpRequest) -> dict[str, Any]:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def run_create(request: HttpRequest, slug: str) -> HttpResponse:
+def run_create(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug, need="operate").project
     if request.method == "POST":
         form = BootstrapRunForm(request.POST, project=project)
@@ -113,7 +114,7 @@ def _missing_parts(project: Project) -> list[str]:
 
 @login_required
 @require_GET
-def run_estimate(request: HttpRequest, slug: str) -> HttpResponse:
+def run_estimate(request: BftRequest, slug: str) -> HttpResponse:
     """The estimate fragment, refreshed (htmx) as the bootstrap form changes."""
     project = get_project_for(request, slug).project
     return render(
@@ -171,7 +172,7 @@ def _status_context(run: BootstrapRun, *, error: str = "", full: bool = False) -
 
 @login_required
 @require_GET
-def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def run_detail(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug).project
     run = get_object_or_404(
         BootstrapRun.objects.select_related(
@@ -189,17 +190,6 @@ def run_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return render(request, "jobs/run_detail.html", context)
 
 
-@login_required
-@require_GET
-def run_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Polled every 2 s while the run is active; rendered without the trigger once it is not."""
-    project = get_project_for(request, slug).project
-    run = get_object_or_404(BootstrapRun, pk=pk, project=project)
-    return render(
-        request, "jobs/run_detail.html#run-status", {"project": project, **_status_context(run)}
-    )
-
-
 RUN_PAGE = live.LivePage(
     model=BootstrapRun,
     template="jobs/run_detail.html",
@@ -207,5 +197,6 @@ RUN_PAGE = live.LivePage(
     detail_url="jobs:run-detail",
     status_context=_status_context,
 )
+run_status = live.status_view(RUN_PAGE)
 run_cancel = live.action_view(RUN_PAGE, queue.cancel)
 run_retry = live.action_view(RUN_PAGE, queue.retry)

@@ -8,12 +8,13 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.forms.trainsets import SplitForm, TrainsetUploadForm
+from jobs.http import BftRequest
 from jobs.models import Project, Trainset, TrainsetRow
 from jobs.permissions import get_project_for
 from jobs.services import trainsets
@@ -23,7 +24,7 @@ ROWS_PER_PAGE = 25
 
 @login_required
 @require_GET
-def trainset_list(request: HttpRequest, slug: str) -> HttpResponse:
+def trainset_list(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
     trainsets = project.trainsets.select_related("created_by")
     return render(
@@ -36,7 +37,7 @@ def trainset_list(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 @csrf_exempt  # checked in _upload: CSRF middleware would read the whole body to find the token
-def trainset_upload(request: HttpRequest, slug: str) -> HttpResponse:
+def trainset_upload(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug, need="operate").project
     refusal = trainsets.request_too_large(request.META) if request.method == "POST" else None
     if refusal:  # before anything reads the body
@@ -46,7 +47,7 @@ def trainset_upload(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @csrf_protect
-def _upload(request: HttpRequest, project: Project) -> HttpResponse:
+def _upload(request: BftRequest, project: Project) -> HttpResponse:
     form = TrainsetUploadForm(request.POST or None, request.FILES or None)
     outcome = None
     if request.method == "POST" and form.is_valid():
@@ -101,7 +102,7 @@ def _get_trainset(project: object, pk: int) -> Trainset:
 
 @login_required
 @require_GET
-def trainset_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def trainset_detail(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug).project
     trainset = _get_trainset(project, pk)
     context = {
@@ -126,7 +127,7 @@ def trainset_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def trainset_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def trainset_status(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     """Polled while a background import runs; once it ends, the whole page reloads."""
     project = get_project_for(request, slug).project
     trainset = _get_trainset(project, pk)
@@ -144,7 +145,7 @@ def trainset_status(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def trainset_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def trainset_split(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug, need="operate").project
     trainset = _get_trainset(project, pk)
     form = SplitForm(request.POST)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from jobs.engine import finetune as ft
-from jobs.engine import model_store
+from jobs.engine import model_store, packing
 from jobs.engine.types import FinetuneConfig, TrainProgress
 
 torch.set_num_threads(2)
@@ -86,13 +86,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 def test_labels_mask_exactly_the_prompt(tokenizer) -> None:
     row = ROWS[0]
-    example, truncated = ft.tokenize_row(tokenizer, row, index=0, max_seq_length=1024)
+    example, truncated = packing.tokenize_row(tokenizer, row, index=0, max_seq_length=1024)
     prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True)[
         "input_ids"
     ]
     assert example is not None and not truncated
     assert example.input_ids[: len(prompt)] == list(prompt)
-    assert example.labels[: len(prompt)] == [ft.IGNORE_INDEX] * len(prompt)
+    assert example.labels[: len(prompt)] == [packing.IGNORE_INDEX] * len(prompt)
     assert example.labels[len(prompt) :] == example.input_ids[len(prompt) :]
     answer = tokenizer.decode(example.labels[len(prompt) :])
     assert answer == row["messages"][-1]["content"] + "<|im_end|>\n"
@@ -102,16 +102,16 @@ def test_labels_mask_exactly_the_prompt(tokenizer) -> None:
 
 
 def test_truncation_is_counted_and_answerless_rows_dropped(tokenizer) -> None:
-    example, _ = ft.tokenize_row(tokenizer, ROWS[0], index=0, max_seq_length=1024)
-    n_prompt = example.labels.count(ft.IGNORE_INDEX)
-    data = ft.tokenize_rows(tokenizer, ROWS[:1], max_seq_length=n_prompt + 2)
+    example, _ = packing.tokenize_row(tokenizer, ROWS[0], index=0, max_seq_length=1024)
+    n_prompt = example.labels.count(packing.IGNORE_INDEX)
+    data = packing.tokenize_rows(tokenizer, ROWS[:1], max_seq_length=n_prompt + 2)
     assert (data.truncated_rows, data.dropped_rows) == (1, 0)
     assert len(data.examples[0].input_ids) == n_prompt + 2
     assert data.examples[0].n_label_tokens == 2
-    data = ft.tokenize_rows(tokenizer, ROWS, max_seq_length=1024)
+    data = packing.tokenize_rows(tokenizer, ROWS, max_seq_length=1024)
     assert (data.truncated_rows, data.dropped_rows, len(data.examples)) == (0, 0, len(ROWS))
     with pytest.raises(ValueError, match="all 1 rows lost their answer"):
-        ft.tokenize_rows(tokenizer, ROWS[:1], max_seq_length=n_prompt)
+        packing.tokenize_rows(tokenizer, ROWS[:1], max_seq_length=n_prompt)
 
 
 def test_prompt_not_a_prefix_names_the_row() -> None:
@@ -122,13 +122,13 @@ def test_prompt_not_a_prefix_names_the_row() -> None:
     with pytest.raises(
         ValueError, match="row 7: the chat template's prompt tokens are not a prefix"
     ):
-        ft.tokenize_row(OddTemplate(), ROWS[0], index=7, max_seq_length=64)
+        packing.tokenize_row(OddTemplate(), ROWS[0], index=7, max_seq_length=64)
 
 
 def test_pack_restarts_positions_and_shifts_within_each_sequence() -> None:
-    a = ft.Example(input_ids=[10, 11, 12], labels=[-100, 11, 12])
-    b = ft.Example(input_ids=[20, 21], labels=[-100, 21])
-    batch = ft.pack([a, b])
+    a = packing.Example(input_ids=[10, 11, 12], labels=[-100, 11, 12])
+    b = packing.Example(input_ids=[20, 21], labels=[-100, 21])
+    batch = packing.pack([a, b])
     assert batch["input_ids"].tolist() == [[10, 11, 12, 20, 21]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     # token t predicts token t+1 of its own sequence; the last token of `a` predicts nothing.
@@ -137,14 +137,14 @@ def test_pack_restarts_positions_and_shifts_within_each_sequence() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attention", ["sdpa", "eager", ft.PACKED_ATTENTION])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", packing.PACKED_ATTENTION])
 def test_packed_loss_equals_per_sequence_loss(tokenizer, base_model, attention: str) -> None:
     """Packing must not let a sequence see its neighbours: same loss as running each alone.
 
     sdpa/eager: transformers derives a block-diagonal mask from the restarting position ids;
     PACKED_ATTENTION (what training uses): causal attention per sequence slice.
     """
-    examples = ft.tokenize_rows(tokenizer, ROWS[:3], max_seq_length=1024).examples
+    examples = packing.tokenize_rows(tokenizer, ROWS[:3], max_seq_length=1024).examples
     with torch.no_grad():
         reference, n_reference = 0.0, 0
         for example in examples:  # plain HF path: one unpadded sequence, HF's own label shift
@@ -155,17 +155,17 @@ def test_packed_loss_equals_per_sequence_loss(tokenizer, base_model, attention: 
             reference += output.loss.item() * n
             n_reference += n
         # the same concatenation without restarting positions does attend across sequences
-        batch = ft.pack(examples)
+        batch = packing.pack(examples)
         crossed = base_model(input_ids=batch["input_ids"], logits_to_keep=batch["keep"]).logits
         crossed_loss = torch.nn.functional.cross_entropy(
             crossed.reshape(-1, crossed.shape[-1]), batch["targets"], reduction="sum"
         )
         try:
-            if attention == ft.PACKED_ATTENTION:
-                ft.use_packed_attention(base_model)
+            if attention == packing.PACKED_ATTENTION:
+                packing.use_packed_attention(base_model)
             else:
                 base_model.set_attn_implementation(attention)
-            packed, n_packed = ft.packed_loss_sum(base_model, examples, device="cpu")
+            packed, n_packed = packing.packed_loss_sum(base_model, examples, device="cpu")
         finally:
             base_model.set_attn_implementation("sdpa")
     assert n_packed == n_reference
@@ -280,7 +280,7 @@ def test_finetune_trains_saves_and_registers(trained, tokenizer, base_model) -> 
     import peft
 
     ids = torch.tensor(
-        [ft.tokenize_row(tokenizer, ROWS[0], index=0, max_seq_length=1024)[0].input_ids]
+        [packing.tokenize_row(tokenizer, ROWS[0], index=0, max_seq_length=1024)[0].input_ids]
     )
     with torch.no_grad():
         before = base_model(input_ids=ids).logits

@@ -1,0 +1,80 @@
+"""The layers hold: the web process never loads DSPy or torch, and the engine knows no Django.
+
+Pages, forms, services, the admin and the RQ entry points import only the light engine modules
+(specs, metrics, trainset parsing, types); DSPy, torch and transformers are imported inside the
+worker-side functions that need them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("dspy", "torch", "transformers", "peft", "litellm")
+
+WEB_PROCESS = """
+import json, os, pkgutil, importlib, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bftweb.settings")
+import django
+django.setup()
+from django.urls import get_resolver
+get_resolver().url_patterns  # every view module, the admin, django-rq's pages
+import jobs, jobs.tasks, jobs.worker, jobs.imports
+for info in pkgutil.walk_packages(jobs.__path__, "jobs."):
+    if not info.name.startswith(("jobs.engine", "jobs.migrations")):
+        importlib.import_module(info.name)
+from django.core.management import call_command
+call_command("check", verbosity=0)
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
+"""
+
+
+def test_the_web_process_never_imports_dspy_or_torch() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WEB_PROCESS % (HEAVY,)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"the web process loaded {loaded}"
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_engine_imports_nothing_of_django_or_the_app() -> None:
+    for path in sorted((ROOT / "jobs" / "engine").glob("*.py")):
+        outside = {
+            name
+            for name in _imports(path)
+            if name.split(".")[0] in ("django", "bftweb")
+            or (name.startswith("jobs.") and not name.startswith("jobs.engine"))
+        }
+        assert not outside, f"{path.name} imports {sorted(outside)}"
+
+
+def test_models_import_no_services_and_services_no_views() -> None:
+    """Nothing imports upward: models < services < forms/views/admin/tasks."""
+    upward = {
+        "models": ("jobs.services", "jobs.forms", "jobs.views", "jobs.tasks", "jobs.admin"),
+        "services": ("jobs.views", "jobs.tasks", "jobs.admin"),
+    }
+    for package, banned in upward.items():
+        for path in sorted((ROOT / "jobs" / package).glob("*.py")):
+            bad = {name for name in _imports(path) if name.startswith(banned)}
+            assert not bad, f"jobs/{package}/{path.name} imports {sorted(bad)}"

@@ -25,11 +25,13 @@ run: install .env
 test: install .env
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy jobs bftweb tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy jobs bftweb tests bench
 
 bench: install
 	$(PY) -m bench

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
             f"unknown bench(es): {', '.join(unknown)}; known: {', '.join(BENCHES)}", file=sys.stderr
         )
         return 2
+    from jobs.engine.precision import describe_cpu
+
+    print(describe_cpu(), flush=True)  # the host the figures below come from
     for name in names:
         print(f"== {name}", flush=True)
         started = time.monotonic()

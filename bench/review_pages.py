@@ -99,16 +99,30 @@ def build(n: int, seed: int = 0) -> dict[str, Any]:
     )
     program = Program.objects.create(project=project, name="sentiment", created_by=alice)
     version = ProgramVersion.objects.create(
-        program=program, version=1, created_by=alice,
-        spec={"name": "sentiment", "modules": [{"name": "classify", "type": "ChainOfThought", "signature": "text -> sentiment"}]},
-    )  # fmt: skip
+        program=program,
+        version=1,
+        created_by=alice,
+        spec={
+            "name": "sentiment",
+            "modules": [
+                {"name": "classify", "type": "ChainOfThought", "signature": "text -> sentiment"}
+            ],
+        },
+    )
     teacher = LanguageModel.objects.create(
         project=project, name="teacher", model_name="smollm2", created_by=alice
     )
     run = BootstrapRun.objects.create(
-        project=project, trainset=trainset, program_version=version, teacher=teacher, created_by=alice,
-        metric=MetricSpec("token_f1", "sentiment", 0.5).to_dict(), total=n, done=n, status="succeeded",
-    )  # fmt: skip
+        project=project,
+        trainset=trainset,
+        program_version=version,
+        teacher=teacher,
+        created_by=alice,
+        metric=MetricSpec("token_f1", "sentiment", 0.5).to_dict(),
+        total=n,
+        done=n,
+        status="succeeded",
+    )
 
     # One call rendered by DSPy's adapter; the others reuse its messages with their own strings
     # (rendering 100k calls through dspy would time the adapter, not the pages).
@@ -122,8 +136,13 @@ def build(n: int, seed: int = 0) -> dict[str, Any]:
         "reasoning": "\x00REASONING\x00",
         "sentiment": "\x00LABEL\x00",
     }
-    template = call_messages({"signature": signature, "inputs": {"text": marker["text"]},
-                              "outputs": {"reasoning": marker["reasoning"], "sentiment": marker["sentiment"]}})  # fmt: skip
+    template = call_messages(
+        {
+            "signature": signature,
+            "inputs": {"text": marker["text"]},
+            "outputs": {"reasoning": marker["reasoning"], "sentiment": marker["sentiment"]},
+        }
+    )
 
     def messages(text: str, reasoning: str, label: str) -> list[dict[str, str]]:
         out = []
@@ -151,11 +170,14 @@ def build(n: int, seed: int = 0) -> dict[str, Any]:
             )
             score = 0.0 if errored else (1.0 if output == label else round(rng.random() * 0.6, 3))
             call = {
-                "predictor": "classify.predict", "signature": signature, "inputs": {"text": text},
-                "outputs": {} if errored else {"reasoning": reasoning, "sentiment": output}, "demos": demos,
+                "predictor": "classify.predict",
+                "signature": signature,
+                "inputs": {"text": text},
+                "outputs": {} if errored else {"reasoning": reasoning, "sentiment": output},
+                "demos": demos,
                 "error": "the answer did not parse" if errored else "",
                 "messages": [] if errored else messages(text, reasoning, output),
-            }  # fmt: skip
+            }
             if errored:
                 call["raw"] = f"[[ ## reasoning ## ]]\n{reasoning}\n[[ ## sentim"
             batch.append(
@@ -173,7 +195,7 @@ def build(n: int, seed: int = 0) -> dict[str, Any]:
                     lm_calls=1,
                     tokens=rng.randint(300, 600),
                     elapsed_s=round(rng.random() * 3, 2),
-                )  # fmt: skip
+                )
             )
             if len(batch) == 2000:
                 Trace.objects.bulk_create(batch)
@@ -241,7 +263,7 @@ def build(n: int, seed: int = 0) -> dict[str, Any]:
 
 
 def measure(
-    client: Any, url: str, repeat: int, headers: dict[str, str] | None = None
+    client: Any, url: str | list[str], repeat: int, headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -292,7 +314,7 @@ def child(n: int, repeat: int) -> dict[str, Any]:
     client = Client()
     client.force_login(User.objects.get(username="rita"))
     base = f"/p/bench/runs/{run}/review/"
-    pages = {
+    pages: dict[str, str | list[str]] = {
         "queue, no filter": base,
         "queue, page 1000": f"{base}?page=1000",
         "queue, unreviewed": f"{base}?state=unreviewed",

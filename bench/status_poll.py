@@ -66,7 +66,7 @@ def seed(points: int) -> tuple[str, str, int]:
         Program,
         Project,
         Trainset,
-    )  # fmt: skip
+    )
 
     call_command("migrate", verbosity=0, interactive=False)
     user = User.objects.create_user("bench", password="bench-password-1")
@@ -78,19 +78,42 @@ def seed(points: int) -> tuple[str, str, int]:
     trainset = Trainset.objects.create(project=project, name="t", status="ready", created_by=user)
     program = Program.objects.create(project=project, name="p", created_by=user)
     version = program.versions.create(
-        version=1, created_by=user,
-        spec={"name": "p", "modules": [{"name": "m", "type": "Predict", "signature": "text -> label"}]},
-    )  # fmt: skip
+        version=1,
+        created_by=user,
+        spec={
+            "name": "p",
+            "modules": [{"name": "m", "type": "Predict", "signature": "text -> label"}],
+        },
+    )
     run = BootstrapRun.objects.create(
-        project=project, trainset=trainset, program_version=version, teacher=model, created_by=user,
-        metric=MetricSpec("exact_match", "label").to_dict(), status="succeeded", total=100, done=100,
-    )  # fmt: skip
+        project=project,
+        trainset=trainset,
+        program_version=version,
+        teacher=model,
+        created_by=user,
+        metric=MetricSpec("exact_match", "label").to_dict(),
+        status="succeeded",
+        total=100,
+        done=100,
+    )
     job = FinetuneJob.objects.create(
-        project=project, run=run, student=model, created_by=user, status="running", started=now(),
-        config=FinetuneConfig(base_model="smollm2").to_dict(), step=points, total_steps=points * 2,
-        last_loss=1.0, learning_rate=2e-4, tokens_per_s=300.0, eta_s=600.0, worker_name="bench-worker",
-        device="cpu", log_tail="\n".join(f"step {i}: loss 1.0" for i in range(50)),
-    )  # fmt: skip
+        project=project,
+        run=run,
+        student=model,
+        created_by=user,
+        status="running",
+        started=now(),
+        config=FinetuneConfig(base_model="smollm2").to_dict(),
+        step=points,
+        total_steps=points * 2,
+        last_loss=1.0,
+        learning_rate=2e-4,
+        tokens_per_s=300.0,
+        eta_s=600.0,
+        worker_name="bench-worker",
+        device="cpu",
+        log_tail="\n".join(f"step {i}: loss 1.0" for i in range(50)),
+    )
     FinetuneMetric.objects.bulk_create(
         FinetuneMetric(job=job, step=s, loss=2.0 / (1 + s / 50), learning_rate=2e-4)
         for s in range(1, points + 1)
@@ -194,10 +217,26 @@ def main(argv: list[str] | None = None) -> None:
         n_queries = queries_per_poll(path)
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "bftweb.wsgi", "-b", f"127.0.0.1:{port}",
-             "-w", str(args.workers), "-k", "gthread", "--threads", str(args.threads), "--log-level", "warning"],
-            cwd=ROOT, env=env, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "bftweb.wsgi",
+                "-b",
+                f"127.0.0.1:{port}",
+                "-w",
+                str(args.workers),
+                "-k",
+                "gthread",
+                "--threads",
+                str(args.threads),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
         stop = threading.Event()
         worker = threading.Thread(target=play_worker, args=(job_pk, stop), daemon=True)
         try:

@@ -12,17 +12,25 @@ there is none). "all" is tokens / time from the start of training to the end of 
 tokens per second of this process's CPU time: steadier than wall time when other processes
 share the cores (the wall-time figures then mostly measure the neighbours).
 
-Runs on CUDA with bf16 when a GPU is present, else on CPU (bf16 autocast unless --no-bf16).
+Runs on CUDA when a GPU is present, else on CPU, in the precision jobs.engine.precision chooses
+for this host (bf16 autocast only where it is native and faster; --no-bf16: fp32). TRL runs in the
+same precision. Our loop then runs twice more, forced to bf16 and forced to fp32
+(``BFT_CPU_BF16=on|off`` on CPU, the config's bf16 flag on CUDA), --compare-steps steps each, so
+the chosen precision shows next to both; the "steady" column compares them fairly (the runs may
+differ in length). The CPU's model, flags and torch's CPU capability are printed with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +78,8 @@ class Measured:
     steady_cpu_seconds: float  # process CPU time over the same steps
     padded_tokens: int  # tokens including padding (== tokens when padding-free)
     final_loss: float | None
+    steps: int = 0  # optimizer steps run
+    precision: str = ""  # bf16 or fp32, and why
 
     @property
     def tokens_per_s(self) -> float:
@@ -85,7 +95,31 @@ class Measured:
         return self.steady_tokens / cpu if cpu > 0 else float("nan")
 
 
-def run_ours(rows: list[dict[str, Any]], config: Any, workdir: Path) -> Measured:
+@contextlib.contextmanager
+def cpu_bf16(value: str | None) -> Iterator[None]:
+    """BFT_CPU_BF16 set to ``value`` (None: left as it is) for the duration."""
+    from jobs.engine.precision import ENV_CPU_BF16
+
+    previous = os.environ.get(ENV_CPU_BF16)
+    if value is not None:
+        os.environ[ENV_CPU_BF16] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ENV_CPU_BF16, None)
+        else:
+            os.environ[ENV_CPU_BF16] = previous
+
+
+def run_ours(
+    rows: list[dict[str, Any]],
+    config: Any,
+    workdir: Path,
+    *,
+    name: str = "bftweb loop (packed)",
+    tag: str = "ours",
+) -> Measured:
     from jobs.engine.finetune import finetune
 
     progress: list[Any] = []
@@ -98,15 +132,16 @@ def run_ours(rows: list[dict[str, Any]], config: Any, workdir: Path) -> Measured
     result = finetune(
         config,
         rows,
-        output_dir=workdir / "ours",
-        model_id="bftweb:smollm2:ft-bench",
+        output_dir=workdir / tag,
+        model_id=f"bftweb:smollm2:ft-bench-{tag}",
         on_progress=record,
         resume=False,
     )
     first, last = progress[0], progress[-1]
     first_tokens = round(first.tokens_per_s * first.elapsed_s)
+    manifest = json.loads(Path(result.manifest_path).read_text())
     return Measured(
-        name="bftweb loop (packed)",
+        name=name,
         tokens=result.train_tokens,
         seconds=last.elapsed_s,
         steady_tokens=result.train_tokens - first_tokens,
@@ -114,11 +149,31 @@ def run_ours(rows: list[dict[str, Any]], config: Any, workdir: Path) -> Measured
         steady_cpu_seconds=cpu[-1] - cpu[0],
         padded_tokens=result.train_tokens,
         final_loss=result.final_loss,
+        steps=result.steps,
+        precision=manifest["precision"]["reason"],
     )
 
 
+def run_forced(
+    rows: list[dict[str, Any]], config: Any, workdir: Path, *, bf16: bool, device: str
+) -> Measured:
+    """Our loop forced to bf16 or fp32: BFT_CPU_BF16 on CPU, the config's flag elsewhere."""
+    label = "bf16" if bf16 else "fp32"
+    name = f"bftweb loop, forced {label}"
+    if device == "cpu":
+        with cpu_bf16("on" if bf16 else "off"):
+            return run_ours(rows, replace(config, bf16=True), workdir, name=name, tag=label)
+    return run_ours(rows, replace(config, bf16=bf16), workdir, name=name, tag=label)
+
+
 def run_trl(
-    rows: list[dict[str, Any]], config: Any, workdir: Path, *, padding_free: bool, device: str
+    rows: list[dict[str, Any]],
+    config: Any,
+    workdir: Path,
+    *,
+    padding_free: bool,
+    device: str,
+    bf16: bool,
 ) -> tuple[Measured, list[int]]:
     """One SFTTrainer run; also returns the per-row completion token counts TRL trains on."""
     import torch
@@ -136,7 +191,7 @@ def run_trl(
     counts = {"tokens": 0, "padded": 0}
 
     def count(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        input_ids: torch.Tensor = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
         mask = kwargs.get("attention_mask")
         counts["padded"] += int(input_ids.numel())
         counts["tokens"] += int(mask.sum()) if mask is not None else int(input_ids.numel())
@@ -166,7 +221,7 @@ def run_trl(
         warmup_steps=1,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
-        bf16=config.bf16 and (device == "cpu" or torch.cuda.is_bf16_supported()),
+        bf16=bf16,  # the precision our loop chose for this host
         gradient_checkpointing=False,  # TRL's default is True; our loop doesn't checkpoint
         max_length=None if padding_free else config.max_seq_length,  # TRL refuses both (rows fit)
         padding_free=padding_free,
@@ -194,9 +249,9 @@ def run_trl(
         peft_config=lora,
         callbacks=[Clock()],
     )
-    completion_tokens = [
-        sum(label != -100 for label in row["labels"]) for row in trainer.train_dataset
-    ]
+    train_dataset = trainer.train_dataset
+    assert isinstance(train_dataset, Dataset)  # ours, tokenized by SFTTrainer
+    completion_tokens = [sum(label != -100 for label in row["labels"]) for row in train_dataset]
     output = trainer.train()
     (start, _, _), (first_end, first_tokens, first_cpu), (end, tokens, end_cpu) = (
         marks[0],
@@ -212,6 +267,8 @@ def run_trl(
         steady_cpu_seconds=end_cpu - first_cpu,
         padded_tokens=counts["padded"],
         final_loss=output.training_loss,  # TRL reports the mean over the run, ours the last step
+        steps=config.max_steps,
+        precision="bf16" if bf16 else "fp32",
     )
     return measured, completion_tokens
 
@@ -224,6 +281,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--no-bf16", action="store_true", help="train in fp32")
     parser.add_argument("--no-trl", action="store_true", help="only our loop")
+    parser.add_argument(
+        "--compare-steps",
+        type=int,
+        default=None,
+        help="steps of each forced-bf16 / forced-fp32 run of our loop (default: min(--steps, 3); "
+        "0 skips them; emulated bf16 can be ~20x slower than fp32)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     options = parser.parse_args(argv)
 
@@ -233,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     from jobs.engine import model_store, packing
+    from jobs.engine.precision import choose_precision, describe_cpu
     from jobs.engine.types import FinetuneConfig
 
     torch.set_num_threads(options.threads)
@@ -248,15 +313,21 @@ def main(argv: list[str] | None = None) -> None:
         bf16=not options.no_bf16,
         checkpoint_every_steps=10**6,
     )
+    compare_steps = (
+        min(options.steps, 3) if options.compare_steps is None else options.compare_steps
+    )
+    precision = choose_precision(device, config.bf16)  # cached: the runs below get the same answer
     rows = synthetic_rows(options.rows, seed=0)
     tokenizer = model_store.load_tokenizer(model_store.resolve(config.base_model))
     data = packing.tokenize_rows(tokenizer, rows, max_seq_length=config.max_seq_length)
     lengths = [len(example.input_ids) for example in data.examples]
     print(
         f"device {device} ({torch.get_num_threads()} CPU threads, load average "
-        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), bf16 {config.bf16}, torch {torch.__version__}, "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), torch {torch.__version__}, "
         f"transformers {transformers.__version__}"
     )
+    print(describe_cpu())
+    print(f"chosen precision: {precision.reason}")
     print(
         f"data: {len(rows)} rows, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}); "
         f"{config.max_steps} steps x {config.batch_size} rows x {config.gradient_accumulation_steps} accum; "
@@ -269,12 +340,28 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(tmp)
         # the bench's fine-tuned model is registered in the temp dir, not for real
         model_store.configure(artifacts_dir=workdir / "artifacts")
-        results.append(run_ours(rows, config, workdir))
+        chosen = "bf16" if precision.bf16 else "fp32"
+        results.append(run_ours(rows, config, workdir, name=f"bftweb loop (packed), {chosen}"))
         print(f"{results[0].name}: {results[0].tokens_per_s:.0f} tok/s", flush=True)
+        if compare_steps > 0:
+            # another seed: other rows, so no run replays the shapes (kernels) an earlier one warmed
+            short = replace(config, max_steps=compare_steps, seed=config.seed + 1)
+            for bf16 in (True, False):
+                measured = run_forced(rows, short, workdir, bf16=bf16, device=device)
+                results.append(measured)
+                print(
+                    f"{measured.name}: {measured.tokens_per_s:.0f} tok/s ({measured.precision})",
+                    flush=True,
+                )
         if not options.no_trl:
             for padding_free in (False, True):
                 measured, completion_tokens = run_trl(
-                    rows, config, workdir, padding_free=padding_free, device=device
+                    rows,
+                    config,
+                    workdir,
+                    padding_free=padding_free,
+                    device=device,
+                    bf16=precision.bf16,
                 )
                 results.append(measured)
                 print(f"{measured.name}: {measured.tokens_per_s:.0f} tok/s", flush=True)
@@ -283,20 +370,23 @@ def main(argv: list[str] | None = None) -> None:
             print(f"answer tokens per row, ours vs TRL's completion_mask: {same}")
 
     print()
+    print(describe_cpu())
+    print(f"chosen precision: {precision.reason}")
     print(
-        f"{'variant':30} {'tokens':>7} {'padded':>7} {'seconds':>8} {'tok/s':>7} {'steady':>7} "
-        f"{'tok/cpu-s':>9} {'ours/this':>9}"
+        f"{'variant':34} {'steps':>5} {'tokens':>7} {'padded':>7} {'seconds':>8} {'tok/s':>7} "
+        f"{'steady':>7} {'tok/cpu-s':>9} {'ours/this':>9}"
     )
     base = results[0]
     for m in results:
         print(
-            f"{m.name:30} {m.tokens:7d} {m.padded_tokens:7d} {m.seconds:8.1f} {m.tokens_per_s:7.0f} "
-            f"{m.steady_tokens_per_s:7.0f} {m.steady_tokens_per_cpu_s:9.0f} "
+            f"{m.name:34} {m.steps:5d} {m.tokens:7d} {m.padded_tokens:7d} {m.seconds:8.1f} "
+            f"{m.tokens_per_s:7.0f} {m.steady_tokens_per_s:7.0f} {m.steady_tokens_per_cpu_s:9.0f} "
             f"{base.tokens_per_s / m.tokens_per_s:8.2f}x"
         )
     print(f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
-        "ours/this = our tok/s / that variant's tok/s (all steps). Not matched: row order (each its own "
+        "ours/this = our tok/s / that variant's tok/s (all steps); the forced runs are shorter, "
+        "compare their steady column. TRL runs in the chosen precision. Not matched: row order (each its own "
         "seeded shuffle); TRL also computes entropy/accuracy metrics per step and runs HF Trainer's "
         "loop; lr warmup 1 step in both."
     )

@@ -85,9 +85,15 @@ def child(path: Path, mode: str, trace: bool) -> dict[str, float]:
     tiny.write_bytes(b"".join(path.open("rb").readline() for _ in range(1)))
     with override_settings(BFT_TRAINSET_ASYNC_ROWS=10**9):
         trainsets.import_upload(
-            project=project, user=user, upload=_upload(tiny, TemporaryUploadedFile), name="warm", fmt="jsonl",
-            skip_bad_rows=False, dev_ratio=0.2, split_seed=0,
-        )  # fmt: skip
+            project=project,
+            user=user,
+            upload=_upload(tiny, TemporaryUploadedFile),
+            name="warm",
+            fmt="jsonl",
+            skip_bad_rows=False,
+            dev_ratio=0.2,
+            split_seed=0,
+        )
 
     if trace:
         import tracemalloc
@@ -99,9 +105,15 @@ def child(path: Path, mode: str, trace: bool) -> dict[str, float]:
         upload = _upload(path, TemporaryUploadedFile)
         with override_settings(BFT_TRAINSET_ASYNC_ROWS=10**9):
             outcome = trainsets.import_upload(
-                project=project, user=user, upload=upload, name="big", fmt="jsonl",
-                skip_bad_rows=False, dev_ratio=0.2, split_seed=0,
-            )  # fmt: skip
+                project=project,
+                user=user,
+                upload=upload,
+                name="big",
+                fmt="jsonl",
+                skip_bad_rows=False,
+                dev_ratio=0.2,
+                split_seed=0,
+            )
         assert outcome.trainset is not None, outcome.errors[:3]
         trainset = outcome.trainset
     else:

@@ -6,6 +6,7 @@ import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
@@ -231,7 +232,7 @@ BFT_RECONCILE_EVERY_S = envint("BFT_RECONCILE_EVERY_S", "60")
 # Job payloads are primary keys, so RQ stores them as JSON: nothing a worker reads from Redis is
 # unpickled. jobs.worker.BftWorker uses the same serializer whatever its command line says.
 BFT_RQ_SERIALIZER = "rq.serializers.JSONSerializer"
-RQ_QUEUES = {
+RQ_QUEUES: dict[str, dict[str, Any]] = {
     "default": {
         "URL": rq_redis_url(REDIS_URL),
         "DEFAULT_TIMEOUT": BFT_BOOTSTRAP_TIMEOUT_S,

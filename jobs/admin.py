@@ -4,11 +4,11 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from jobs.forms.language_models import LanguageModelAdminForm
+from jobs.http import BftRequest
 from jobs.models import (
     BootstrapRun,
     FinetuneJob,
@@ -39,7 +39,7 @@ QUEUED_WORK_READONLY = (
 )
 
 
-def _run_each(request: HttpRequest, rows: QuerySet[Any], action: Any, verb: str) -> None:
+def _run_each(request: BftRequest, rows: QuerySet[Any], action: Any, verb: str) -> None:
     done = 0
     for row in rows:
         try:
@@ -72,15 +72,15 @@ class QueuedWorkActions:
         return rq_job_link(obj)
 
     @admin.action(description="Cancel the selected")
-    def cancel(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+    def cancel(self, request: BftRequest, queryset: QuerySet[Any]) -> None:
         _run_each(request, queryset, lambda r: queue.cancel(row=r, user=request.user), "Cancelled")
 
     @admin.action(description="Retry the selected (they resume where they stopped)")
-    def retry(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+    def retry(self, request: BftRequest, queryset: QuerySet[Any]) -> None:
         _run_each(request, queryset, lambda r: queue.retry(row=r, user=request.user), "Retried")
 
     @admin.action(description="Mark the selected as failed (stuck rows; their RQ job is stopped)")
-    def mark_failed(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+    def mark_failed(self, request: BftRequest, queryset: QuerySet[Any]) -> None:
         _run_each(
             request,
             queryset,
@@ -132,7 +132,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
     actions = ["test_models"]
 
     @admin.action(description="Test the selected models on a worker")
-    def test_models(self, request: HttpRequest, queryset: QuerySet[LanguageModel]) -> None:
+    def test_models(self, request: BftRequest, queryset: QuerySet[LanguageModel]) -> None:
         _run_each(
             request,
             queryset,
@@ -278,8 +278,7 @@ class TraceAdmin(admin.ModelAdmin):
 class FinetuneMetricInline(admin.TabularInline):
     model = FinetuneMetric
     extra = 0
-    fields = ["step", "loss", "learning_rate", "tokens_per_s"]
-    readonly_fields = fields
+    fields = readonly_fields = ("step", "loss", "learning_rate", "tokens_per_s")
     can_delete = False
     max_num = 0
 

@@ -39,8 +39,11 @@ def nvidia_gpus(timeout: float = 10.0) -> list[dict[str, Any]]:
     try:
         out = subprocess.run(
             [binary, "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=timeout, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     gpus = []

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -81,7 +82,7 @@ def start_embedded_redis(
     return process
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
     """SIGTERM the process's group (it was started in its own session), then SIGKILL if it lingers."""
     if process.poll() is not None:
         return

@@ -13,9 +13,9 @@ if TYPE_CHECKING:
 
 
 class BftRequest(HttpRequest):
-    """A request to one of the app's views (all behind ``login_required``). For type checking
-    only: Django still passes a plain HttpRequest, carrying these attributes."""
+    """A request to one of the app's views or admin actions, all of which need a signed-in user.
+    For type checking only: Django still passes a plain HttpRequest, carrying these attributes."""
 
     htmx: HtmxDetails  # django_htmx's HtmxMiddleware
-    user: User  # signed in: every view is behind login_required
+    user: User  # login_required (the admin: its staff check)
     project_access: ProjectAccess  # set by jobs.permissions.get_project_for

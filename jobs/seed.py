@@ -116,9 +116,15 @@ def import_trainset_file(
     fmt = detect_format(path.name)
     with path.open("rb") as fh:
         outcome = trainsets.import_upload(
-            project=project, user=user, upload=File(fh, name=path.name), name=name or path.stem,
-            fmt=fmt, skip_bad_rows=False, dev_ratio=0.2, split_seed=0,
-        )  # fmt: skip
+            project=project,
+            user=user,
+            upload=File(fh, name=path.name),
+            name=name or path.stem,
+            fmt=fmt,
+            skip_bad_rows=False,
+            dev_ratio=0.2,
+            split_seed=0,
+        )
     if outcome.queued:
         raise ValueError(f"{path}: too large to import here; upload it in the web app instead")
     if outcome.trainset is None:

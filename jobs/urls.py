@@ -6,7 +6,7 @@ name): /p/<slug>/runs/... is views/runs.py, /p/<slug>/jobs/<pk>/... is views/fin
 
 from __future__ import annotations
 
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from jobs.views import (
     finetunes,
@@ -69,7 +69,7 @@ review_urls = [  # /p/<slug>/runs/<pk>/review/...
     path("<int:trace_pk>/edit/", review.review_edit, name="review-edit"),
 ]
 
-run_urls = [
+run_urls: list[URLPattern | URLResolver] = [
     path("", runs.run_list, name="run-list"),
     path("new/", runs.run_create, name="run-create"),
     path("estimate/", runs.run_estimate, name="run-estimate"),
@@ -97,7 +97,7 @@ job_urls = [  # every queued run and fine-tune of the project; one fine-tune's l
     path("<int:pk>/download/<str:kind>/", finetunes.job_download, name="job-download"),
 ]
 
-project_urls = [
+project_urls: list[URLPattern | URLResolver] = [
     path("", projects.project_detail, name="project-detail"),
     path("members/", include(member_urls)),
     path("models/", include(model_urls)),

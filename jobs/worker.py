@@ -1,11 +1,10 @@
 """bftweb's RQ worker: rq's forking ``Worker``, with a parent process that never touches torch.
 
-Why forking (see DESIGN.md, "Fork after torch hangs"): every job runs in a fresh work horse, so a
-fine-tune's GPU/CPU memory goes back to the system when the horse exits and a crashed job cannot
-poison the next one. The catch is that a horse forked from a parent that has *used* torch
-deadlocks, so the parent only dequeues, heartbeats and reconciles: tasks import the engine inside
-their bodies, in the horse. It reads jobs with RQ's JSON serializer (payloads are primary keys),
-never pickle. Start it as ``make run`` and the README do::
+Why forking: every job runs in a fresh work horse, so a fine-tune's GPU/CPU memory goes back to the
+system when the horse exits and a crashed job cannot poison the next one. The catch is that a horse
+forked from a parent that has *used* torch deadlocks, so the parent only dequeues, heartbeats and
+reconciles: tasks import the engine inside their bodies, in the horse. It reads jobs with RQ's JSON
+serializer (payloads are primary keys), never pickle. Start it as ``make run`` and the README do::
 
     python manage.py rqworker default gpu --worker-class jobs.worker.BftWorker
 """

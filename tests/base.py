@@ -6,7 +6,7 @@ p1: alice owner, bob operator, rita reviewer, victor viewer.  p2: charlie owner.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -32,9 +32,15 @@ SENTIMENT_SPEC = {
 }
 
 
-class CastMixin:
+if TYPE_CHECKING:
+    _TestCase = TransactionTestCase  # what CastMixin is mixed into: TestCase or TransactionTestCase
+else:
+    _TestCase = object
+
+
+class CastMixin(_TestCase):
     def setUp(self) -> None:
-        super().setUp()  # type: ignore[misc]
+        super().setUp()
         self.p1 = Project.objects.create(name="p1", slug="p1")
         self.p2 = Project.objects.create(name="p2", slug="p2")
         self.alice = self.member("alice", self.p1, Membership.Role.OWNER)
@@ -49,7 +55,7 @@ class CastMixin:
         Membership.objects.create(project=project, user=user, role=role)
         return user
 
-    # Small builders for the rows most tests need (no factories: see STYLE.md 3.9).
+    # Small builders for the rows most tests need (no factory library).
 
     def make_trainset(
         self, rows: list[dict[str, Any]] | None = None, *, dev_every: int = 0
@@ -116,7 +122,7 @@ class CastMixin:
         label = "positive" if index % 2 else "negative"
         kwargs.setdefault("passed", True)
         kwargs.setdefault("parsed", True)
-        call = {
+        call: dict[str, Any] = {
             "predictor": "classify",
             "signature": signature_to_dict(
                 dspy.Signature("text -> sentiment", "Classify the sentiment.")

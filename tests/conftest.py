@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("BFT_MODEL_CACHE_DIR", str(ROOT / "var" / "model-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The same numbers on every host: fp32 on CPU whatever bf16 support it has (jobs/engine/precision.py
+# is tested on its own, with the choice forced both ways).
+os.environ.setdefault("BFT_CPU_BF16", "off")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -18,7 +18,7 @@ COT_SIGNATURE = signature_to_dict(
 
 
 def cot_call(text: str, sentiment: str, reasoning: str) -> dict[str, Any]:
-    call = {
+    call: dict[str, Any] = {
         "predictor": "classify.predict",
         "signature": COT_SIGNATURE,
         "inputs": {"text": text},
@@ -66,7 +66,7 @@ def make_errored_trace(
     run: BootstrapRun, index: int, raw: str = "I think it is [[ ## sentiment"
 ) -> Trace:
     error = "the answer did not parse: Adapter ChatAdapter failed to parse the LM response."
-    call = {
+    call: dict[str, Any] = {
         "predictor": "classify.predict",
         "signature": COT_SIGNATURE,
         "inputs": {},

@@ -10,22 +10,25 @@ class AdminTestCase(BaseTestCase):
         super().setUp()
         self.alice.is_staff = self.alice.is_superuser = True
         self.alice.save()
-        self.run = self.make_run()
-        self.trace = self.make_trace(self.run, 0)
+        self.bootstrap_run = self.make_run()
+        self.trace = self.make_trace(self.bootstrap_run, 0)
         self.job = FinetuneJob.objects.create(
-            project=self.p1, run=self.run, student=self.make_model("student"),
-            config=FinetuneConfig(base_model="smollm2").to_dict(), created_by=self.alice,
-        )  # fmt: skip
+            project=self.p1,
+            run=self.bootstrap_run,
+            student=self.make_model("student"),
+            config=FinetuneConfig(base_model="smollm2").to_dict(),
+            created_by=self.alice,
+        )
         self.metric = FinetuneMetric.objects.create(job=self.job, step=1, loss=1.5)
         self.objects = [
             self.p1,
             Membership.objects.get(user=self.bob),
-            self.run.teacher,
-            self.run.trainset,
-            TrainsetRow.objects.filter(trainset=self.run.trainset).first(),
-            self.run.program_version.program,
-            self.run.program_version,
-            self.run,
+            self.bootstrap_run.teacher,
+            self.bootstrap_run.trainset,
+            TrainsetRow.objects.filter(trainset=self.bootstrap_run.trainset)[0],
+            self.bootstrap_run.program_version.program,
+            self.bootstrap_run.program_version,
+            self.bootstrap_run,
             self.trace,
             self.job,
             self.metric,
@@ -50,8 +53,9 @@ class AdminTestCase(BaseTestCase):
     def test_the_cancel_action_cancels_a_queued_run(self) -> None:
         self.client.force_login(self.alice)
         r = self.client.post(
-            "/admin/jobs/bootstraprun/", {"action": "cancel", "_selected_action": [self.run.pk]}
+            "/admin/jobs/bootstraprun/",
+            {"action": "cancel", "_selected_action": [self.bootstrap_run.pk]},
         )
         self.assertEqual(r.status_code, 302)
-        self.run.refresh_from_db()
-        self.assertEqual(self.run.status, "cancelled")
+        self.bootstrap_run.refresh_from_db()
+        self.assertEqual(self.bootstrap_run.status, "cancelled")

@@ -7,6 +7,7 @@ tests/test_distill.py, tests/test_devserver.py and tests/engine/test_programs.py
 from __future__ import annotations
 
 import json
+import subprocess
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,7 @@ class JsonPayloadTestCase(WorkerTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.worker_log = self.artifacts / "worker.log"
-        self.worker = None
+        self.worker: subprocess.Popen[bytes] | None = None
 
     def tearDown(self) -> None:
         if self.worker is not None:
@@ -63,10 +64,14 @@ class JsonPayloadTestCase(WorkerTestCase):
     def test_a_queued_run_is_json_and_the_worker_runs_it_and_records_its_failure(self) -> None:
         with self.settings(BFT_BOOTSTRAP_TIMEOUT_S=2):  # fails in the worker, so on_failure runs
             run = runs.create_bootstrap_run(
-                project=self.p1, trainset=self.make_trainset(), program_version=self.make_program(),
-                teacher=self.make_model("teacher"), metric=MetricSpec("exact_match", "sentiment"),
-                config=BootstrapConfig(num_threads=1, limit=2), user=self.bob,
-            )  # fmt: skip
+                project=self.p1,
+                trainset=self.make_trainset(),
+                program_version=self.make_program(),
+                teacher=self.make_model("teacher"),
+                metric=MetricSpec("exact_match", "sentiment"),
+                config=BootstrapConfig(num_threads=1, limit=2),
+                user=self.bob,
+            )
         payload = self.stored_payload(str(run.rq_job_id))
         self.assertNotEqual(payload[:1], b"\x80")  # not a pickle
         self.assertEqual(json.loads(payload), ["jobs.tasks.run_bootstrap", None, [run.pk], {}])
@@ -79,6 +84,7 @@ class JsonPayloadTestCase(WorkerTestCase):
         self.assertEqual(run.status, "failed")
         self.assertIn("JobTimeoutException", run.error)  # written by the on_failure callback
         result = queue.fetch_rq_job(str(run.rq_job_id)).latest_result()
+        assert result is not None and result.exc_string is not None
         self.assertIn("JobTimeoutException", result.exc_string)
         self.assertNotIn("DeserializationError", self.log())
 
@@ -91,11 +97,18 @@ class JsonPayloadTestCase(WorkerTestCase):
         rows = b"".join(b'{"text": "r%d", "sentiment": "positive"}\n' % i for i in range(5))
         with override_settings(BFT_TRAINSET_ASYNC_ROWS=1):  # committed, then enqueued
             outcome = trainsets.import_upload(
-                project=self.p1, user=self.bob, upload=SimpleUploadedFile("rows.jsonl", rows),
-                name="rows", fmt="jsonl", skip_bad_rows=False, dev_ratio=0.2, split_seed=0,
-            )  # fmt: skip
+                project=self.p1,
+                user=self.bob,
+                upload=SimpleUploadedFile("rows.jsonl", rows),
+                name="rows",
+                fmt="jsonl",
+                skip_bad_rows=False,
+                dev_ratio=0.2,
+                split_seed=0,
+            )
         self.assertTrue(outcome.queued)
         trainset = outcome.trainset
+        assert trainset is not None
         work = TrainsetImport.objects.get(trainset=trainset)
         job_id = str(work.rq_job_id)
         self.assertEqual(
@@ -111,7 +124,9 @@ class JsonPayloadTestCase(WorkerTestCase):
         )
         trainset.refresh_from_db()
         self.assertEqual((trainset.status, trainset.row_count), ("ready", 5))
-        self.assertEqual(queue.fetch_rq_job(job_id).latest_result().return_value, "ready")
+        result = queue.fetch_rq_job(job_id).latest_result()
+        assert result is not None
+        self.assertEqual(result.return_value, "ready")
         # the pickled job came first in the queue: it failed without being unpickled
         self.assertFalse(marker.exists())
         self.assertEqual(queue.fetch_rq_job("attack").get_status(), "failed")

@@ -12,6 +12,7 @@ import re
 import threading
 import time
 import unittest
+from typing import Any
 
 import dspy
 from django.conf import settings
@@ -134,10 +135,12 @@ class OwnerRowLockTestCase(CastMixin, TransactionTestCase):
 class TraceSetExportTestCase(WebTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run()
-        self.make_trace(self.run, 0)
-        self.trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice, selection="all")
-        self.base = f"/p/p1/runs/{self.run.pk}/review/sets/{self.trace_set.pk}/export"
+        self.bootstrap_run = self.make_run()
+        self.make_trace(self.bootstrap_run, 0)
+        self.trace_set = trace_sets.freeze_trace_set(
+            run=self.bootstrap_run, user=self.alice, selection="all"
+        )
+        self.base = f"/p/p1/runs/{self.bootstrap_run.pk}/review/sets/{self.trace_set.pk}/export"
 
     def test_only_csv_and_jsonl_are_served_under_a_server_built_name(self) -> None:
         self.login(self.victor)
@@ -146,7 +149,7 @@ class TraceSetExportTestCase(WebTestCase):
             self.assertEqual(r.status_code, 200)
             self.assertEqual(
                 r["Content-Disposition"],
-                f'attachment; filename="p1-run{self.run.pk}-set{self.trace_set.version}.{fmt}"',
+                f'attachment; filename="p1-run{self.bootstrap_run.pk}-set{self.trace_set.version}.{fmt}"',
             )
         for fmt in (
             "html",
@@ -166,7 +169,7 @@ class TraceSetExportTestCase(WebTestCase):
         self.login(self.victor)
         r = self.client.get(f"{self.base}.csv", {"filename": "evil.html", "fmt": "html"})
         self.assertEqual(r["Content-Type"], "text/csv; charset=utf-8")
-        self.assertIn(f'filename="p1-run{self.run.pk}-set', r["Content-Disposition"])
+        self.assertIn(f'filename="p1-run{self.bootstrap_run.pk}-set', r["Content-Disposition"])
         self.assertTrue(r["Content-Disposition"].endswith('.csv"'))
 
     def test_another_projects_owner_gets_404(self) -> None:
@@ -322,7 +325,7 @@ class MalformedNumbersTestCase(WebTestCase):
         signature = signature_to_dict(
             dspy.Signature("text -> confidence: float, votes: int", "Rate it.")
         )
-        call = {
+        call: dict[str, Any] = {
             "predictor": "rate",
             "signature": signature,
             "inputs": {"text": "a"},
@@ -330,9 +333,15 @@ class MalformedNumbersTestCase(WebTestCase):
         }
         call["messages"] = call_messages(call)
         trace = Trace.objects.create(
-            run=run, example_index=0, inputs={"text": "a"}, outputs=dict(call["outputs"]),
-            calls=[call], score=1.0, passed=True, parsed=True,
-        )  # fmt: skip
+            run=run,
+            example_index=0,
+            inputs={"text": "a"},
+            outputs=dict(call["outputs"]),
+            calls=[call],
+            score=1.0,
+            passed=True,
+            parsed=True,
+        )
         url = f"/p/p1/runs/{run.pk}/review/{trace.pk}/edit/"
         for field, value in (
             ("confidence", "1e999"),
@@ -373,7 +382,7 @@ class LoginThrottleTestCase(WebTestCase):
         )
         return r.status_code
 
-    def fail(self, username: str, times: int, address: str = "10.0.0.1") -> None:
+    def fail_logins(self, username: str, times: int, address: str = "10.0.0.1") -> None:
         """``times`` wrong passwords; the one that reaches the limit is answered with the lockout."""
         for _ in range(times):
             self.assertIn(self.sign_in(username, "wrong", address), (200, 429))
@@ -387,15 +396,15 @@ class LoginThrottleTestCase(WebTestCase):
 
     def test_failed_logins_for_a_user_lock_it_from_any_address(self) -> None:
         limit = settings.AXES_FAILURE_LIMIT
-        self.fail("alice", limit - 1, "10.0.0.1")
+        self.fail_logins("alice", limit - 1, "10.0.0.1")
         self.assertEqual(self.sign_in("alice", "password", "10.0.0.9"), 302)  # not locked yet
-        self.fail("alice", 1, "10.0.0.1")
+        self.fail_logins("alice", 1, "10.0.0.1")
         # The right password no longer helps, from this address or another.
         self.assertEqual(self.sign_in("alice", "password", "10.0.0.1"), 429)
         self.assertEqual(self.sign_in("alice", "password", "10.0.0.2"), 429)
 
     def test_failed_logins_from_an_address_lock_other_usernames_there(self) -> None:
-        self.fail("alice", settings.AXES_FAILURE_LIMIT, "10.0.0.1")
+        self.fail_logins("alice", settings.AXES_FAILURE_LIMIT, "10.0.0.1")
         self.assertEqual(self.sign_in("bob", "password", "10.0.0.1"), 429)
         self.assertEqual(self.sign_in("nobody", "x", "10.0.0.1"), 429)
         self.assertEqual(self.sign_in("bob", "password", "10.0.0.3"), 302)
@@ -414,7 +423,7 @@ class LoginThrottleTestCase(WebTestCase):
         self.assertEqual(self.sign_in("alice", "password", "10.0.0.8"), 429)
 
     def test_a_locked_out_user_gets_a_clear_page(self) -> None:
-        self.fail("alice", settings.AXES_FAILURE_LIMIT)
+        self.fail_logins("alice", settings.AXES_FAILURE_LIMIT)
         r = Client(REMOTE_ADDR="10.0.0.1").post(
             "/accounts/login/", {"username": "alice", "password": "password"}
         )

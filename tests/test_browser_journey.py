@@ -127,7 +127,9 @@ def test_a_new_user_goes_from_login_to_a_queued_run(
         page.locator("section", has_text="Fits these trainsets").get_by_text("yes")
     ).to_be_visible()
     shot("program-detail")
-    assert Program.objects.get().latest_version.spec["modules"][0]["type"] == "ChainOfThought"
+    version = Program.objects.get().latest_version
+    assert version is not None
+    assert version.spec["modules"][0]["type"] == "ChainOfThought"
 
     # Configure a bootstrap run and see it queued.
     page.get_by_role("navigation").get_by_role("link", name="Runs").click()
@@ -170,17 +172,33 @@ def test_the_other_pages_an_owner_uses(
         project=project, name="smollm2", model_name="smollm2", fine_tunable=True, created_by=owner
     )
     trainset = Trainset.objects.create(
-        project=project, name="reviews", file_name="reviews.jsonl", row_count=4, status="ready", created_by=owner,
-        fields=[{"name": "text", "type": "string", "fill_rate": 1.0}, {"name": "sentiment", "type": "string", "fill_rate": 1.0}],
-    )  # fmt: skip
+        project=project,
+        name="reviews",
+        file_name="reviews.jsonl",
+        row_count=4,
+        status="ready",
+        created_by=owner,
+        fields=[
+            {"name": "text", "type": "string", "fill_rate": 1.0},
+            {"name": "sentiment", "type": "string", "fill_rate": 1.0},
+        ],
+    )
     program = Program.objects.create(project=project, name="sentiment", created_by=owner)
     version = program.versions.create(version=1, spec=SENTIMENT_SPEC, created_by=owner)
     run = BootstrapRun.objects.create(
-        project=project, trainset=trainset, program_version=version, teacher=student, created_by=owner,
+        project=project,
+        trainset=trainset,
+        program_version=version,
+        teacher=student,
+        created_by=owner,
         metric={"name": "exact_match", "field": "sentiment", "threshold": 1.0, "options": {}},
         config={"num_threads": 4, "num_demos": 4, "demo_seed": 0, "limit": None},
-        status="succeeded", total=4, done=4, passed=3, failed=1,
-    )  # fmt: skip
+        status="succeeded",
+        total=4,
+        done=4,
+        passed=3,
+        failed=1,
+    )
     for i in range(4):
         make_call_trace(run, i, review_state="approved" if i < 3 else "rejected", passed=i != 3)
 

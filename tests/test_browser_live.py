@@ -140,11 +140,17 @@ def _journey(page, url: str, expect, tmp_path: Path, artifacts: Path) -> None:
             shots_taken.add(name)
             shot(page, name)
 
+    def on_run_state(state: dict[str, str]) -> None:
+        if state["status"] == "Running" and state["done"] not in ("0/4", "4/4"):
+            shoot_once("01-run-running")
+
     seen = watch(
-        page, {"done": "#run-done", "status": "#run-status"}, '#run-status:text-is("Succeeded")',
+        page,
+        {"done": "#run-done", "status": "#run-status"},
+        '#run-status:text-is("Succeeded")',
         timeout_s=WORK_TIMEOUT_MS / 1000,
-        on_new=lambda s: s["status"] == "Running" and s["done"] not in ("0/4", "4/4") and shoot_once("01-run-running"),
-    )  # fmt: skip
+        on_new=on_run_state,
+    )
     print("run states seen:", seen)
     running = [s for s in seen if s["status"] == "Running"]
     assert len({s["done"] for s in running}) >= 2 or any(
@@ -170,11 +176,23 @@ def _journey(page, url: str, expect, tmp_path: Path, artifacts: Path) -> None:
     page.evaluate("window.__sameDocument = true")
     expect(page.locator("#job-state")).to_have_text("Running", timeout=WORK_TIMEOUT_MS)
     shot(page, "03-job-started")
+
+    def on_job_state(state: dict[str, str]) -> None:
+        if state["state"] == "Running" and int(state["points"]) >= 2:
+            shoot_once("04-job-training")
+
     seen = watch(
-        page, {"step": "#job-step", "loss": "#job-loss", "points": "svg.loss-curve", "state": "#job-state"},
-        '#job-state:text-is("Succeeded")', timeout_s=WORK_TIMEOUT_MS / 1000,
-        on_new=lambda s: s["state"] == "Running" and int(s["points"]) >= 2 and shoot_once("04-job-training"),
-    )  # fmt: skip
+        page,
+        {
+            "step": "#job-step",
+            "loss": "#job-loss",
+            "points": "svg.loss-curve",
+            "state": "#job-state",
+        },
+        '#job-state:text-is("Succeeded")',
+        timeout_s=WORK_TIMEOUT_MS / 1000,
+        on_new=on_job_state,
+    )
     print("job states seen:", seen)
     running = [s for s in seen if s["state"] == "Running"]
     assert len({s["step"] for s in running}) >= 2, seen  # the step moved while we watched

@@ -71,14 +71,28 @@ def make_cast_and_run():
     Membership.objects.create(project=project, user=rita, role="reviewer")
     Membership.objects.create(project=project, user=bob, role="operator")
     trainset = Trainset.objects.create(
-        project=project, name="reviews", row_count=13, status="ready", created_by=bob,
-        fields=[{"name": "text", "type": "str", "fill_rate": 1.0}, {"name": "sentiment", "type": "str", "fill_rate": 1.0}],
-    )  # fmt: skip
+        project=project,
+        name="reviews",
+        row_count=13,
+        status="ready",
+        created_by=bob,
+        fields=[
+            {"name": "text", "type": "str", "fill_rate": 1.0},
+            {"name": "sentiment", "type": "str", "fill_rate": 1.0},
+        ],
+    )
     program = Program.objects.create(project=project, name="sentiment", created_by=bob)
     version = ProgramVersion.objects.create(
-        program=program, version=1, created_by=bob,
-        spec={"name": "sentiment", "modules": [{"name": "classify", "type": "ChainOfThought", "signature": "text -> sentiment"}]},
-    )  # fmt: skip
+        program=program,
+        version=1,
+        created_by=bob,
+        spec={
+            "name": "sentiment",
+            "modules": [
+                {"name": "classify", "type": "ChainOfThought", "signature": "text -> sentiment"}
+            ],
+        },
+    )
     teacher = LanguageModel.objects.create(
         project=project, name="teacher", model_name="smollm2", created_by=bob
     )
@@ -86,9 +100,16 @@ def make_cast_and_run():
         project=project, name="student", model_name="smollm2", fine_tunable=True, created_by=bob
     )
     run = BootstrapRun.objects.create(
-        project=project, trainset=trainset, program_version=version, teacher=teacher, created_by=bob,
-        metric=MetricSpec("token_f1", "sentiment", 0.5).to_dict(), total=13, done=13, status="succeeded",
-    )  # fmt: skip
+        project=project,
+        trainset=trainset,
+        program_version=version,
+        teacher=teacher,
+        created_by=bob,
+        metric=MetricSpec("token_f1", "sentiment", 0.5).to_dict(),
+        total=13,
+        done=13,
+        status="succeeded",
+    )
     scores = [0.9, 0.7, 0.4, 1.0]  # i % 4: passed, passed, failed, passed
     texts = {
         5: "Great phone, battery lasts two days.",
@@ -99,9 +120,15 @@ def make_cast_and_run():
         score = scores[i % 4]
         output = label if score >= 0.5 else ("negative" if label == "positive" else "positive")
         make_cot_trace(
-            run, i, label=label, output=output, score=score, passed=score >= 0.5, text=texts.get(i),
+            run,
+            i,
+            label=label,
+            output=output,
+            score=score,
+            passed=score >= 0.5,
+            text=texts.get(i),
             reasoning=PLACEHOLDER if i == 5 else None,
-        )  # fmt: skip
+        )
     make_errored_trace(run, 12)
     return run
 
@@ -110,14 +137,19 @@ def make_cast_and_run():
 def test_a_reviewer_filters_approves_edits_rejects_and_thresholds(
     live_server, page, rq_redis, bft_artifacts
 ) -> None:
-    from playwright.sync_api import expect
+    from playwright.sync_api import Dialog, expect
 
     run = make_cast_and_run()
     traces = {t.example_index: t for t in Trace.objects.filter(run=run)}
     shot = Shots(page)
     base = f"{live_server.url}/p/p1/runs/{run.pk}/review/"
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", on_dialog)
 
     sign_in(page, live_server.url, "rita")
     page.goto(base)
@@ -157,9 +189,8 @@ def test_a_reviewer_filters_approves_edits_rejects_and_thresholds(
     expect(messages).to_contain_text("The reviewer calls it great value: clearly positive.")
     expect(page.locator("#call-1")).to_contain_text("re-rendered after edit")
     expect(page.locator("#review-state")).to_have_text("approved")
-    page.evaluate(
-        "window.scrollTo(0, 0)"
-    )  # the sticky review panel then sits at the top of the shot
+    # the sticky review panel then sits at the top of the shot
+    page.evaluate("window.scrollTo(0, 0)")
     shot("edited")
 
     # Next (j), then reject with a comment (focus the comment with c, type, blur, press r).

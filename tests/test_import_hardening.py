@@ -11,10 +11,12 @@ from __future__ import annotations
 import io
 import json
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import override_settings
+from django.http import HttpResponseBase
+from django.test import Client, override_settings
 from django.utils.timezone import now
 from rq import SimpleWorker
 
@@ -24,26 +26,38 @@ from jobs.services import queue, runs, trainsets
 from tests.base import WorkerTestCase
 from tests.web import WebTestCase
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 URL = "/p/p1/trainsets/upload/"
 GOOD = '{"text": "fine", "sentiment": "positive"}'
 
+# A line that cannot be stored, between two good lines of "t.jsonl" (so it is line 2):
+# (what, the line, the column the 400 names)
+BAD_JSONL_LINES = [
+    ("escaped NUL in a value", '{"text": "a\\u0000b", "sentiment": "x"}', "text"),
+    ("escaped NUL in a key", '{"te\\u0000xt": "a", "sentiment": "x"}', "te\\u0000xt"),
+    ("lone high surrogate", '{"text": "\\ud800", "sentiment": "x"}', "text"),
+    ("surrogate then text", '{"text": "\\ud83dx", "sentiment": "x"}', "text"),
+    ("lone low surrogate key", '{"\\udc00": "a", "sentiment": "x"}', "\\udc00"),
+    ("surrogate in a list", '{"text": ["ok", "\\udfff"], "sentiment": "x"}', "text"),
+    ("NaN", '{"text": NaN, "sentiment": "x"}', None),
+    ("Infinity", '{"text": "a", "sentiment": Infinity}', None),
+    ("-Infinity", '{"text": "a", "sentiment": -Infinity}', None),
+    ("1e400", '{"text": "a", "score": 1e400, "sentiment": "x"}', "score"),
+    ("-1e400 in a list", '{"text": "a", "score": [1, -1e400], "sentiment": "x"}', "score"),
+    ("raw NUL in a JSON string", '{"text": "a\x00b", "sentiment": "x"}', None),
+]
+# A whole "t.csv": (what, the file, where the 400 says the problem is, the column it names)
+BAD_CSV_FILES = [
+    ("NUL in a CSV cell", "text,sentiment\nfine,positive\nbad\x00cell,x\n", "row 2", "text"),
+    ("NUL in a CSV header", "text,senti\x00ment\nfine,positive\n", "header", "senti\\u0000ment"),
+]
 # (what, file name, content, where the 400 says the problem is, the column it names)
 UNSTORABLE = [
-    ("escaped NUL in a value", "t.jsonl", '{"text": "a\\u0000b", "sentiment": "x"}', "line 2", "text"),
-    ("escaped NUL in a key", "t.jsonl", '{"te\\u0000xt": "a", "sentiment": "x"}', "line 2", "te\\u0000xt"),
-    ("lone high surrogate", "t.jsonl", '{"text": "\\ud800", "sentiment": "x"}', "line 2", "text"),
-    ("surrogate then text", "t.jsonl", '{"text": "\\ud83dx", "sentiment": "x"}', "line 2", "text"),
-    ("lone low surrogate key", "t.jsonl", '{"\\udc00": "a", "sentiment": "x"}', "line 2", "\\udc00"),
-    ("surrogate in a list", "t.jsonl", '{"text": ["ok", "\\udfff"], "sentiment": "x"}', "line 2", "text"),
-    ("NaN", "t.jsonl", '{"text": NaN, "sentiment": "x"}', "line 2", None),
-    ("Infinity", "t.jsonl", '{"text": "a", "sentiment": Infinity}', "line 2", None),
-    ("-Infinity", "t.jsonl", '{"text": "a", "sentiment": -Infinity}', "line 2", None),
-    ("1e400", "t.jsonl", '{"text": "a", "score": 1e400, "sentiment": "x"}', "line 2", "score"),
-    ("-1e400 in a list", "t.jsonl", '{"text": "a", "score": [1, -1e400], "sentiment": "x"}', "line 2", "score"),
-    ("raw NUL in a JSON string", "t.jsonl", '{"text": "a\x00b", "sentiment": "x"}', "line 2", None),
-    ("raw NUL in a CSV cell", "t.csv", "text,sentiment\nfine,positive\nbad\x00cell,x\n", "row 2", "text"),
-    ("raw NUL in a CSV header", "t.csv", "text,senti\x00ment\nfine,positive\n", "header", "senti\\u0000ment"),
-]  # fmt: skip
+    *((what, "t.jsonl", line, "line 2", column) for what, line, column in BAD_JSONL_LINES),
+    *((what, "t.csv", text, where, column) for what, text, where, column in BAD_CSV_FILES),
+]
 
 
 def upload(filename: str, content: bytes, **fields: object) -> dict[str, object]:
@@ -123,7 +137,7 @@ class UnstorableValuesTestCase(WebTestCase):
                 self.assertTrue(no_unstorable(trainset.error))
                 for row in trainset.rows.all():
                     self.assertTrue(no_unstorable(json.dumps(row.data, ensure_ascii=False)))
-                self.assertEqual(self.client.get(r.url).status_code, 200)
+                self.assertEqual(self.client.get(r["Location"]).status_code, 200)
                 trainset.delete()
 
     def test_a_split_seed_beyond_32_bits_is_refused(self) -> None:
@@ -138,9 +152,15 @@ class UnstorableValuesTestCase(WebTestCase):
                 self.assertFalse(Trainset.objects.exists())
         with self.assertRaisesMessage(ValueError, "The split seed must be between"):
             trainsets.import_upload(
-                project=self.p1, user=self.bob, upload=SimpleUploadedFile("t.jsonl", b"{}"),
-                name="t", fmt="jsonl", skip_bad_rows=False, dev_ratio=0.0, split_seed=2**31,
-            )  # fmt: skip
+                project=self.p1,
+                user=self.bob,
+                upload=SimpleUploadedFile("t.jsonl", b"{}"),
+                name="t",
+                fmt="jsonl",
+                skip_bad_rows=False,
+                dev_ratio=0.0,
+                split_seed=2**31,
+            )
         self.assertFalse(Trainset.objects.exists())
         r = self.client.post(
             URL, upload("t.jsonl", f"{GOOD}\n".encode(), split_seed=str(2**31 - 1))
@@ -268,23 +288,25 @@ class UnreadBody(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        n = min(len(buffer), self.size - self.bytes_read)
-        buffer[:n] = b"x" * n
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer)
+        n = min(len(view), self.size - self.bytes_read)
+        view[:n] = b"x" * n
         self.bytes_read += n
         return n
 
 
 @override_settings(BFT_UPLOAD_MAX_BYTES=10_000)
 class RequestSizeTestCase(WebTestCase):
-    def post_declared(self, client: object, size: int) -> tuple[object, UnreadBody]:
+    def post_declared(self, client: Client, size: int) -> tuple[HttpResponseBase, UnreadBody]:
         body = UnreadBody(size)
-        response = client.generic(  # type: ignore[attr-defined]
+        environ: dict[str, Any] = {"wsgi.input": body}
+        response = client.generic(
             "POST",
             URL,
             CONTENT_TYPE="multipart/form-data; boundary=bftweb",
             CONTENT_LENGTH=str(size),
-            **{"wsgi.input": body},
+            **environ,
         )
         return response, body
 
@@ -367,10 +389,14 @@ class MissingFieldsTestCase(WebTestCase):
 
         with self.assertRaisesMessage(ValueError, "line 3, line 5, line 7"):
             runs.create_bootstrap_run(
-                project=self.p1, trainset=self.trainset, program_version=self.version,
-                teacher=self.teacher, metric=MetricSpec("exact_match", "sentiment"),
-                config=BootstrapConfig(), user=self.bob,
-            )  # fmt: skip
+                project=self.p1,
+                trainset=self.trainset,
+                program_version=self.version,
+                teacher=self.teacher,
+                metric=MetricSpec("exact_match", "sentiment"),
+                config=BootstrapConfig(),
+                user=self.bob,
+            )
         self.assertFalse(BootstrapRun.objects.exists())
 
     def test_ticked_they_are_skipped_recorded_and_never_sent_to_the_teacher(self) -> None:
@@ -381,7 +407,7 @@ class MissingFieldsTestCase(WebTestCase):
         examples, demos, _finished = runs.bootstrap_inputs(run)  # what the engine is given
         self.assertEqual([e["data"]["text"] for e in examples], ["good", "bad", "fine"])
         self.assertEqual([d["text"] for d in demos], ["good", "bad", "fine"])
-        page = self.client.get(r.url)
+        page = self.client.get(r["Location"])
         self.assertContains(page, '<p class="small" id="run-skipped"><strong>3</strong> train rows')
 
 

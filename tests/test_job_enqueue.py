@@ -6,7 +6,7 @@ from unittest import mock
 from django.conf import settings
 from django.utils.timezone import now
 from rq import SimpleWorker
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from jobs.engine.types import BootstrapConfig, FinetuneConfig, MetricSpec
 from jobs.models import BootstrapRun, FinetuneJob
@@ -17,13 +17,15 @@ from tests.base import BaseTestCase
 class FinetuneEnqueueTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run(status="succeeded")
+        self.bootstrap_run = self.make_run(status="succeeded")
         self.student = self.make_model("student")
         for i in range(4):
-            self.make_trace(self.run, i, review_state="approved" if i < 2 else "unreviewed")
+            self.make_trace(
+                self.bootstrap_run, i, review_state="approved" if i < 2 else "unreviewed"
+            )
 
     def create(self, **kwargs) -> FinetuneJob:
-        kwargs.setdefault("run", self.run)
+        kwargs.setdefault("run", self.bootstrap_run)
         kwargs.setdefault("student", self.student)
         kwargs.setdefault("config", FinetuneConfig(base_model="ignored", max_steps=2))
         kwargs.setdefault("selection", "approved")
@@ -76,7 +78,7 @@ class FinetuneEnqueueTestCase(BaseTestCase):
             self.create(student=other)
 
     def test_it_refuses_an_empty_selection(self) -> None:
-        self.run.traces.update(review_state="rejected")
+        self.bootstrap_run.traces.update(review_state="rejected")
         with self.assertRaisesMessage(ValueError, "No traces to train on"):
             self.create(selection="approved")
         with self.assertRaisesMessage(ValueError, "No traces to train on"):
@@ -87,9 +89,9 @@ class FinetuneEnqueueTestCase(BaseTestCase):
             self.create(config=FinetuneConfig(base_model="x", learning_rate=0))
 
     def test_it_selects_training_traces(self) -> None:
-        self.make_trace(self.run, 10, passed=False)
-        self.make_trace(self.run, 11, parsed=False, passed=False)
-        traces = self.run.traces
+        self.make_trace(self.bootstrap_run, 10, passed=False)
+        self.make_trace(self.bootstrap_run, 11, parsed=False, passed=False)
+        traces = self.bootstrap_run.traces
         self.assertEqual(traces.for_selection("approved").count(), 2)
         self.assertEqual(traces.for_selection("passing").count(), 4)
         self.assertEqual(traces.for_selection("all").count(), 5)
@@ -168,74 +170,78 @@ class BootstrapEnqueueTestCase(BaseTestCase):
 class ReconcileTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run()
+        self.bootstrap_run = self.make_run()
 
     def enqueue(self) -> Job:
         return queue.get_queue("default").enqueue(
-            "jobs.tasks.run_bootstrap", self.run.pk, job_id=str(self.run.rq_job_id)
+            "jobs.tasks.run_bootstrap",
+            self.bootstrap_run.pk,
+            job_id=str(self.bootstrap_run.rq_job_id),
         )
 
     def test_it_fails_a_running_row_whose_rq_job_failed(self) -> None:
         rq_queue = queue.get_queue("default")  # a job that fails without reaching our task code
-        rq_queue.enqueue("builtins.int", "not a number", job_id=str(self.run.rq_job_id))
-        self.run.mark_running()
+        rq_queue.enqueue("builtins.int", "not a number", job_id=str(self.bootstrap_run.rq_job_id))
+        self.bootstrap_run.mark_running()
         SimpleWorker([rq_queue], connection=self.redis, serializer=rq_queue.serializer).work(
             burst=True
         )
-        self.assertEqual(queue.reconcile_stale(), [self.run])
-        self.run.refresh_from_db()
-        self.assertEqual(self.run.status, "failed")
-        self.assertIn("ValueError: invalid literal for int()", self.run.error)
+        self.assertEqual(queue.reconcile_stale(), [self.bootstrap_run])
+        self.bootstrap_run.refresh_from_db()
+        self.assertEqual(self.bootstrap_run.status, "failed")
+        self.assertIn("ValueError: invalid literal for int()", self.bootstrap_run.error)
 
     def test_it_fails_a_running_row_whose_worker_died(self) -> None:
         rq_job = self.enqueue()
-        self.run.mark_running()
-        rq_job.set_status("started")
+        self.bootstrap_run.mark_running()
+        rq_job.set_status(JobStatus.STARTED)
         rq_job.worker_name = "gone-worker"
         rq_job.save()
         queue.reconcile_stale()
-        self.run.refresh_from_db()
-        self.assertEqual(self.run.status, "failed")
-        self.assertIn("gone-worker died", self.run.error)
+        self.bootstrap_run.refresh_from_db()
+        self.assertEqual(self.bootstrap_run.status, "failed")
+        self.assertIn("gone-worker died", self.bootstrap_run.error)
 
     def test_it_fails_a_row_whose_rq_job_vanished_after_a_grace_period(self) -> None:
-        self.run.mark_running()
+        self.bootstrap_run.mark_running()
         self.assertEqual(queue.reconcile_stale(), [])  # just enqueued: give it a moment
-        BootstrapRun.objects.filter(pk=self.run.pk).update(updated=now() - timedelta(minutes=5))
+        BootstrapRun.objects.filter(pk=self.bootstrap_run.pk).update(
+            updated=now() - timedelta(minutes=5)
+        )
         queue.reconcile_stale()
-        self.run.refresh_from_db()
-        self.assertEqual(self.run.status, "failed")
-        self.assertIn("no longer exists", self.run.error)
+        self.bootstrap_run.refresh_from_db()
+        self.assertEqual(self.bootstrap_run.status, "failed")
+        self.assertIn("no longer exists", self.bootstrap_run.error)
 
     def test_it_stops_the_horse_hard_after_the_cancel_grace_period(self) -> None:
         rq_job = self.enqueue()
-        self.run.mark_running()
-        rq_job.set_status("started")
-        queue.cancel(row=self.run)
+        self.bootstrap_run.mark_running()
+        rq_job.set_status(JobStatus.STARTED)
+        queue.cancel(row=self.bootstrap_run)
         with mock.patch("jobs.services.queue.send_stop_job_command") as stop:
             queue.reconcile_stale()
             stop.assert_not_called()  # still within the grace period
-            BootstrapRun.objects.filter(pk=self.run.pk).update(
+            BootstrapRun.objects.filter(pk=self.bootstrap_run.pk).update(
                 cancel_requested_at=now() - timedelta(hours=1)
             )
             queue.reconcile_stale()
-        stop.assert_called_once_with(mock.ANY, str(self.run.rq_job_id))
+        stop.assert_called_once_with(mock.ANY, str(self.bootstrap_run.rq_job_id))
 
     def test_a_hard_stopped_job_ends_cancelled(self) -> None:
         rq_job = self.enqueue()
-        self.run.mark_running()
-        queue.cancel(row=self.run)
-        rq_job.set_status("stopped")
+        self.bootstrap_run.mark_running()
+        queue.cancel(row=self.bootstrap_run)
+        rq_job.set_status(JobStatus.STOPPED)
         queue.reconcile_stale()
-        self.run.refresh_from_db()
-        self.assertEqual(self.run.status, "cancelled")
-        self.assertIn("hard stop", self.run.error)
+        self.bootstrap_run.refresh_from_db()
+        self.assertEqual(self.bootstrap_run.status, "cancelled")
+        self.assertIn("hard stop", self.bootstrap_run.error)
 
     def test_it_leaves_healthy_rows_alone(self) -> None:
         self.enqueue()
         self.assertEqual(queue.reconcile_stale(), [])
-        self.run.refresh_from_db()
-        self.assertEqual(self.run.status, "queued")
+        self.bootstrap_run.refresh_from_db()
+        self.assertEqual(self.bootstrap_run.status, "queued")
 
 
 class QueueHealthTestCase(BaseTestCase):

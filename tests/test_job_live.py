@@ -16,7 +16,7 @@ from jobs.devtools import free_port
 from jobs.engine.types import FinetuneConfig, FinetuneResult
 from jobs.models import FinetuneJob, FinetuneMetric, LanguageModel
 from jobs.services import artifacts, finetunes, queue
-from tests.web import READ_ALL, WebTestCase
+from tests.web import READ_ALL, WebTestCase, streamed
 
 DEAD_REDIS = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
 
@@ -30,17 +30,31 @@ def dead_redis() -> dict:
 class JobLiveBase(WebTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run(status="succeeded", done=8)
+        self.bootstrap_run = self.make_run(status="succeeded", done=8)
         for i in range(4):
-            self.make_trace(self.run, i)
+            self.make_trace(self.bootstrap_run, i)
         self.student = self.make_model("student")
         self.job = FinetuneJob.objects.create(
-            project=self.p1, run=self.run, student=self.student, created_by=self.bob,
-            config=FinetuneConfig(base_model="smollm2", max_steps=10).to_dict(), selection="passing",
-            status="running", started=now() - timedelta(seconds=42), step=5, total_steps=10, epoch=0.5,
-            last_loss=1.2345, learning_rate=2e-4, tokens_per_s=321.0, eta_s=40.0, train_rows=4,
-            worker_name="gpu-box-1", device="cuda", log_tail="\n".join(f"line {i}" for i in range(40)),
-        )  # fmt: skip
+            project=self.p1,
+            run=self.bootstrap_run,
+            student=self.student,
+            created_by=self.bob,
+            config=FinetuneConfig(base_model="smollm2", max_steps=10).to_dict(),
+            selection="passing",
+            status="running",
+            started=now() - timedelta(seconds=42),
+            step=5,
+            total_steps=10,
+            epoch=0.5,
+            last_loss=1.2345,
+            learning_rate=2e-4,
+            tokens_per_s=321.0,
+            eta_s=40.0,
+            train_rows=4,
+            worker_name="gpu-box-1",
+            device="cuda",
+            log_tail="\n".join(f"line {i}" for i in range(40)),
+        )
         FinetuneMetric.objects.bulk_create(
             FinetuneMetric(job=self.job, step=s, loss=2.0 - s / 10, learning_rate=2e-4)
             for s in range(1, 6)
@@ -63,11 +77,19 @@ class JobLiveBase(WebTestCase):
         )
         (out / "train.jsonl").write_text('{"messages": []}\n{"messages": []}\n')
         result = FinetuneResult(
-            model_id=f"bftweb:smollm2:ft-{self.job.pk}", output_dir=str(out), adapter_dir=str(out / "adapter"),
-            manifest_path=str(out / "manifest.json"), steps=10, total_steps=10, stopped_early=False,
-            final_loss=0.5, train_tokens=1000,
-        )  # fmt: skip
-        return finetunes.finish_finetune(self.job, result)
+            model_id=f"bftweb:smollm2:ft-{self.job.pk}",
+            output_dir=str(out),
+            adapter_dir=str(out / "adapter"),
+            manifest_path=str(out / "manifest.json"),
+            steps=10,
+            total_steps=10,
+            stopped_early=False,
+            final_loss=0.5,
+            train_tokens=1000,
+        )
+        model = finetunes.finish_finetune(self.job, result)
+        assert model is not None
+        return model
 
 
 class JobStatusTestCase(JobLiveBase):
@@ -134,9 +156,8 @@ class JobStatusTestCase(JobLiveBase):
             FinetuneMetric(job=self.job, step=s, loss=1.0) for s in range(6, 2004)
         )
         r = self.poll()
-        self.assertContains(
-            r, 'data-points="201"'
-        )  # every 10th step of 4000 planned, and the latest
+        # every 10th step of 4000 planned, and the latest
+        self.assertContains(r, 'data-points="201"')
 
     def test_a_running_job_with_a_fresh_heartbeat_never_asks_redis(self) -> None:
         with self.settings(**dead_redis()):
@@ -149,9 +170,12 @@ class JobQueueTestCase(JobLiveBase):
     def queued_job(self) -> FinetuneJob:
         with self.captureOnCommitCallbacks(execute=True):
             return finetunes.create_finetune_job(
-                run=self.run, student=self.student, config=FinetuneConfig(base_model="smollm2"),
-                selection="passing", user=self.bob,
-            )  # fmt: skip
+                run=self.bootstrap_run,
+                student=self.student,
+                config=FinetuneConfig(base_model="smollm2"),
+                selection="passing",
+                user=self.bob,
+            )
 
     def test_a_queued_job_shows_its_place_in_the_gpu_queue(self) -> None:
         first, second = self.queued_job(), self.queued_job()
@@ -329,7 +353,7 @@ class JobOutputsTestCase(JobLiveBase):
         self.assertContains(self.client.get("/p/p1/models/"), self.job.output_model_id)
         r = self.client.get("/p/p1/runs/new/")
         self.assertContains(r, f'<option value="{model.pk}">{model.name} ({model.model_name}')
-        r = self.client.get(f"/p/p1/runs/{self.run.pk}/finetune/")
+        r = self.client.get(f"/p/p1/runs/{self.bootstrap_run.pk}/finetune/")
         self.assertContains(r, f'value="{model.pk}"')
 
     def test_the_adapter_downloads_as_a_streamed_zip(self) -> None:
@@ -339,7 +363,7 @@ class JobOutputsTestCase(JobLiveBase):
         self.assertTrue(r.streaming)
         self.assertEqual(r["Content-Type"], "application/zip")
         self.assertIn(f'filename="bftweb-job-{self.job.pk}-adapter.zip"', r["Content-Disposition"])
-        archive = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content)))
+        archive = zipfile.ZipFile(io.BytesIO(streamed(r)))
         prefix = f"bftweb-job-{self.job.pk}-adapter/"
         self.assertEqual(
             sorted(archive.namelist()),
@@ -351,17 +375,17 @@ class JobOutputsTestCase(JobLiveBase):
         self.succeed()
         self.login(self.victor)
         r = self.client.get(f"{self.url}download/train/")
-        self.assertEqual(b"".join(r.streaming_content).count(b"\n"), 2)
+        self.assertEqual(streamed(r).count(b"\n"), 2)
         self.assertIn("attachment", r["Content-Disposition"])
         r = self.client.get(f"{self.url}download/manifest/")
-        self.assertEqual(json.loads(b"".join(r.streaming_content))["steps"], 10)
+        self.assertEqual(json.loads(streamed(r))["steps"], 10)
 
     def test_the_program_json_points_every_predictor_at_the_fine_tuned_model(self) -> None:
         self.succeed()
         self.login(self.victor)
         r = self.client.get(f"{self.url}download/program/")
         self.assertEqual(r.status_code, 200, getattr(r, "content", b"")[:500])
-        state = json.loads(b"".join(r.streaming_content))
+        state = json.loads(streamed(r))
         predictor = state["classify.predict"] if "classify.predict" in state else state["classify"]
         self.assertEqual(predictor["lm"]["model"], self.job.output_model_id)
         self.assertEqual(predictor["demos"], [])
@@ -397,10 +421,9 @@ class AdminJobActionsTestCase(JobLiveBase):
     def test_the_changelist_links_each_row_to_its_rq_job(self) -> None:
         self.login(self.alice)
         r = self.client.get("/admin/jobs/finetunejob/")
-        self.assertContains(
-            r, f"/admin/rq/queues/1/{self.job.rq_job_id}/"
-        )  # gpu sorts after default
+        # gpu sorts after default
+        self.assertContains(r, f"/admin/rq/queues/1/{self.job.rq_job_id}/")
         r = self.client.get("/admin/jobs/bootstraprun/")
-        self.assertContains(r, f"/admin/rq/queues/0/{self.run.rq_job_id}/")
+        self.assertContains(r, f"/admin/rq/queues/0/{self.bootstrap_run.rq_job_id}/")
         r = self.client.get(f"/admin/jobs/finetunejob/{self.job.pk}/change/")
         self.assertContains(r, f"/admin/rq/queues/1/{self.job.rq_job_id}/")

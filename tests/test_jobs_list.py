@@ -21,31 +21,49 @@ from tests.web import READ_ALL, WebTestCase
 class JobsListTestCase(WebTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run(
+        self.bootstrap_run = self.make_run(
             status="succeeded",
             done=8,
             started=now() - timedelta(minutes=3),
             finished=now() - timedelta(minutes=1),
         )
         self.other_run = BootstrapRun.objects.create(
-            project=self.p1, trainset=self.run.trainset, program_version=self.run.program_version,
-            teacher=self.run.teacher, metric=self.run.metric, created_by=self.bob,
-            status="running", done=3, total=10, started=now() - timedelta(seconds=20),
-        )  # fmt: skip
+            project=self.p1,
+            trainset=self.bootstrap_run.trainset,
+            program_version=self.bootstrap_run.program_version,
+            teacher=self.bootstrap_run.teacher,
+            metric=self.bootstrap_run.metric,
+            created_by=self.bob,
+            status="running",
+            done=3,
+            total=10,
+            started=now() - timedelta(seconds=20),
+        )
         self.job = FinetuneJob.objects.create(
-            project=self.p1, run=self.run, student=self.make_model("student"), created_by=self.bob,
-            config=FinetuneConfig(base_model="smollm2").to_dict(), status="failed", step=4, total_steps=8,
-            started=now() - timedelta(seconds=90), finished=now() - timedelta(seconds=15),
-        )  # fmt: skip
+            project=self.p1,
+            run=self.bootstrap_run,
+            student=self.make_model("student"),
+            created_by=self.bob,
+            config=FinetuneConfig(base_model="smollm2").to_dict(),
+            status="failed",
+            step=4,
+            total_steps=8,
+            started=now() - timedelta(seconds=90),
+            finished=now() - timedelta(seconds=15),
+        )
         self.outsider_run = BootstrapRun.objects.create(
-            project=self.p2, trainset=self.run.trainset, program_version=self.run.program_version,
-            teacher=self.run.teacher, metric=self.run.metric, created_by=self.charlie,
-        )  # fmt: skip
+            project=self.p2,
+            trainset=self.bootstrap_run.trainset,
+            program_version=self.bootstrap_run.program_version,
+            teacher=self.bootstrap_run.teacher,
+            metric=self.bootstrap_run.metric,
+            created_by=self.charlie,
+        )
 
     def test_it_lists_runs_and_jobs_with_state_progress_owner_and_duration(self) -> None:
         self.login(self.victor)
         r = self.client.get("/p/p1/jobs/")
-        self.assertContains(r, f'href="/p/p1/runs/{self.run.pk}/"')
+        self.assertContains(r, f'href="/p/p1/runs/{self.bootstrap_run.pk}/"')
         self.assertContains(r, f'href="/p/p1/runs/{self.other_run.pk}/"')
         self.assertContains(r, f'href="/p/p1/jobs/{self.job.pk}/"')
         self.assertNotContains(r, f"run #{self.outsider_run.pk}</a>")
@@ -60,16 +78,15 @@ class JobsListTestCase(WebTestCase):
         self.login(self.victor)
         r = self.client.get("/p/p1/jobs/", {"kind": "finetune"})
         self.assertContains(r, f"job #{self.job.pk}</a>")
-        self.assertNotContains(r, f"run #{self.run.pk}</a>")
+        self.assertNotContains(r, f"run #{self.bootstrap_run.pk}</a>")
         r = self.client.get("/p/p1/jobs/", {"state": "active"})
         self.assertContains(r, f"run #{self.other_run.pk}</a>")
-        self.assertNotContains(r, f"run #{self.run.pk}</a>")
+        self.assertNotContains(r, f"run #{self.bootstrap_run.pk}</a>")
         self.assertNotContains(r, f"job #{self.job.pk}</a>")
         r = self.client.get("/p/p1/jobs/", {"state": "failed", "kind": "run"})
         self.assertContains(r, "Nothing matches these filters")
-        r = self.client.get(
-            "/p/p1/jobs/", {"state": "bogus", "kind": "<x>"}
-        )  # ignored, not an error
+        # ignored, not an error
+        r = self.client.get("/p/p1/jobs/", {"state": "bogus", "kind": "<x>"})
         self.assertContains(r, f"job #{self.job.pk}</a>")
 
     def test_the_table_polls_while_something_is_active_and_keeps_the_filters(self) -> None:

@@ -96,7 +96,9 @@ class ModelsPageTestCase(WebTestCase):
         self.assertNotContains(r, "<html")
         queue = Queue("default", connection=self.redis, serializer=JSONSerializer)
         self.assertEqual(len(queue.job_ids), 1)
-        self.assertEqual(queue.fetch_job(queue.job_ids[0]).args, [self.model.pk])
+        job = queue.fetch_job(queue.job_ids[0])
+        assert job is not None
+        self.assertEqual(job.args, [self.model.pk])
 
     def test_the_plain_post_test_redirects_back(self) -> None:
         self.login(self.alice)
@@ -174,8 +176,13 @@ class ModelsPageTestCase(WebTestCase):
         self.assertContains(
             self.client.get(url), "Fixed: runs or fine-tunes already used this model."
         )
-        local = {"name": "teacher", "kind": "litellm", "model_name": "other", "temperature": "0.7",
-                 "max_tokens": "64"}  # fmt: skip
+        local = {
+            "name": "teacher",
+            "kind": "litellm",
+            "model_name": "other",
+            "temperature": "0.7",
+            "max_tokens": "64",
+        }
         self.assertRedirects(self.client.post(url, local), "/p/p1/models/")
         model = LanguageModel.objects.get(pk=self.model.pk)
         self.assertEqual(

@@ -54,13 +54,15 @@ class ProgramCreateTestCase(WebTestCase):
         r = self.client.post("/p/p1/programs/new/", form_post("sentiment", CLASSIFY, EXPLAIN))
         program = Program.objects.get()
         self.assertRedirects(r, f"/p/p1/programs/{program.pk}/")
-        spec = program.latest_version.spec
-        self.assertEqual(program.latest_version.version, 1)
+        version = program.latest_version
+        assert version is not None
+        spec = version.spec
+        self.assertEqual(version.version, 1)
         self.assertEqual([m["name"] for m in spec["modules"]], ["classify", "explain"])
         self.assertEqual(
             spec["modules"][0]["fields"], {"text": "a review", "sentiment": "positive or negative"}
         )
-        self.assertEqual(program.latest_version.to_spec().input_fields, ("text",))
+        self.assertEqual(version.to_spec().input_fields, ("text",))
 
     def test_errors_name_the_key_and_nothing_is_saved(self) -> None:
         self.login(self.bob)
@@ -108,7 +110,9 @@ class ProgramCreateTestCase(WebTestCase):
         program = Program.objects.get()
         self.assertRedirects(r, f"/p/p1/programs/{program.pk}/")
         self.assertEqual(program.name, "sentiment")
-        self.assertEqual(program.latest_version.spec["modules"][0]["type"], "ChainOfThought")
+        version = program.latest_version
+        assert version is not None
+        self.assertEqual(version.spec["modules"][0]["type"], "ChainOfThought")
 
     def test_it_creates_a_program_from_an_uploaded_yaml_file(self) -> None:
         self.login(self.bob)
@@ -118,7 +122,9 @@ class ProgramCreateTestCase(WebTestCase):
             {"mode": "spec", "spec_file": SimpleUploadedFile("qa.yaml", yaml)},
         )
         self.assertEqual(r.status_code, 302)
-        self.assertEqual(Program.objects.get().latest_version.to_spec().output_fields, ("answer",))
+        version = Program.objects.get().latest_version
+        assert version is not None
+        self.assertEqual(version.to_spec().output_fields, ("answer",))
 
     def test_a_bad_spec_is_refused_with_its_key(self) -> None:
         self.login(self.bob)

@@ -20,11 +20,11 @@ FAST_HASHER = override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.M
 class ReviewPagesTestCase(WebTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run()
-        self.traces = [make_cot_trace(self.run, i) for i in range(6)]
-        self.wrong = make_cot_trace(self.run, 6, label="positive", output="negative")
-        self.errored = make_errored_trace(self.run, 7, raw="RAW <b>unparsed</b> answer")
-        self.queue = f"/p/p1/runs/{self.run.pk}/review/"
+        self.bootstrap_run = self.make_run()
+        self.traces = [make_cot_trace(self.bootstrap_run, i) for i in range(6)]
+        self.wrong = make_cot_trace(self.bootstrap_run, 6, label="positive", output="negative")
+        self.errored = make_errored_trace(self.bootstrap_run, 7, raw="RAW <b>unparsed</b> answer")
+        self.queue = f"/p/p1/runs/{self.bootstrap_run.pk}/review/"
 
     def trace_url(self, trace: Trace, suffix: str = "") -> str:
         return f"{self.queue}{trace.pk}/{suffix}"
@@ -70,12 +70,11 @@ class ReviewPagesTestCase(WebTestCase):
         self.assertEqual(indexes(q="NUMBER 5"), [5])  # case-insensitive, in inputs
         self.assertEqual(indexes(q="neutral"), [3])  # in edited outputs
         self.assertEqual(indexes(mine="1"), [4])
-        self.assertEqual(
-            indexes(min="nonsense", state="bogus"), list(range(8))
-        )  # bad values are ignored
+        # bad values are ignored
+        self.assertEqual(indexes(min="nonsense", state="bogus"), list(range(8)))
 
     def test_text_search_finds_quotes_and_non_ascii(self) -> None:
-        make_cot_trace(self.run, 8, text='she said "très bien" \\ ok')
+        make_cot_trace(self.bootstrap_run, 8, text='she said "très bien" \\ ok')
         self.login(self.rita)
         for term in ('"très bien"', "TRÈS", "\\ ok"):
             r = self.client.get(self.queue, {"q": term})
@@ -87,7 +86,7 @@ class ReviewPagesTestCase(WebTestCase):
 
     def test_it_paginates(self) -> None:
         for i in range(8, 60):
-            make_cot_trace(self.run, i)
+            make_cot_trace(self.bootstrap_run, i)
         self.login(self.rita)
         r = self.client.get(self.queue, {"page": 2})
         self.assertEqual(
@@ -108,19 +107,19 @@ class ReviewPagesTestCase(WebTestCase):
 
         few = queries()
         for i in range(8, 60):
-            trace = make_cot_trace(self.run, i)
+            trace = make_cot_trace(self.bootstrap_run, i)
             if i % 3 == 0:
                 review.decide(
                     trace=trace,
                     user=[self.alice, self.bob, self.rita][i % 9 // 3],
                     verdict="approve",
                 )
-        review.assign_evenly(run=self.run, user=self.alice)
+        review.assign_evenly(run=self.bootstrap_run, user=self.alice)
         self.assertEqual(queries(), few)  # 50 rows with reviewers and assignees: no query per row
         self.assertEqual(queries(state="unreviewed", q="number", min="0.5", mine="1"), few)
 
     def test_the_queue_flags_placeholder_reasoning(self) -> None:
-        make_cot_trace(self.run, 8, reasoning=PLACEHOLDER)
+        make_cot_trace(self.bootstrap_run, 8, reasoning=PLACEHOLDER)
         self.login(self.rita)
         r = self.client.get(self.queue)
         rows = {t.example_index: t.has_placeholder for t in r.context["page"].object_list}
@@ -159,7 +158,7 @@ class ReviewPagesTestCase(WebTestCase):
         self.assertNotContains(r, 'id="edit-form"')  # nothing to edit on a trace that did not parse
 
     def test_placeholder_reasoning_is_flagged_on_the_trace(self) -> None:
-        trace = make_cot_trace(self.run, 8, reasoning=PLACEHOLDER)
+        trace = make_cot_trace(self.bootstrap_run, 8, reasoning=PLACEHOLDER)
         self.login(self.rita)
         r = self.client.get(self.trace_url(trace))
         self.assertContains(r, 'id="placeholder-warning"')
@@ -254,9 +253,8 @@ class ReviewPagesTestCase(WebTestCase):
         )
         self.assertRedirects(r, self.trace_url(trace) + "#training", fetch_redirect_response=False)
         trace.refresh_from_db()
-        self.assertEqual(
-            trace.edited_outputs, {"reasoning": "The reviewer says: glowing words."}
-        )  # only what changed
+        # only what changed
+        self.assertEqual(trace.edited_outputs, {"reasoning": "The reviewer says: glowing words."})
         self.assertEqual(trace.review_state, "approved")
         # What DSPy's adapter makes of the edited call, computed here without bftweb's helpers.
         call = trace.calls[0]
@@ -312,7 +310,9 @@ class ReviewPagesTestCase(WebTestCase):
 
     def test_every_page_is_readable_by_members_only(self) -> None:
 
-        trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice, selection="passing")
+        trace_set = trace_sets.freeze_trace_set(
+            run=self.bootstrap_run, user=self.alice, selection="passing"
+        )
         for url in (
             self.queue,
             f"{self.queue}counts/",
@@ -341,23 +341,22 @@ class ReviewPagesTestCase(WebTestCase):
             {"required_approvals": 2},
         )
         self.assertFalse(TraceDecision.objects.exists())
-        self.assertEqual(review.reviewer_stats(self.run)[0]["total"], 0)
+        self.assertEqual(review.reviewer_stats(self.bootstrap_run)[0]["total"], 0)
 
     def test_another_projects_run_and_traces_are_404(self) -> None:
         other_run = BootstrapRun.objects.create(
             project=self.p2,
-            trainset=self.run.trainset,
-            program_version=self.run.program_version,
-            teacher=self.run.teacher,
-            metric=self.run.metric,
+            trainset=self.bootstrap_run.trainset,
+            program_version=self.bootstrap_run.program_version,
+            teacher=self.bootstrap_run.teacher,
+            metric=self.bootstrap_run.metric,
             created_by=self.charlie,
         )
         trace = make_cot_trace(other_run, 0)
         self.login(self.alice)
         self.assertEqual(self.client.get(f"/p/p1/runs/{other_run.pk}/review/").status_code, 404)
-        self.assertEqual(
-            self.client.get(f"{self.queue}{trace.pk}/").status_code, 404
-        )  # a trace of another run
+        # a trace of another run
+        self.assertEqual(self.client.get(f"{self.queue}{trace.pk}/").status_code, 404)
         self.assertEqual(
             self.client.post(f"{self.queue}{trace.pk}/decide/", {"verdict": "approve"}).status_code,
             404,
@@ -377,12 +376,12 @@ class ReviewPagesTestCase(WebTestCase):
         for url, data in posts.items():
             self.assertEqual(client.post(url, data).status_code, 403, url)
         self.assertFalse(TraceDecision.objects.exists())
-        self.assertFalse(self.run.trace_sets.exists())
+        self.assertFalse(self.bootstrap_run.trace_sets.exists())
         for url, data in posts.items():  # with the token (as htmx sends it in a header) they work
             r = client.post(url, data, headers={"X-CSRFToken": token})
             self.assertIn(r.status_code, (200, 302), url)
         self.assertTrue(TraceDecision.objects.exists())
-        self.assertTrue(self.run.trace_sets.exists())
+        self.assertTrue(self.bootstrap_run.trace_sets.exists())
 
     # --- escaping -------------------------------------------------------------------------
 
@@ -391,7 +390,7 @@ class ReviewPagesTestCase(WebTestCase):
         script = "<script>alert(1)</script>"
         img = '"><img src=x onerror=alert(2)>'
         trace = make_cot_trace(
-            self.run,
+            self.bootstrap_run,
             8,
             text=f"in {img}",
             reasoning=f"think {script}",
@@ -399,8 +398,8 @@ class ReviewPagesTestCase(WebTestCase):
             label="positive",
         )
         review.decide(trace=trace, user=self.rita, verdict="comment", comment=f"note {script}")
-        self.run.metric = {**self.run.metric, "threshold": 0.0}
-        self.run.save()
+        self.bootstrap_run.metric = {**self.bootstrap_run.metric, "threshold": 0.0}
+        self.bootstrap_run.save()
         self.login(self.alice)
         pages = [
             self.client.get(self.queue),

@@ -16,7 +16,7 @@ from jobs.models import BootstrapRun, FinetuneJob, Trace, TraceSet
 from jobs.services import finetunes, review, trace_sets
 from tests.review_fixtures import make_cot_trace, make_errored_trace
 from tests.test_review import FAST_HASHER
-from tests.web import WebTestCase
+from tests.web import WebTestCase, streamed
 
 
 def form_data(student_pk: int, **overrides: object) -> dict[str, object]:
@@ -46,10 +46,10 @@ def form_data(student_pk: int, **overrides: object) -> dict[str, object]:
 class TraceSetTestCase(WebTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run()
+        self.bootstrap_run = self.make_run()
         self.student = self.make_model("student", fine_tunable=True)
-        self.traces = [make_cot_trace(self.run, i) for i in range(6)]
-        make_errored_trace(self.run, 6)
+        self.traces = [make_cot_trace(self.bootstrap_run, i) for i in range(6)]
+        make_errored_trace(self.bootstrap_run, 6)
         for t in self.traces[:4]:
             review.decide(trace=t, user=self.rita, verdict="approve")
         review.decide(
@@ -60,17 +60,21 @@ class TraceSetTestCase(WebTestCase):
         )
 
     def second_run(self) -> BootstrapRun:
-        r = self.run
+        r = self.bootstrap_run
         return BootstrapRun.objects.create(
-            project=self.p1, trainset=r.trainset, program_version=r.program_version, teacher=r.teacher,
-            metric=r.metric, created_by=self.alice,
-        )  # fmt: skip
+            project=self.p1,
+            trainset=r.trainset,
+            program_version=r.program_version,
+            teacher=r.teacher,
+            metric=r.metric,
+            created_by=self.alice,
+        )
 
     def rows_now(self, trace_set: TraceSet) -> list[dict]:
         return trace_sets.training_rows(trace_set)
 
     def test_freezing_makes_numbered_versions_with_each_traces_decision(self) -> None:
-        first = trace_sets.freeze_trace_set(run=self.run, user=self.alice)
+        first = trace_sets.freeze_trace_set(run=self.bootstrap_run, user=self.alice)
         self.assertEqual(
             (first.version, first.trace_count, first.rule), (1, 4, {"selection": "approved"})
         )
@@ -80,9 +84,10 @@ class TraceSetTestCase(WebTestCase):
             (item.review_state, item.edited_outputs, item.reviewed_by),
             ("approved", {"reasoning": "Edited once."}, self.rita),
         )
+        assert item.last_decision is not None
         self.assertEqual(item.last_decision.verdict, "edit")
         second = trace_sets.freeze_trace_set(
-            run=self.run,
+            run=self.bootstrap_run,
             user=self.bob,
             selection="passing",
             name="all passing",
@@ -92,14 +97,14 @@ class TraceSetTestCase(WebTestCase):
         self.assertEqual(second.rule, {"selection": "passing", "filter": {"q": "number 5"}})
         with self.assertRaises(ValueError):
             trace_sets.freeze_trace_set(
-                run=self.run,
+                run=self.bootstrap_run,
                 user=self.alice,
                 selection="approved",
                 trace_filter=review.TraceFilter(outcome="errored"),
             )
 
     def test_a_frozen_set_does_not_change_when_later_reviews_happen(self) -> None:
-        trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice)
+        trace_set = trace_sets.freeze_trace_set(run=self.bootstrap_run, user=self.alice)
         items_before = list(
             trace_set.items.values_list(
                 "trace_id", "review_state", "edited_outputs", "last_decision"
@@ -116,9 +121,12 @@ class TraceSetTestCase(WebTestCase):
         )
         review.decide(trace=self.traces[5], user=self.bob, verdict="approve")
         review.bulk_decide(
-            run=self.run, user=self.alice, traces=self.run.traces.all(), verdict="reject"
+            run=self.bootstrap_run,
+            user=self.alice,
+            traces=self.bootstrap_run.traces.all(),
+            verdict="reject",
         )
-        review.set_required_approvals(run=self.run, user=self.alice, required=3)
+        review.set_required_approvals(run=self.bootstrap_run, user=self.alice, required=3)
         trace_set.refresh_from_db()
         self.assertEqual(trace_set.trace_count, 4)
         self.assertEqual(
@@ -137,26 +145,31 @@ class TraceSetTestCase(WebTestCase):
         self,
     ) -> None:
         self.login(self.bob)
-        r = self.client.post(f"/p/p1/runs/{self.run.pk}/finetune/", form_data(self.student.pk))
+        r = self.client.post(
+            f"/p/p1/runs/{self.bootstrap_run.pk}/finetune/", form_data(self.student.pk)
+        )
         job = FinetuneJob.objects.get()
         self.assertRedirects(r, f"/p/p1/jobs/{job.pk}/", fetch_redirect_response=False)
-        self.assertIsNotNone(job.trace_set)
+        trace_set = job.trace_set
+        assert trace_set is not None
         self.assertEqual(
-            (job.trace_set.trace_count, job.trace_set.created_by, job.trace_set.version),
-            (4, self.bob, 1),
+            (trace_set.trace_count, trace_set.created_by, trace_set.version), (4, self.bob, 1)
         )
         rows = finetunes.training_rows(job)
         # Exactly build_training_rows over the approved traces with their edits at job time.
         records = [
             t.as_record()
-            for t in Trace.objects.filter(run=self.run, review_state="approved").order_by(
+            for t in Trace.objects.filter(run=self.bootstrap_run, review_state="approved").order_by(
                 "example_index"
             )
         ]
         records[1] = rerender_trace(records[1], {"reasoning": "Edited once."})
         self.assertEqual(rows, build_training_rows(records))
         review.bulk_decide(
-            run=self.run, user=self.alice, traces=self.run.traces.all(), verdict="reject"
+            run=self.bootstrap_run,
+            user=self.alice,
+            traces=self.bootstrap_run.traces.all(),
+            verdict="reject",
         )
         review.decide(
             trace=self.traces[1],
@@ -168,7 +181,7 @@ class TraceSetTestCase(WebTestCase):
 
     def test_a_job_without_multitask_trains_each_predictors_rows_from_its_set(self) -> None:
         job = finetunes.create_finetune_job(
-            run=self.run,
+            run=self.bootstrap_run,
             student=self.student,
             config=FinetuneConfig(base_model="-"),
             multitask=False,
@@ -176,19 +189,22 @@ class TraceSetTestCase(WebTestCase):
         )
         rows = finetunes.training_rows(job)
         self.assertEqual(len(rows), 4)  # one predictor, four approved traces
+        assert job.trace_set is not None
         self.assertEqual(rows, trace_sets.training_rows(job.trace_set, multitask=False))
 
     def test_the_fine_tune_form_offers_frozen_sets_and_trains_on_the_chosen_one(self) -> None:
+        # 6 traces
         old = trace_sets.freeze_trace_set(
-            run=self.run, user=self.alice, selection="passing"
-        )  # 6 traces
+            run=self.bootstrap_run, user=self.alice, selection="passing"
+        )
         self.login(self.alice)
-        r = self.client.get(f"/p/p1/runs/{self.run.pk}/finetune/")
+        r = self.client.get(f"/p/p1/runs/{self.bootstrap_run.pk}/finetune/")
         self.assertContains(r, 'name="trace_set"')
         self.assertContains(r, f"{old.name} v1 (6 traces)")
         self.assertContains(r, "Approved — 4 traces")  # the live selection's size
         r = self.client.post(
-            f"/p/p1/runs/{self.run.pk}/finetune/", form_data(self.student.pk, trace_set=old.pk)
+            f"/p/p1/runs/{self.bootstrap_run.pk}/finetune/",
+            form_data(self.student.pk, trace_set=old.pk),
         )
         job = FinetuneJob.objects.get()
         self.assertEqual((job.trace_set, job.selection), (old, "passing"))
@@ -198,20 +214,22 @@ class TraceSetTestCase(WebTestCase):
         other_run = self.second_run()
         make_cot_trace(other_run, 0)
         other_set = trace_sets.freeze_trace_set(run=other_run, user=self.alice, selection="passing")
-        Trace.objects.filter(run=self.run).update(review_state="unreviewed")
+        Trace.objects.filter(run=self.bootstrap_run).update(review_state="unreviewed")
         self.login(self.alice)
-        r = self.client.post(f"/p/p1/runs/{self.run.pk}/finetune/", form_data(self.student.pk))
+        r = self.client.post(
+            f"/p/p1/runs/{self.bootstrap_run.pk}/finetune/", form_data(self.student.pk)
+        )
         self.assertEqual(r.status_code, 400)
         self.assertContains(r, "has no traces yet", status_code=400)
         r = self.client.post(
-            f"/p/p1/runs/{self.run.pk}/finetune/",
+            f"/p/p1/runs/{self.bootstrap_run.pk}/finetune/",
             form_data(self.student.pk, trace_set=other_set.pk),
         )
         self.assertEqual(r.status_code, 400)
         self.assertFalse(FinetuneJob.objects.exists())
         with self.assertRaises(ValueError):
             finetunes.create_finetune_job(
-                run=self.run,
+                run=self.bootstrap_run,
                 student=self.student,
                 config=FinetuneConfig(base_model="-"),
                 user=self.alice,
@@ -221,46 +239,53 @@ class TraceSetTestCase(WebTestCase):
     def test_the_review_page_freezes_and_lists_sets(self) -> None:
         self.login(self.rita)
         r = self.client.post(
-            f"/p/p1/runs/{self.run.pk}/review/sets/", {"selection": "approved", "name": "golden"}
+            f"/p/p1/runs/{self.bootstrap_run.pk}/review/sets/",
+            {"selection": "approved", "name": "golden"},
         )
-        self.assertRedirects(r, f"/p/p1/runs/{self.run.pk}/review/", fetch_redirect_response=False)
-        r = self.client.get(f"/p/p1/runs/{self.run.pk}/review/")
+        self.assertRedirects(
+            r, f"/p/p1/runs/{self.bootstrap_run.pk}/review/", fetch_redirect_response=False
+        )
+        r = self.client.get(f"/p/p1/runs/{self.bootstrap_run.pk}/review/")
         self.assertContains(r, "golden")
         self.assertContains(r, "Froze “golden” as version 1: 4 traces.")
         r = self.client.post(
-            f"/p/p1/runs/{self.run.pk}/review/sets/",
+            f"/p/p1/runs/{self.bootstrap_run.pk}/review/sets/",
             {"selection": "approved", "narrow": "1", "state": "rejected"},
         )
         self.assertContains(
-            self.client.get(f"/p/p1/runs/{self.run.pk}/review/"), "Nothing to freeze"
+            self.client.get(f"/p/p1/runs/{self.bootstrap_run.pk}/review/"), "Nothing to freeze"
         )
 
     # --- exports --------------------------------------------------------------------------
 
     def test_the_jsonl_export_streams_exactly_build_training_rows(self) -> None:
-        trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice)
+        trace_set = trace_sets.freeze_trace_set(run=self.bootstrap_run, user=self.alice)
         self.login(self.victor)  # reading is enough to export
-        r = self.client.get(f"/p/p1/runs/{self.run.pk}/review/sets/{trace_set.pk}/export.jsonl")
+        r = self.client.get(
+            f"/p/p1/runs/{self.bootstrap_run.pk}/review/sets/{trace_set.pk}/export.jsonl"
+        )
         self.assertIsInstance(r, StreamingHttpResponse)
         self.assertIn('attachment; filename="p1-run', r["Content-Disposition"])
-        lines = b"".join(r.streaming_content).decode().splitlines()
+        lines = streamed(r).decode().splitlines()
         records = trace_sets.trace_set_records(trace_set)
         self.assertEqual([json.loads(line) for line in lines], build_training_rows(records))
         self.assertEqual(len(lines), 4)
         r = self.client.get(
-            f"/p/p1/runs/{self.run.pk}/review/sets/{trace_set.pk}/export.jsonl?exclude_demos=0&multitask=0"
+            f"/p/p1/runs/{self.bootstrap_run.pk}/review/sets/{trace_set.pk}/export.jsonl?exclude_demos=0&multitask=0"
         )
-        self.assertEqual(len(b"".join(r.streaming_content).decode().splitlines()), 4)
+        self.assertEqual(len(streamed(r).decode().splitlines()), 4)
 
     def test_the_csv_export_has_fields_score_and_decision_and_defuses_formulas(self) -> None:
         Trace.objects.filter(pk=self.traces[2].pk).update(
             inputs={"text": '=HYPERLINK("http://x")'}, score=0.75
         )
-        trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice)
+        trace_set = trace_sets.freeze_trace_set(run=self.bootstrap_run, user=self.alice)
         self.login(self.alice)
-        r = self.client.get(f"/p/p1/runs/{self.run.pk}/review/sets/{trace_set.pk}/export.csv")
+        r = self.client.get(
+            f"/p/p1/runs/{self.bootstrap_run.pk}/review/sets/{trace_set.pk}/export.csv"
+        )
         self.assertEqual(r["Content-Type"], "text/csv; charset=utf-8")
-        rows = list(csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode())))
+        rows = list(csv.DictReader(io.StringIO(streamed(r).decode())))
         self.assertEqual([row["example_index"] for row in rows], ["0", "1", "2", "3"])
         self.assertEqual(rows[1]["decision"], "approved")
         self.assertEqual(rows[1]["edited"], "yes")
@@ -271,7 +296,7 @@ class TraceSetTestCase(WebTestCase):
         self.assertEqual(rows[2]["input:text"], '\'=HYPERLINK("http://x")')
 
     def test_exports_of_another_runs_set_are_404(self) -> None:
-        trace_set = trace_sets.freeze_trace_set(run=self.run, user=self.alice)
+        trace_set = trace_sets.freeze_trace_set(run=self.bootstrap_run, user=self.alice)
         other_run = self.second_run()
         self.login(self.alice)
         self.assertEqual(
@@ -283,7 +308,7 @@ class TraceSetTestCase(WebTestCase):
         self.login(self.charlie)
         self.assertEqual(
             self.client.get(
-                f"/p/p1/runs/{self.run.pk}/review/sets/{trace_set.pk}/export.csv"
+                f"/p/p1/runs/{self.bootstrap_run.pk}/review/sets/{trace_set.pk}/export.csv"
             ).status_code,
             404,
         )

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 from rq import Queue
 
@@ -17,7 +19,7 @@ SIGNATURE = {
 }
 
 
-def run_post(run_setup: dict[str, object], **overrides: object) -> dict[str, object]:
+def run_post(run_setup: Mapping[str, object], **overrides: object) -> dict[str, object]:
     data = {
         "metric": "exact_match",
         "metric_field": "sentiment",
@@ -40,7 +42,7 @@ class RunCreateTestCase(WebTestCase):
         self.trainset = self.make_trainset(dev_every=4)  # 8 rows: 6 train, 2 dev
         self.version = self.make_program()
         self.teacher = self.make_model("teacher")
-        self.setup = {
+        self.setup: dict[str, Any] = {
             "trainset": self.trainset.pk,
             "program_version": self.version.pk,
             "teacher": self.teacher.pk,
@@ -84,9 +86,14 @@ class RunCreateTestCase(WebTestCase):
         self.assertNotContains(r, "to reason the demos")
         r = self.client.get(
             "/p/p1/runs/estimate/",
-            {**self.setup, "program_version": version.pk, "limit": "5", "num_demos": "3",
-             "reason_demos": "on"},
-        )  # fmt: skip
+            {
+                **self.setup,
+                "program_version": version.pk,
+                "limit": "5",
+                "num_demos": "3",
+                "reason_demos": "on",
+            },
+        )
         self.assertContains(r, "≈ 16")
         self.assertContains(r, "plus 6 to reason the demos")
         self.assertNotContains(r, "<html")
@@ -116,7 +123,7 @@ class RunCreateTestCase(WebTestCase):
             },
         )
         self.assertEqual(Queue("default", connection=self.redis).job_ids, [str(run.rq_job_id)])
-        page = self.client.get(r.url)
+        page = self.client.get(r["Location"])
         self.assertContains(page, "Queued")
         self.assertContains(page, "0/3")
 
@@ -178,17 +185,19 @@ class RunCreateTestCase(WebTestCase):
 class RunPagesTestCase(WebTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run()
+        self.bootstrap_run = self.make_run()
 
     def test_run_pages_are_readable_by_members_only(self) -> None:
-        self.assert_roles("get", f"/p/p1/runs/{self.run.pk}/", READ_ALL)
+        self.assert_roles("get", f"/p/p1/runs/{self.bootstrap_run.pk}/", READ_ALL)
         self.assert_roles("get", "/p/p1/runs/", READ_ALL)
         self.assert_roles("get", "/p/p1/jobs/", READ_ALL)
-        self.assertEqual(self.status_for(self.charlie, "get", f"/p/p2/runs/{self.run.pk}/"), 404)
+        self.assertEqual(
+            self.status_for(self.charlie, "get", f"/p/p2/runs/{self.bootstrap_run.pk}/"), 404
+        )
 
     def test_the_run_page_shows_its_state_and_settings(self) -> None:
         self.login(self.victor)
-        r = self.client.get(f"/p/p1/runs/{self.run.pk}/")
+        r = self.client.get(f"/p/p1/runs/{self.bootstrap_run.pk}/")
         self.assertContains(r, "Bootstrap run #")
         self.assertContains(r, "Queued")
         self.assertContains(r, "exact_match on <code>sentiment</code>", html=False)
@@ -207,24 +216,33 @@ def make_call_trace(run: BootstrapRun, index: int, **kwargs: object) -> Trace:
     kwargs.setdefault("passed", True)
     kwargs.setdefault("parsed", True)
     return Trace.objects.create(
-        run=run, example_index=index, inputs=call["inputs"], labels={"sentiment": label},
-        outputs={"sentiment": label}, calls=[call], score=1.0, **kwargs,
-    )  # fmt: skip
+        run=run,
+        example_index=index,
+        inputs=call["inputs"],
+        labels={"sentiment": label},
+        outputs={"sentiment": label},
+        calls=[call],
+        score=1.0,
+        **kwargs,
+    )
 
 
 class FinetuneFormTestCase(WebTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run()
+        self.bootstrap_run = self.make_run()
         self.student = self.make_model("student", fine_tunable=True)
         self.litellm = self.make_model(
             "api", kind="litellm", model_name="openai/gpt-4o-mini", fine_tunable=False
         )
         for i in range(4):
             make_call_trace(
-                self.run, i, review_state="approved" if i < 2 else "unreviewed", passed=i != 3
+                self.bootstrap_run,
+                i,
+                review_state="approved" if i < 2 else "unreviewed",
+                passed=i != 3,
             )
-        self.url = f"/p/p1/runs/{self.run.pk}/finetune/"
+        self.url = f"/p/p1/runs/{self.bootstrap_run.pk}/finetune/"
 
     def post_data(self, **overrides: object) -> dict[str, object]:
         defaults = FinetuneConfig(base_model="-")
@@ -296,7 +314,7 @@ class FinetuneFormTestCase(WebTestCase):
         self.assertNotContains(r, "may learn to always answer")
         for i in range(4, 14):
             Trace.objects.create(
-                run=self.run,
+                run=self.bootstrap_run,
                 example_index=i,
                 outputs={"sentiment": "positive"},
                 calls=[],
@@ -307,20 +325,21 @@ class FinetuneFormTestCase(WebTestCase):
         self.assertContains(r, "may learn to always answer")
 
     def test_picking_a_frozen_trace_set_previews_that_set_not_todays_selection(self) -> None:
-        frozen = trace_sets.freeze_trace_set(run=self.run, user=self.alice)  # the 2 approved traces
-        edited = self.run.traces.get(example_index=0)
+        # the 2 approved traces
+        frozen = trace_sets.freeze_trace_set(run=self.bootstrap_run, user=self.alice)
+        edited = self.bootstrap_run.traces.get(example_index=0)
         edited.edited_outputs = {"sentiment": "neutral"}  # an edit after the freeze
         edited.save()
-        self.run.traces.update(review_state="approved")  # and 2 more approved since
+        self.bootstrap_run.traces.update(review_state="approved")  # and 2 more approved since
         other_run = self.make_run(
-            trainset=self.run.trainset,
-            program_version=self.run.program_version,
-            teacher=self.run.teacher,
+            trainset=self.bootstrap_run.trainset,
+            program_version=self.bootstrap_run.program_version,
+            teacher=self.bootstrap_run.teacher,
         )
         make_call_trace(other_run, 0)
         other_run_set = trace_sets.freeze_trace_set(run=other_run, user=self.alice, selection="all")
         self.login(self.bob)
-        query = {"selection": "approved", "multitask": "on"}
+        query: dict[str, Any] = {"selection": "approved", "multitask": "on"}
         r = self.client.get(f"{self.url}preview/", {**query, "trace_set": frozen.pk})
         self.assertContains(r, f"from {frozen}")
         self.assertContains(r, "<strong>2</strong>traces", html=False)
@@ -355,7 +374,7 @@ class FinetuneFormTestCase(WebTestCase):
             ("passing", True, True, self.student),
         )
         self.assertEqual(Queue("gpu", connection=self.redis).job_ids, [str(job.rq_job_id)])
-        self.assertContains(self.client.get(r.url), "Fine-tune job #")
+        self.assertContains(self.client.get(r["Location"]), "Fine-tune job #")
 
     def test_it_refuses_a_student_that_is_not_fine_tunable(self) -> None:
         self.login(self.bob)

@@ -14,12 +14,14 @@ from tests.web import READ_ALL, WebTestCase
 class RunLiveBase(WebTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run(status="running", started=now() - timedelta(seconds=30), total=8)
+        self.bootstrap_run = self.make_run(
+            status="running", started=now() - timedelta(seconds=30), total=8
+        )
         for i in range(3):
-            self.make_trace(self.run, i, passed=i != 1)
-        runs.refresh_run_counts(self.run)
-        self.run.refresh_from_db()
-        self.url = f"/p/p1/runs/{self.run.pk}/"
+            self.make_trace(self.bootstrap_run, i, passed=i != 1)
+        runs.refresh_run_counts(self.bootstrap_run)
+        self.bootstrap_run.refresh_from_db()
+        self.url = f"/p/p1/runs/{self.bootstrap_run.pk}/"
         self.status_url = f"{self.url}status/"
 
     def poll(self, user=None):
@@ -31,7 +33,7 @@ class RunStatusTestCase(RunLiveBase):
     def test_it_keeps_polling_while_running_and_shows_the_counters(self) -> None:
         r = self.poll()
         self.assertContains(r, "hx-trigger=\"every 2s [document.visibilityState === 'visible']\"")
-        self.assertContains(r, f'hx-get="/p/p1/runs/{self.run.pk}/status/"')
+        self.assertContains(r, f'hx-get="/p/p1/runs/{self.bootstrap_run.pk}/status/"')
         self.assertNotContains(r, "<html")
         self.assertContains(r, '<span class="badge running" id="run-status">Running</span>')
         self.assertContains(r, '<strong id="run-done">3/8</strong>')
@@ -44,14 +46,14 @@ class RunStatusTestCase(RunLiveBase):
         self.assertContains(r, "Traces are still arriving")  # no counting queries while polling
 
     def test_the_counters_move_as_traces_arrive(self) -> None:
-        self.make_trace(self.run, 3)
-        runs.refresh_run_counts(self.run)
+        self.make_trace(self.bootstrap_run, 3)
+        runs.refresh_run_counts(self.bootstrap_run)
         r = self.poll()
         self.assertContains(r, '<strong id="run-done">4/8</strong>')
         self.assertContains(r, "review 3")  # the newest trace is listed
 
     def test_it_lists_the_newest_traces_first_and_escaped(self) -> None:
-        Trace.objects.filter(run=self.run, example_index=2).update(
+        Trace.objects.filter(run=self.bootstrap_run, example_index=2).update(
             inputs={"text": "<img src=x onerror=alert(1)>"},
             error="ValueError: <b>bad</b>",
             passed=False,
@@ -62,21 +64,22 @@ class RunStatusTestCase(RunLiveBase):
         self.assertIn("&lt;img src=x onerror=alert(1)&gt;", content)
         self.assertNotIn("<img src=x", content)
         self.assertIn('title="ValueError: &lt;b&gt;bad&lt;/b&gt;"', content)
-        trace = self.run.traces.get(example_index=2)
-        self.assertIn(f"/p/p1/runs/{self.run.pk}/review/{trace.pk}/", content)
+        trace = self.bootstrap_run.traces.get(example_index=2)
+        self.assertIn(f"/p/p1/runs/{self.bootstrap_run.pk}/review/{trace.pk}/", content)
 
     def test_it_stops_polling_once_terminal(self) -> None:
         for status in ("succeeded", "failed", "cancelled"):
-            BootstrapRun.objects.filter(pk=self.run.pk).update(status=status, finished=now())
+            BootstrapRun.objects.filter(pk=self.bootstrap_run.pk).update(
+                status=status, finished=now()
+            )
             r = self.poll()
             self.assertNotContains(r, "hx-trigger", msg_prefix=status)
             self.assertNotContains(r, "left", msg_prefix=status)  # no ETA once over
-            self.assertContains(
-                r, "all parsed 3"
-            )  # what a fine-tune could train on, once it is over
+            # what a fine-tune could train on, once it is over
+            self.assertContains(r, "all parsed 3")
 
     def test_a_failed_run_shows_its_error_escaped(self) -> None:
-        BootstrapRun.objects.filter(pk=self.run.pk).update(
+        BootstrapRun.objects.filter(pk=self.bootstrap_run.pk).update(
             status="failed", error="boom <script>x</script>"
         )
         r = self.poll()
@@ -93,7 +96,7 @@ class RunStatusTestCase(RunLiveBase):
     def test_the_page_links_to_the_review_queue(self) -> None:
         self.login(self.victor)
         r = self.client.get(self.url)
-        self.assertContains(r, f'href="/p/p1/runs/{self.run.pk}/review/"')
+        self.assertContains(r, f'href="/p/p1/runs/{self.bootstrap_run.pk}/review/"')
         self.assertContains(r, 'id="run-live"')  # the full page renders the fragment inline
 
 
@@ -102,11 +105,11 @@ class RunActionsTestCase(RunLiveBase):
         self.login(self.bob)
         r = self.client.post(f"{self.url}cancel/", headers={"HX-Request": "true"})
         self.assertContains(r, "cancel requested")
-        self.run.refresh_from_db()
-        self.assertTrue(self.run.cancel_requested)
+        self.bootstrap_run.refresh_from_db()
+        self.assertTrue(self.bootstrap_run.cancel_requested)
 
     def test_retry_keeps_finished_traces_and_queues_again(self) -> None:
-        BootstrapRun.objects.filter(pk=self.run.pk).update(
+        BootstrapRun.objects.filter(pk=self.bootstrap_run.pk).update(
             status="failed", error="worker died", finished=now()
         )
         self.login(self.bob)
@@ -116,11 +119,11 @@ class RunActionsTestCase(RunLiveBase):
         self.assertContains(r, '<span class="badge queued" id="run-status">Queued</span>')
         # (in a test the enqueue waits for the outer transaction; in a request it precedes the render)
         self.assertContains(self.poll(), "1st of 1 in the default queue")
-        self.run.refresh_from_db()
-        self.assertEqual(self.run.status, "queued")
-        self.assertEqual(self.run.traces.count(), 3)
-        self.assertEqual(queue.get_queue("default").job_ids, [str(self.run.rq_job_id)])
-        examples, _demos, skip = runs.bootstrap_inputs(self.run)
+        self.bootstrap_run.refresh_from_db()
+        self.assertEqual(self.bootstrap_run.status, "queued")
+        self.assertEqual(self.bootstrap_run.traces.count(), 3)
+        self.assertEqual(queue.get_queue("default").job_ids, [str(self.bootstrap_run.rq_job_id)])
+        examples, _demos, skip = runs.bootstrap_inputs(self.bootstrap_run)
         self.assertEqual(skip, {0, 1, 2})  # the worker skips them
 
     def test_permissions_and_csrf(self) -> None:
@@ -130,9 +133,9 @@ class RunActionsTestCase(RunLiveBase):
             self.assert_roles("post", url, {"reviewer": 403, "viewer": 403, "outsider": 404})
         client, token = self.csrf_client(self.bob)
         self.assertEqual(client.post(f"{self.url}cancel/").status_code, 403)
-        self.run.refresh_from_db()
-        self.assertFalse(self.run.cancel_requested)
+        self.bootstrap_run.refresh_from_db()
+        self.assertFalse(self.bootstrap_run.cancel_requested)
         r = client.post(f"{self.url}cancel/", {"csrfmiddlewaretoken": token})
         self.assertRedirects(r, self.url, fetch_redirect_response=False)
-        self.run.refresh_from_db()
-        self.assertTrue(self.run.cancel_requested)
+        self.bootstrap_run.refresh_from_db()
+        self.assertTrue(self.bootstrap_run.cancel_requested)

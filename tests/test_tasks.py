@@ -43,7 +43,7 @@ class RunBootstrapTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
         teacher = self.make_model("teacher", max_tokens=24)
-        self.run = self.make_run(
+        self.bootstrap_run = self.make_run(
             total=6,
             trainset=self.make_trainset(dev_every=4),
             teacher=teacher,
@@ -51,73 +51,78 @@ class RunBootstrapTestCase(BaseTestCase):
         )
 
     def test_it_stores_each_trace_and_the_counters(self) -> None:
-        self.assertEqual(tasks.run_bootstrap(self.run.pk), "succeeded")
-        self.run.refresh_from_db()
-        self.assertEqual(self.run.status, "succeeded")
-        indexes = sorted(self.run.traces.values_list("example_index", flat=True))
+        self.assertEqual(tasks.run_bootstrap(self.bootstrap_run.pk), "succeeded")
+        self.bootstrap_run.refresh_from_db()
+        self.assertEqual(self.bootstrap_run.status, "succeeded")
+        indexes = sorted(self.bootstrap_run.traces.values_list("example_index", flat=True))
         self.assertEqual(indexes, TRAIN_SPLIT)
-        self.assertEqual(self.run.done, 6)
-        self.assertEqual(self.run.passed + self.run.failed + self.run.errored, 6)
-        self.assertEqual(self.run.lm_calls, 6)  # one Predict call per example, parsed or not
-        self.assertGreater(self.run.tokens, 6 * 24)
-        for trace in self.run.traces.all():
+        self.assertEqual(self.bootstrap_run.done, 6)
+        self.assertEqual(
+            self.bootstrap_run.passed + self.bootstrap_run.failed + self.bootstrap_run.errored, 6
+        )
+        # one Predict call per example, parsed or not
+        self.assertEqual(self.bootstrap_run.lm_calls, 6)
+        self.assertGreater(self.bootstrap_run.tokens, 6 * 24)
+        for trace in self.bootstrap_run.traces.all():
             self.assertEqual(trace.inputs, {"text": f"review {trace.example_index}"})
             self.assertEqual(trace.parsed, not trace.error)
 
     def test_it_skips_finished_examples_when_resumed(self) -> None:
-        runs.record_traces(self.run, [earlier_record(0), earlier_record(1)])
-        tasks.run_bootstrap(self.run.pk)
+        runs.record_traces(self.bootstrap_run, [earlier_record(0), earlier_record(1)])
+        tasks.run_bootstrap(self.bootstrap_run.pk)
         self.assertEqual(
-            sorted(self.run.traces.values_list("example_index", flat=True)), TRAIN_SPLIT
+            sorted(self.bootstrap_run.traces.values_list("example_index", flat=True)), TRAIN_SPLIT
         )
-        first = self.run.traces.get(example_index=0)
-        self.assertEqual(
-            (first.tokens, first.calls), (10, [])
-        )  # the earlier record stays as it was
+        first = self.bootstrap_run.traces.get(example_index=0)
+        # the earlier record stays as it was
+        self.assertEqual((first.tokens, first.calls), (10, []))
 
     def test_a_duplicate_record_is_ignored(self) -> None:
-        runs.record_traces(self.run, [earlier_record(0)])
-        runs.record_traces(self.run, [{**earlier_record(0), "passed": False, "tokens": 99}])
-        self.assertEqual(self.run.traces.get(example_index=0).tokens, 10)
+        runs.record_traces(self.bootstrap_run, [earlier_record(0)])
+        runs.record_traces(
+            self.bootstrap_run, [{**earlier_record(0), "passed": False, "tokens": 99}]
+        )
+        self.assertEqual(self.bootstrap_run.traces.get(example_index=0).tokens, 10)
 
     def test_it_stops_when_cancelled(self) -> None:
-        BootstrapRun.objects.filter(pk=self.run.pk).update(
-            cancel_requested=True
-        )  # asked after the claim
-        self.assertEqual(tasks.run_bootstrap(self.run.pk), "cancelled")
-        self.run.refresh_from_db()
-        self.assertEqual((self.run.status, self.run.done), ("cancelled", 0))
+        # asked after the claim
+        BootstrapRun.objects.filter(pk=self.bootstrap_run.pk).update(cancel_requested=True)
+        self.assertEqual(tasks.run_bootstrap(self.bootstrap_run.pk), "cancelled")
+        self.bootstrap_run.refresh_from_db()
+        self.assertEqual((self.bootstrap_run.status, self.bootstrap_run.done), ("cancelled", 0))
 
     def test_it_records_an_unusable_teacher_as_the_run_failure(self) -> None:
-        LanguageModel.objects.filter(pk=self.run.teacher_id).update(model_name="no-such-model")
+        LanguageModel.objects.filter(pk=self.bootstrap_run.teacher_id).update(
+            model_name="no-such-model"
+        )
         with self.assertRaises(ValueError):
-            tasks.run_bootstrap(self.run.pk)
-        self.run.refresh_from_db()
-        self.assertEqual(self.run.status, "failed")
-        self.assertIn("UnknownModelError", self.run.error)
-        self.assertIn("no-such-model", self.run.error)
+            tasks.run_bootstrap(self.bootstrap_run.pk)
+        self.bootstrap_run.refresh_from_db()
+        self.assertEqual(self.bootstrap_run.status, "failed")
+        self.assertIn("UnknownModelError", self.bootstrap_run.error)
+        self.assertIn("no-such-model", self.bootstrap_run.error)
 
     def test_it_skips_a_run_that_is_no_longer_queued(self) -> None:
-        self.run.cancel_if_queued()
-        self.assertEqual(tasks.run_bootstrap(self.run.pk), "skipped")
-        self.assertFalse(self.run.traces.exists())
+        self.bootstrap_run.cancel_if_queued()
+        self.assertEqual(tasks.run_bootstrap(self.bootstrap_run.pk), "skipped")
+        self.assertFalse(self.bootstrap_run.traces.exists())
 
 
 class RunFinetuneTestCase(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.run = self.make_run(status="succeeded")
+        self.bootstrap_run = self.make_run(status="succeeded")
         for i in range(4):
-            self.make_trace(self.run, i, review_state="approved")
+            self.make_trace(self.bootstrap_run, i, review_state="approved")
         self.student = self.make_model("student")
 
     def make_job(self, **config) -> FinetuneJob:
         config = {"base_model": "smollm2", "max_steps": 3, "batch_size": 1, "bf16": False, **config}
         return FinetuneJob.objects.create(
             project=self.p1,
-            run=self.run,
+            run=self.bootstrap_run,
             student=self.student,
-            trace_set=trace_sets.freeze_trace_set(run=self.run, user=self.bob),
+            trace_set=trace_sets.freeze_trace_set(run=self.bootstrap_run, user=self.bob),
             config=FinetuneConfig(**config).to_dict(),
             created_by=self.bob,
         )
@@ -141,7 +146,7 @@ class RunFinetuneTestCase(BaseTestCase):
         self.assertEqual(program["bftweb"]["model"]["name"], model_id)
         steps = list(job.metrics.values_list("step", "loss"))
         self.assertEqual([s for s, _ in steps], [1, 2, 3])
-        self.assertTrue(all(loss > 0 for _, loss in steps))
+        self.assertTrue(all(loss is not None and loss > 0 for _, loss in steps))
         output = LanguageModel.objects.get(source_job=job)
         self.assertEqual(
             (output.project, output.kind, output.model_name, output.fine_tunable),

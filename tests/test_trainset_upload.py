@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from unittest import mock
 
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -16,7 +17,7 @@ from tests.web import OPERATE, READ_ALL, WebTestCase
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
-def jsonl(rows: list[object]) -> bytes:
+def jsonl(rows: Sequence[object]) -> bytes:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
 
 
@@ -72,9 +73,8 @@ class TrainsetUploadTestCase(WebTestCase):
             list(trainset.rows.order_by("index").values_list("index", flat=True)), list(range(10))
         )
         dev = set(trainset.rows.filter(split="dev").values_list("index", flat=True))
-        self.assertEqual(
-            len(dev), 2
-        )  # round(10 * 0.25) rounded by the engine, either way reproducible
+        # round(10 * 0.25) rounded by the engine, either way reproducible
+        self.assertEqual(len(dev), 2)
         trainset.resplit(0.25, 7)
         self.assertEqual(
             set(trainset.rows.filter(split="dev").values_list("index", flat=True)), dev
@@ -142,7 +142,7 @@ class TrainsetUploadTestCase(WebTestCase):
         self.assertEqual(trainset.row_count, 2)
         self.assertEqual([row.data for row in trainset.rows.order_by("index")], GOOD[:2])
         self.assertIn("line 2", trainset.error)
-        self.assertContains(self.client.get(r.url), "Skipped 1 bad row")
+        self.assertContains(self.client.get(r["Location"]), "Skipped 1 bad row")
 
     @override_settings(BFT_UPLOAD_MAX_ROWS=3)
     def test_a_file_level_error_imports_nothing_even_when_skipping(self) -> None:
@@ -273,7 +273,7 @@ class TrainsetDetailTestCase(WebTestCase):
 class TrainsetBackgroundImportTestCase(WebTestCase):
     """Large uploads (≥ BFT_TRAINSET_ASYNC_ROWS rows) are imported by a worker, with progress."""
 
-    def post(self, rows: list[object], **fields: object):
+    def post(self, rows: Sequence[object], **fields: object):
         self.client.force_login(self.bob)
         with self.captureOnCommitCallbacks(execute=True):
             return self.client.post(
@@ -292,7 +292,7 @@ class TrainsetBackgroundImportTestCase(WebTestCase):
         self.assertEqual(trainset.status, "importing")
         queue = Queue("default", connection=self.redis)
         self.assertEqual(queue.job_ids, [str(trainset.background_import.rq_job_id)])
-        page = self.client.get(r.url)
+        page = self.client.get(r["Location"])
         self.assertContains(page, "Importing in the background")
         self.assertContains(page, f"/p/p1/trainsets/{trainset.pk}/status/")
         self.work()
@@ -326,6 +326,7 @@ class TrainsetBackgroundImportTestCase(WebTestCase):
         trainset = Trainset.objects.get()
         queue = Queue("default", connection=self.redis, serializer=JSONSerializer)
         job = queue.fetch_job(str(trainset.background_import.rq_job_id))
+        assert job is not None
         job.meta["progress"] = {"phase": "writing", "done": 15, "total": 30}
         job.save_meta()
         r = self.client.get(

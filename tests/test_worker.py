@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +28,7 @@ class LiveWorkerTestCase(WorkerTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.worker_log = self.artifacts / "worker.log"
-        self.workers = []
+        self.workers: list[subprocess.Popen[bytes]] = []
 
     def tearDown(self) -> None:
         for worker in self.workers:
@@ -51,17 +53,22 @@ class LiveWorkerTestCase(WorkerTestCase):
             ) from None
         return row
 
-    def finetune_job(self, **config) -> FinetuneJob:
+    def finetune_job(self, **overrides: Any) -> FinetuneJob:
         run = self.make_run(status="succeeded")
         for i in range(8):
             self.make_trace(run, i)
         config = FinetuneConfig(
-            base_model="smollm2", batch_size=1, checkpoint_every_steps=1, bf16=False, **config
+            base_model="smollm2", batch_size=1, checkpoint_every_steps=1, bf16=False, **overrides
         )
         return finetunes.create_finetune_job(
-            run=run, student=self.make_model("student"), config=config, selection="passing",
-            multitask=True, exclude_demos=True, user=self.bob,
-        )  # fmt: skip
+            run=run,
+            student=self.make_model("student"),
+            config=config,
+            selection="passing",
+            multitask=True,
+            exclude_demos=True,
+            user=self.bob,
+        )
 
 
 class QueuePathTestCase(LiveWorkerTestCase):
@@ -80,19 +87,22 @@ class QueuePathTestCase(LiveWorkerTestCase):
             config=BootstrapConfig(num_threads=2, num_demos=4, limit=4),
             user=self.bob,
         )
-        self.assertEqual(
-            queue.get_queue("default").job_ids, [str(run.rq_job_id)]
-        )  # committed, then enqueued
+        # committed, then enqueued
+        self.assertEqual(queue.get_queue("default").job_ids, [str(run.rq_job_id)])
         self.start_worker()
         self.wait_until_terminal(run)
         self.assertEqual(run.status, "succeeded", run.error)
         self.assertEqual((run.done, run.traces.count()), (4, 4))
 
         job = finetunes.create_finetune_job(
-            run=run, student=self.make_model("student"),
+            run=run,
+            student=self.make_model("student"),
             config=FinetuneConfig(base_model="smollm2", max_steps=2, batch_size=2, bf16=False),
-            selection="all", multitask=True, exclude_demos=True, user=self.bob,
-        )  # fmt: skip
+            selection="all",
+            multitask=True,
+            exclude_demos=True,
+            user=self.bob,
+        )
         self.wait_until_terminal(job)
         self.assertEqual(job.status, "succeeded", job.error)
         self.assertEqual((job.step, job.total_steps), (2, 2))
@@ -116,9 +126,8 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
         )
         horses = child_pids(worker.pid)
         self.assertEqual(len(horses), 1)
-        os.killpg(
-            worker.pid, signal.SIGKILL
-        )  # the worker, mid fine-tune (rq's horse has its own group)
+        # the worker, mid fine-tune (rq's horse has its own group)
+        os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
         wait_for(
             lambda: not pid_alive(horses[0]), timeout=10, what="the horse to die with its worker"
@@ -178,13 +187,19 @@ class CrashAndCancelTestCase(LiveWorkerTestCase):
             for line in (DEMO_DIR / "sentiment.jsonl").read_text().splitlines()[:12]
         ]
         run = BootstrapRun.objects.create(
-            project=self.p1, trainset=self.make_trainset(rows),
-            program_version=self.make_program(json.loads((DEMO_DIR / "sentiment_program.json").read_text())),
+            project=self.p1,
+            trainset=self.make_trainset(rows),
+            program_version=self.make_program(
+                json.loads((DEMO_DIR / "sentiment_program.json").read_text())
+            ),
             teacher=self.make_model("teacher", max_tokens=160),
             metric=MetricSpec("exact_match", "sentiment").to_dict(),
             config=BootstrapConfig(num_threads=2, num_demos=4, limit=4).to_dict(),
-            total=4, status="failed", error="worker died", created_by=self.bob,
-        )  # fmt: skip
+            total=4,
+            status="failed",
+            error="worker died",
+            created_by=self.bob,
+        )
         finished = [self.make_trace(run, 0), self.make_trace(run, 1)]
         queue.retry(row=run, user=self.bob)
         self.start_worker()

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpResponseBase, StreamingHttpResponse
 from django.test import Client
 
 from tests.base import BaseTestCase
+
+
+def streamed(response: HttpResponseBase) -> bytes:
+    """The body of a streamed response (a download or an export)."""
+    assert isinstance(response, StreamingHttpResponse), type(response)
+    return response.getvalue()
 
 
 class WebTestCase(BaseTestCase):

@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 from django.db import connection
@@ -14,6 +15,7 @@ from django.db import connection
 from jobs.devtools import stop_process, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def database_url_for_workers() -> str:
@@ -36,8 +38,12 @@ def start_worker(log: Path, *queues: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             worker_command(*(queues or ("default", "gpu"))),
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def child_pids(pid: int) -> list[int]:
@@ -62,8 +68,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def wait_for(
-    predicate: Callable[[], object], *, timeout: float, what: str, every: float = 0.5
-) -> object:
+    predicate: Callable[[], T | None], *, timeout: float, what: str, every: float = 0.5
+) -> T:
+    """``predicate()``'s first truthy value, asked every ``every`` s for at most ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := predicate():

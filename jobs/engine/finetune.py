@@ -56,6 +56,7 @@ from jobs.engine.packing import (
     tokenize_rows,
     use_packed_attention,
 )
+from jobs.engine.precision import Precision, choose_precision
 from jobs.engine.types import FinetuneConfig, FinetuneResult, TrainProgress
 
 logger = logging.getLogger(__name__)
@@ -180,17 +181,18 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
 # --- the training loop ------------------------------------------------------------------------
 
 
-def _autocast(device: str, bf16: bool) -> tuple[Any, bool]:
-    """bf16 autocast over fp32 master weights where the device supports it."""
+def _autocast(
+    device: str, bf16: bool
+) -> tuple[Callable[[], AbstractContextManager[Any]], Precision]:
+    """bf16 autocast over fp32 master weights where :func:`choose_precision` says it pays."""
     import contextlib
 
     import torch
 
-    if bf16 and device == "cuda" and torch.cuda.is_bf16_supported():
-        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), True
-    if bf16 and device == "cpu":
-        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), True
-    return contextlib.nullcontext, False
+    precision = choose_precision(device, bf16)
+    if precision.bf16 and device in ("cuda", "cpu"):
+        return (lambda: torch.autocast(device, dtype=torch.bfloat16)), precision
+    return contextlib.nullcontext, precision
 
 
 def _never_stop() -> bool:
@@ -280,7 +282,7 @@ class _Run:
     optimizer: Any
     scheduler: Any
     autocast: Callable[[], AbstractContextManager[Any]]
-    bf16_used: bool
+    precision: Precision  # bf16 or fp32, and why
 
 
 @dataclass
@@ -375,7 +377,7 @@ def _prepare_run(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps=total_steps, warmup_steps=warmup_steps)
     )
-    autocast, bf16_used = _autocast(device, config.bf16)
+    autocast, precision = _autocast(device, config.bf16)
     data_note = (
         f"{len(rows)} rows, {data.n_tokens} tokens, {data.truncated_rows} truncated to "
         f"{config.max_seq_length} tokens, {data.dropped_rows} dropped (no answer left)"
@@ -392,7 +394,7 @@ def _prepare_run(
         optimizer=optimizer,
         scheduler=scheduler,
         autocast=autocast,
-        bf16_used=bf16_used,
+        precision=precision,
     )
 
 
@@ -510,7 +512,7 @@ def _train(
         log = f"step {step}/{total_steps} loss {step_loss:.4f} lr {learning_rate:.2e} {tokens_per_s:.0f} tok/s"
         if step == start_step + 1:
             resumed = f" | resumed from step {start_step}" if start_step else ""
-            log += f" | {run.data_note}{resumed}"
+            log += f" | {run.data_note}{resumed} | precision {run.precision.reason}"
         if step % run.config.checkpoint_every_steps == 0 and step < total_steps:
             checkpoint.save()
         on_progress(
@@ -602,7 +604,8 @@ def _save_and_register(
         "tokens_per_s": round(state.train_tokens / train_seconds, 1) if train_seconds > 0 else None,
         "resumed_from_step": resumed_from_step or None,
         "device": run.device,
-        "bf16": run.bf16_used,
+        "bf16": run.precision.bf16,
+        "precision": run.precision.to_dict(),
         "packing": f"padding-free rows, position ids restart per sequence, {PACKED_ATTENTION} attention",
         "versions": {
             "torch": torch.__version__,

@@ -82,9 +82,16 @@ class LoadedModel:
 
 
 def _inference_dtype(device: str) -> Any:
+    """BFT_INFERENCE_DTYPE, else bfloat16 on CUDA, and on CPU only where bf16 is native and
+    faster (jobs.engine.precision; BFT_CPU_BF16 forces it), else float32."""
     import torch
 
-    choice = os.getenv("BFT_INFERENCE_DTYPE", "bfloat16" if device == "cuda" else "float32")
+    from jobs.engine.precision import choose_precision
+
+    choice = os.getenv("BFT_INFERENCE_DTYPE")
+    if not choice:
+        native_bf16 = device == "cpu" and choose_precision("cpu", True).bf16
+        choice = "bfloat16" if device == "cuda" or native_bf16 else "float32"
     if choice not in ("bfloat16", "float16", "float32"):
         raise ValueError(
             f"BFT_INFERENCE_DTYPE must be bfloat16, float16 or float32, not {choice!r}"

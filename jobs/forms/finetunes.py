@@ -9,8 +9,9 @@ from typing import Any
 from django import forms
 
 from jobs.engine.types import FinetuneConfig
+from jobs.forms.fields import field_of
 from jobs.forms.values import INT32_MAX
-from jobs.models import LanguageModel
+from jobs.models import LanguageModel, TraceSet
 
 FINETUNE_HELP: dict[str, str] = {
     "epochs": "Passes over the training rows.",
@@ -49,14 +50,21 @@ def _finetune_field(f: dataclasses.Field[Any], default: Any) -> forms.Field:
         return forms.BooleanField(initial=default, required=False, help_text=help_text, label=label)
     if isinstance(default, float):
         return forms.FloatField(
-            initial=default, min_value=0.0, help_text=help_text, label=label,
+            initial=default,
+            min_value=0.0,
+            help_text=help_text,
+            label=label,
             widget=forms.NumberInput(attrs={"step": "any"}),
-        )  # fmt: skip
+        )
     if isinstance(default, int) or default is None:
         return forms.IntegerField(
-            initial=default, min_value=0 if f.name == "seed" else 1, max_value=INT32_MAX,
-            required=default is not None, help_text=help_text, label=label,
-        )  # fmt: skip
+            initial=default,
+            min_value=0 if f.name == "seed" else 1,
+            max_value=INT32_MAX,
+            required=default is not None,
+            help_text=help_text,
+            label=label,
+        )
     return forms.CharField(initial=default, help_text=help_text, label=label)
 
 
@@ -64,8 +72,9 @@ FINETUNE_CONFIG_FIELDS = [f for f in dataclasses.fields(FinetuneConfig) if f.nam
 
 
 class FinetuneForm(forms.Form):
-    student = forms.ModelChoiceField(
-        queryset=None,  # type: ignore[arg-type]
+    # The querysets are the run's project's models and the run's trace sets, set in __init__.
+    student: forms.ModelChoiceField[LanguageModel] = forms.ModelChoiceField(
+        queryset=None,
         empty_label=None,
         help_text="Only fine-tunable local models are listed.",
     )
@@ -81,8 +90,8 @@ class FinetuneForm(forms.Form):
     exclude_demos = forms.BooleanField(
         initial=True, required=False, help_text="Train without the teacher's demos in the prompt."
     )
-    trace_set = forms.ModelChoiceField(
-        queryset=None,  # type: ignore[arg-type]
+    trace_set: forms.ModelChoiceField[TraceSet] = forms.ModelChoiceField(
+        queryset=None,
         required=False,
         empty_label="Freeze the selection above now (a new trace set)",
         help_text="Or train on a set frozen earlier on the review page (its decisions and edits as frozen).",
@@ -95,12 +104,16 @@ class FinetuneForm(forms.Form):
         self.run = run
         # Every model of the project is offered to the validator, so a non-fine-tunable student
         # posted by hand is refused with a reason rather than "not one of the choices".
-        self.fields["student"].queryset = LanguageModel.objects.filter(project=run.project)  # type: ignore[attr-defined]
+        field_of(self, "student", forms.ModelChoiceField).queryset = LanguageModel.objects.filter(
+            project=run.project
+        )
         self.student_choices = LanguageModel.objects.filter(
             project=run.project, kind=LanguageModel.Kind.LOCAL, fine_tunable=True
         )
-        self.fields["selection"].choices = FinetuneJob.Selection.choices
-        self.fields["trace_set"].queryset = run.trace_sets.order_by("-version")  # type: ignore[attr-defined]
+        field_of(self, "selection", forms.ChoiceField).choices = FinetuneJob.Selection.choices
+        field_of(self, "trace_set", forms.ModelChoiceField).queryset = run.trace_sets.order_by(
+            "-version"
+        )
         defaults = FinetuneConfig(base_model="-")
         for f in FINETUNE_CONFIG_FIELDS:
             self.fields[f.name] = _finetune_field(f, getattr(defaults, f.name))
@@ -140,7 +153,8 @@ class FinetuneForm(forms.Form):
         return value
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         student, selection = data.get("student"), data.get("selection")
         if student is None or not selection or self.errors:
             return data

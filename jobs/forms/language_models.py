@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 
+from jobs.forms.fields import field_of
 from jobs.models import LanguageModel, Project
 from jobs.services.model_policy import model_problems
 
@@ -15,9 +16,15 @@ class LanguageModelForm(forms.ModelForm):
     class Meta:
         model = LanguageModel
         fields = [
-            "name", "kind", "model_name", "api_base", "api_key_env",
-            "fine_tunable", "temperature", "max_tokens",
-        ]  # fmt: skip
+            "name",
+            "kind",
+            "model_name",
+            "api_base",
+            "api_key_env",
+            "fine_tunable",
+            "temperature",
+            "max_tokens",
+        ]
         labels = {
             "model_name": "Model",
             "api_base": "API base URL",
@@ -47,7 +54,7 @@ class LanguageModelForm(forms.ModelForm):
             for name in ("kind", "model_name"):
                 self.fields[name].disabled = True
                 self.fields[name].help_text = "Fixed: runs or fine-tunes already used this model."
-        self.fields["kind"].choices = [
+        field_of(self, "kind", forms.ChoiceField).choices = [
             (LanguageModel.Kind.LOCAL, "local (transformers on a worker; fine-tunable)"),
             (LanguageModel.Kind.LITELLM, "LiteLLM (an API or an OpenAI-compatible server)"),
         ]
@@ -80,7 +87,8 @@ class LanguageModelForm(forms.ModelForm):
         return value
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         kind = data.get("kind")
         if kind == LanguageModel.Kind.LITELLM and data.get("fine_tunable"):
             self.add_error("fine_tunable", "Only local models can be fine-tuned here.")
@@ -112,7 +120,8 @@ class LanguageModelAdminForm(forms.ModelForm):
         ]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         add_model_policy_errors(self, data.get("project"))
         return data
 

@@ -85,7 +85,8 @@ class ProgramSpecForm(forms.Form):
     )
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         upload = data.get("spec_file")
         if upload:
             if upload.size > 200_000:
@@ -124,7 +125,7 @@ class ProgramDraft:
     def __init__(
         self, data: QueryDict | None, files: Any = None, *, fixed_name: str | None = None
     ) -> None:
-        self.mode = (data or {}).get("mode", "form")
+        self.mode = data.get("mode", "form") if data is not None else "form"
         self.name_form = ProgramNameForm(
             data if self.mode == "form" else None, initial={"name": fixed_name or ""}
         )
@@ -145,7 +146,7 @@ class ProgramDraft:
             if not self.spec_form.is_valid():
                 self.error_key, self.error = (
                     "(document)",
-                    " ".join(self.spec_form.non_field_errors()) or "invalid input",
+                    " ".join(map(str, self.spec_form.non_field_errors())) or "invalid input",
                 )
                 return False
             source: Any = self.spec_form.cleaned_data["source"]
@@ -160,13 +161,13 @@ class ProgramDraft:
             if self.fixed_name is None and not self.name_form.is_valid():
                 self.error_key, self.error = (
                     "name",
-                    " ".join(self.name_form.errors.get("name", ["is required"])),
+                    " ".join(map(str, self.name_form.errors.get("name", ["is required"]))),
                 )
                 return False
             if not self.formset.is_valid():
                 self.error_key, self.error = (
                     "modules",
-                    " ".join(self.formset.non_form_errors()) or "check the modules",
+                    " ".join(map(str, self.formset.non_form_errors())) or "check the modules",
                 )
                 return False
             modules = [m for m in (f.to_spec_dict() for f in self.formset.forms) if m is not None]

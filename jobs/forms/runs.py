@@ -6,14 +6,28 @@ from typing import Any
 
 from django import forms
 
+from jobs.forms.fields import field_of
 from jobs.forms.values import INT32_MAX, INT32_MIN
-from jobs.models import LanguageModel, Project
+from jobs.models import LanguageModel, ProgramVersion, Project, Trainset
+
+
+class ProgramVersionChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: ProgramVersion) -> str:
+        return f"{obj.program.name} v{obj.version}"
+
+
+class TeacherChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: LanguageModel) -> str:
+        return f"{obj.name} ({obj.model_name}, temperature {obj.temperature})"
 
 
 class BootstrapRunForm(forms.Form):
-    trainset = forms.ModelChoiceField(queryset=None, empty_label=None)  # type: ignore[arg-type]
-    program_version = forms.ModelChoiceField(queryset=None, empty_label=None, label="Program")  # type: ignore[arg-type]
-    teacher = forms.ModelChoiceField(queryset=None, empty_label=None)  # type: ignore[arg-type]
+    # The querysets are the project's, set in __init__.
+    trainset: forms.ModelChoiceField[Trainset] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
+    program_version = ProgramVersionChoiceField(queryset=None, empty_label=None, label="Program")
+    teacher = TeacherChoiceField(queryset=None, empty_label=None)
     metric = forms.ChoiceField(choices=())
     metric_field = forms.CharField(
         max_length=64,
@@ -21,10 +35,12 @@ class BootstrapRunForm(forms.Form):
         help_text="The program output compared with the trainset's label.",
     )
     threshold = forms.FloatField(
-        initial=1.0, min_value=0.0, max_value=1.0,
+        initial=1.0,
+        min_value=0.0,
+        max_value=1.0,
         help_text="A trace passes when its score is at least this.",
         widget=forms.NumberInput(attrs={"step": "0.05"}),
-    )  # fmt: skip
+    )
     tolerance = forms.FloatField(
         required=False, min_value=0.0, help_text="numeric metric only: allowed difference."
     )
@@ -47,47 +63,51 @@ class BootstrapRunForm(forms.Form):
         help_text="Bootstrap at most this many train examples.",
     )
     num_demos = forms.IntegerField(
-        initial=4, min_value=0, max_value=32, label="Labeled demos",
+        initial=4,
+        min_value=0,
+        max_value=32,
+        label="Labeled demos",
         help_text="Train-split examples shown to the teacher (small models need a few).",
-    )  # fmt: skip
+    )
     demo_seed = forms.IntegerField(
         initial=0, min_value=INT32_MIN, max_value=INT32_MAX, label="Demo seed"
     )
     temperature = forms.FloatField(
-        required=False, min_value=0.0, max_value=2.0, label="Teacher temperature",
+        required=False,
+        min_value=0.0,
+        max_value=2.0,
+        label="Teacher temperature",
         widget=forms.NumberInput(attrs={"step": "0.1", "placeholder": "the model's own"}),
         help_text="Empty: the teacher model's own setting (Models page).",
-    )  # fmt: skip
+    )
     reason_demos = forms.BooleanField(
-        required=False, label="Reason the demos first",
+        required=False,
+        label="Reason the demos first",
         help_text="Labeled demos carry no reasoning, and small teachers copy the gap. The teacher "
         "answers each demo first; an answer that passes keeps its reasoning (DSPy's BootstrapFewShot).",
-    )  # fmt: skip
+    )
     skip_missing = forms.BooleanField(
-        required=False, label="Skip rows missing a field",
+        required=False,
+        label="Skip rows missing a field",
         help_text="Train rows that lack a program input or the metric field (or hold null there) "
         "are left out and counted as skipped; the teacher never sees them. Unticked, they refuse the run.",
-    )  # fmt: skip
+    )
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         from jobs.engine.metrics import METRICS
-        from jobs.models import ProgramVersion, Trainset
 
         self.project = project
         trainsets = Trainset.objects.filter(project=project, status=Trainset.Status.READY)
-        self.fields["trainset"].queryset = trainsets  # type: ignore[attr-defined]
+        field_of(self, "trainset", forms.ModelChoiceField).queryset = trainsets
         versions = ProgramVersion.objects.filter(program__project=project).select_related("program")
-        self.fields["program_version"].queryset = versions.order_by("program__name", "-version")  # type: ignore[attr-defined]
-        self.fields["program_version"].label_from_instance = lambda v: (
-            f"{v.program.name} v{v.version}"
-        )  # type: ignore[attr-defined]
-        self.fields["teacher"].queryset = LanguageModel.objects.filter(project=project)  # type: ignore[attr-defined]
-        self.fields["teacher"].label_from_instance = lambda m: (
-            f"{m.name} ({m.model_name}, temperature {m.temperature})"
-        )  # type: ignore[attr-defined]
-        self.fields["teacher"].help_text = "Max tokens is set per model on the Models page."
-        self.fields["metric"].choices = [(name, name) for name in METRICS]
+        field_of(self, "program_version", forms.ModelChoiceField).queryset = versions.order_by(
+            "program__name", "-version"
+        )
+        teacher = field_of(self, "teacher", forms.ModelChoiceField)
+        teacher.queryset = LanguageModel.objects.filter(project=project)
+        teacher.help_text = "Max tokens is set per model on the Models page."
+        field_of(self, "metric", forms.ChoiceField).choices = [(name, name) for name in METRICS]
         self.metric_descriptions = METRICS
 
     def clean(self) -> dict[str, Any]:
@@ -96,7 +116,8 @@ class BootstrapRunForm(forms.Form):
         from jobs.engine.programs import ProgramSpecError, check_fields
         from jobs.engine.types import BootstrapConfig, MetricSpec
 
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         trainset, version = data.get("trainset"), data.get("program_version")
         if self.errors or not trainset or not version:
             return data  # the fields' own errors first

@@ -27,10 +27,13 @@ class TrainsetUploadForm(forms.Form):
         help_text="Import the valid rows and leave out the ones with errors.",
     )
     dev_ratio = forms.FloatField(
-        initial=0.2, min_value=0.0, max_value=0.9, label="Dev ratio",
+        initial=0.2,
+        min_value=0.0,
+        max_value=0.9,
+        label="Dev ratio",
         help_text="Share of rows held out for evaluation.",
         widget=forms.NumberInput(attrs={"step": "0.05"}),
-    )  # fmt: skip
+    )
     split_seed = forms.IntegerField(
         initial=0, min_value=INT32_MIN, max_value=INT32_MAX, label="Split seed"
     )

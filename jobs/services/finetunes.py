@@ -106,6 +106,8 @@ def prepare_output_dir(job: FinetuneJob) -> Path:
 def training_rows(job: FinetuneJob) -> list[dict[str, Any]]:
     """Chat rows from the job's frozen trace set (decisions and edits as they were frozen),
     exactly as DSPy formats them."""
+    if job.trace_set is None:
+        raise ValueError("The job has no frozen trace set to train on.")
     return trace_sets.training_rows(
         job.trace_set, multitask=job.multitask, exclude_demos=job.exclude_demos
     )
@@ -185,9 +187,8 @@ class JobRecorder:
 
     def flush(self) -> None:
         self._last = time.monotonic()
-        FinetuneMetric.objects.bulk_create(
-            self.metrics, ignore_conflicts=True
-        )  # a resumed step may repeat
+        # a resumed step may repeat
+        FinetuneMetric.objects.bulk_create(self.metrics, ignore_conflicts=True)
         self.metrics = []
         changes: dict[str, Any] = {"log_tail": "\n".join(self.log), "updated": now()}
         if p := self.latest:

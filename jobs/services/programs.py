@@ -52,9 +52,7 @@ def create_program(*, project: Project, spec: ProgramSpec, user: User) -> Progra
     return program
 
 
-def add_version(
-    *, program: Program, spec: ProgramSpec, user: User
-) -> tuple[ProgramVersion, bool]:
+def add_version(*, program: Program, spec: ProgramSpec, user: User) -> tuple[ProgramVersion, bool]:
     """Save ``spec`` as the program's next version: (version, True); or (latest, False) when the
     latest version already has this spec. Versions never change once saved."""
     with transaction.atomic():

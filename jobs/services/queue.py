@@ -102,9 +102,8 @@ def enqueue(row: QueuedWork) -> None:
     """Put ``row`` on its queue once the current transaction commits. With Redis down, the row
     ends as failed with the reason (retry later) instead of a 500."""
     work = row.WORK
-    rq_job_id = str(
-        row.rq_job_id
-    )  # chosen by us: enqueue() returns nothing useful in a transaction
+    # chosen by us: enqueue() returns nothing useful in a transaction
+    rq_job_id = str(row.rq_job_id)
 
     def send() -> None:
         try:

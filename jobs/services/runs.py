@@ -100,6 +100,8 @@ def estimate(
     """LM calls (examples × modules, plus the demos answered first) for a run form as filled in so
     far, and why the program would not fit the trainset."""
     result: dict[str, Any] = {"calls": None, "problems": [], "outputs": []}
+    if trainset_pk is None or version_pk is None:
+        return result
     trainset = Trainset.objects.filter(
         project=project, status=Trainset.Status.READY, pk=trainset_pk
     ).first()

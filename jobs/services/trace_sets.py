@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -55,6 +55,11 @@ def item_record(item: TraceSetItem) -> dict[str, Any]:
     return with_edits(item.trace.as_record(), item.edited_outputs)
 
 
+def record(row: Trace | TraceSetItem) -> dict[str, Any]:
+    """A trace's record, or a frozen item's."""
+    return item_record(row) if isinstance(row, TraceSetItem) else trace_record(row)
+
+
 def rows_from_records(
     records: list[dict[str, Any]], *, multitask: bool = True, exclude_demos: bool = True
 ) -> list[dict[str, Any]]:
@@ -82,15 +87,15 @@ def preview(
 ) -> dict[str, Any]:
     """Traces, ≈ training rows and tokens (chars / 4, from a sample), a couple of rows, and the
     kept output values, for the frozen ``trace_set`` when one is picked, else the live selection."""
-    source: QuerySet[Any]  # of TraceSetItem or of Trace, each turned into a record by to_record
-    to_record: Callable[[Any], dict[str, Any]]
+    source: QuerySet[TraceSetItem] | QuerySet[Trace]
+    outputs: QuerySet[TraceSetItem, tuple[Any, Any]] | QuerySet[Trace, tuple[Any, Any]]
     if trace_set is not None:
         source = trace_set.items.select_related("trace").order_by("example_index")
-        count, to_record = trace_set.trace_count, item_record
+        count = trace_set.trace_count
         outputs = source.values_list("trace__outputs", "edited_outputs")
     else:
         source = run.traces.for_selection(selection).order_by("example_index")
-        count, to_record = source.count(), trace_record
+        count = source.count()
         outputs = source.values_list("outputs", "edited_outputs")
     result: dict[str, Any] = {
         "trace_set": trace_set,
@@ -103,7 +108,7 @@ def preview(
     if not count:
         return result
     result["outputs"], result["unbalanced"] = output_distribution(outputs[:OUTPUT_SAMPLE_TRACES])
-    sample = [to_record(row) for row in source[:TOKEN_SAMPLE_TRACES]]
+    sample = [record(row) for row in source[:TOKEN_SAMPLE_TRACES]]
     try:
         rows = rows_from_records(sample, multitask=multitask, exclude_demos=exclude_demos)
     except Exception as e:  # a trace the adapter cannot render: say so instead of failing the page
@@ -161,10 +166,9 @@ def freeze_trace_set(
     if selection not in FinetuneJob.Selection.values:
         raise ValueError(f"Unknown selection {selection!r}.")
     with transaction.atomic():
-        BootstrapRun.objects.select_for_update().filter(pk=run.pk).values_list(
-            "pk"
-        ).first()  # versions in order
-        traces = run.traces.for_selection(selection)
+        # Lock the run's row, so that concurrent freezes number their versions in order.
+        BootstrapRun.objects.select_for_update().filter(pk=run.pk).values_list("pk").first()
+        traces: QuerySet[Trace] = run.traces.for_selection(selection)
         if trace_filter is not None and not trace_filter.is_empty:
             traces = trace_filter.apply(traces, user)
         rows = list(

@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import CharField
 from django.template.defaultfilters import filesizeformat
 
 from jobs.models import Project, Status, Trainset, TrainsetImport, TrainsetRow
@@ -145,10 +146,10 @@ class _ProgressRaw(io.RawIOBase):
 
 
 @contextmanager
-def open_source(source: Any, on_read: Callable[[int], None] | None = None) -> Iterator[IO[bytes]]:
+def open_source(source: Any, on_read: Callable[[int], None] | None = None) -> Iterator[BinaryIO]:
     """A fresh binary stream over ``source`` (a path or a Django UploadedFile), from its start."""
     if isinstance(source, str | os.PathLike):
-        fh: IO[bytes] = open(source, "rb")  # noqa: SIM115 - closed below
+        fh: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed below
         close = True
     elif hasattr(source, "temporary_file_path"):
         fh = open(source.temporary_file_path(), "rb")  # noqa: SIM115
@@ -272,11 +273,13 @@ def write_rows(
 
 def _names(name: str, file_name: str) -> dict[str, str]:
     """The trainset's name and file name, cut to their columns (an upload's name can be any length)."""
-    limit = Trainset._meta.get_field
-    return {
-        "name": name[: limit("name").max_length],
-        "file_name": file_name[: limit("file_name").max_length],
-    }
+
+    def cut(value: str, field: str) -> str:
+        column = Trainset._meta.get_field(field)
+        assert isinstance(column, CharField)
+        return value[: column.max_length]
+
+    return {"name": cut(name, "name"), "file_name": cut(file_name, "file_name")}
 
 
 def import_upload(
@@ -297,18 +300,31 @@ def import_upload(
     lines = count_lines(upload)
     if lines - (1 if fmt == "csv" else 0) >= async_rows_threshold():
         return _queue_import(
-            project=project, user=user, upload=upload, name=name, fmt=fmt,
-            skip_bad_rows=skip_bad_rows, dev_ratio=dev_ratio, split_seed=split_seed,
-        )  # fmt: skip
+            project=project,
+            user=user,
+            upload=upload,
+            name=name,
+            fmt=fmt,
+            skip_bad_rows=skip_bad_rows,
+            dev_ratio=dev_ratio,
+            split_seed=split_seed,
+        )
     report = validate(upload, fmt)
     outcome = _outcome_from_report(report)
     if _refused(outcome, skip_bad_rows):
         return outcome
     try:
         trainset = _create_and_write(
-            project=project, user=user, upload=upload, name=name, fmt=fmt, report=report,
-            outcome=outcome, dev_ratio=dev_ratio, split_seed=split_seed,
-        )  # fmt: skip
+            project=project,
+            user=user,
+            upload=upload,
+            name=name,
+            fmt=fmt,
+            report=report,
+            outcome=outcome,
+            dev_ratio=dev_ratio,
+            split_seed=split_seed,
+        )
     except ImportAborted as e:
         outcome.errors, outcome.error_count, outcome.valid_count = e.errors, len(e.errors), 0
         return outcome
@@ -317,9 +333,17 @@ def import_upload(
 
 
 def _create_and_write(
-    *, project: Project, user: Any, upload: Any, name: str, fmt: str, report: Any,
-    outcome: ImportOutcome, dev_ratio: float, split_seed: int,
-) -> Trainset:  # fmt: skip
+    *,
+    project: Project,
+    user: Any,
+    upload: Any,
+    name: str,
+    fmt: str,
+    report: Any,
+    outcome: ImportOutcome,
+    dev_ratio: float,
+    split_seed: int,
+) -> Trainset:
     with transaction.atomic():
         trainset = Trainset.objects.create(
             project=project,
@@ -358,9 +382,16 @@ def uploads_dir() -> Path:
 
 
 def _queue_import(
-    *, project: Project, user: Any, upload: Any, name: str, fmt: str,
-    skip_bad_rows: bool, dev_ratio: float, split_seed: int,
-) -> ImportOutcome:  # fmt: skip
+    *,
+    project: Project,
+    user: Any,
+    upload: Any,
+    name: str,
+    fmt: str,
+    skip_bad_rows: bool,
+    dev_ratio: float,
+    split_seed: int,
+) -> ImportOutcome:
     """Copy the upload to the shared directory and import it on a worker after commit."""
     path = uploads_dir() / f"{uuid.uuid4().hex}.{fmt}"
     outcome = ImportOutcome(queued=True)
@@ -446,9 +477,11 @@ def _import_stored_file(work: TrainsetImport) -> str:
     try:
         with transaction.atomic():
             write_rows(
-                trainset, path, valid_count=report.valid_count,
+                trainset,
+                path,
+                valid_count=report.valid_count,
                 on_written=lambda n: progress("writing", n, report.valid_count),
-            )  # fmt: skip
+            )
             if not work.mark_finished(Status.SUCCEEDED):
                 raise _Superseded
             Trainset.objects.filter(pk=trainset.pk).update(

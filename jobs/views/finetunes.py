@@ -4,13 +4,20 @@ success the model id, the downloads and how to load the program."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import F, Q
 from django.db.models.functions import Mod
-from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponse,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
@@ -37,15 +44,13 @@ def _preview(run: BootstrapRun, data: Any, form: FinetuneForm) -> dict[str, Any]
     """The preview of what the form, as filled in so far, would train on."""
     bound = form.is_bound
     selection = data.get("selection") if bound else form["selection"].initial
-    trace_set_pk = data.get("trace_set") if bound else None
+    trace_set_pk = parse_int(data.get("trace_set")) if bound else None
     return trace_sets.preview(
         run,
         selection=selection
         if selection in FinetuneJob.Selection.values
         else FinetuneJob.Selection.APPROVED,
-        trace_set=run.trace_sets.filter(pk=parse_int(trace_set_pk)).first()
-        if parse_int(trace_set_pk)
-        else None,
+        trace_set=run.trace_sets.filter(pk=trace_set_pk).first() if trace_set_pk else None,
         multitask=parse_bool(data.get("multitask")) if bound else True,
         exclude_demos=parse_bool(data.get("exclude_demos")) if bound else True,
     )
@@ -195,7 +200,7 @@ job_retry = live.action_view(JOB_PAGE, queue.retry)
 
 @login_required
 @require_GET
-def job_download(request: BftRequest, slug: str, pk: int, kind: str) -> HttpResponse:
+def job_download(request: BftRequest, slug: str, pk: int, kind: str) -> HttpResponseBase:
     """A succeeded job's outputs; any member may download them."""
     project = get_project_for(request, slug).project
     job = _get_job(project, pk)
@@ -212,6 +217,7 @@ def job_download(request: BftRequest, slug: str, pk: int, kind: str) -> HttpResp
         )
         response["Content-Disposition"] = f'attachment; filename="{names[kind]}"'
         return response
+    path: Path | None
     if kind == "program":
         try:
             path = artifacts.program_json(job)

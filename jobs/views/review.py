@@ -197,7 +197,7 @@ def review_decide(request: BftRequest, slug: str, pk: int, trace_pk: int) -> Htt
         )
     trace = _get_trace(run, trace.pk)
     if request.POST.get("view") == "row":
-        context = {
+        context: dict[str, Any] = {
             "project": project,
             "run": run,
             "t": _row_trace(run, trace.pk),

@@ -44,8 +44,8 @@ def _initial_run(project: Project, request: BftRequest) -> dict[str, Any]:
     """Sensible first choices: the newest trainset, the newest program's latest version, its first output."""
     initial: dict[str, Any] = {"metric": "normalized_match"}
     trainset_pk = parse_int(request.GET.get("trainset"))
-    trainset = project.trainsets.filter(status=Trainset.Status.READY)
-    trainset = (trainset.filter(pk=trainset_pk) if trainset_pk else trainset).first()
+    ready = project.trainsets.filter(status=Trainset.Status.READY)
+    trainset = (ready.filter(pk=trainset_pk) if trainset_pk else ready).first()
     if trainset:
         initial["trainset"] = trainset.pk
     version = ProgramVersion.objects.filter(program__project=project).order_by("-created").first()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -105,7 +106,7 @@ def _get_trainset(project: object, pk: int) -> Trainset:
 def trainset_detail(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug).project
     trainset = _get_trainset(project, pk)
-    context = {
+    context: dict[str, Any] = {
         "project": project,
         "nav": "trainsets",
         "trainset": trainset,
@@ -153,7 +154,7 @@ def trainset_split(request: BftRequest, slug: str, pk: int) -> HttpResponse:
         messages.error(request, "Only a ready trainset can be split.")
     elif not form.is_valid():
         for field, errors in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(errors)}")
+            messages.error(request, f"{field}: {' '.join(map(str, errors))}")
     else:
         try:
             trainset.resplit(form.cleaned_data["dev_ratio"], form.cleaned_data["split_seed"])

@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -103,6 +104,7 @@ def test_labels_mask_exactly_the_prompt(tokenizer) -> None:
 
 def test_truncation_is_counted_and_answerless_rows_dropped(tokenizer) -> None:
     example, _ = packing.tokenize_row(tokenizer, ROWS[0], index=0, max_seq_length=1024)
+    assert example is not None
     n_prompt = example.labels.count(packing.IGNORE_INDEX)
     data = packing.tokenize_rows(tokenizer, ROWS[:1], max_seq_length=n_prompt + 2)
     assert (data.truncated_rows, data.dropped_rows) == (1, 0)
@@ -192,7 +194,7 @@ def test_packed_loss_equals_per_sequence_loss(tokenizer, base_model, attention: 
         ("max_grad_norm", -1.0),
     ],
 )
-def test_invalid_config_names_the_field(field: str, value: object, tmp_path: Path) -> None:
+def test_invalid_config_names_the_field(field: str, value: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=rf"FinetuneConfig\.{field} "):
         ft.finetune(
             replace(CONFIG, **{field: value}), ROWS, output_dir=tmp_path, model_id="bftweb:x:ft-1"
@@ -279,9 +281,9 @@ def test_finetune_trains_saves_and_registers(trained, tokenizer, base_model) -> 
 
     import peft
 
-    ids = torch.tensor(
-        [packing.tokenize_row(tokenizer, ROWS[0], index=0, max_seq_length=1024)[0].input_ids]
-    )
+    example, _ = packing.tokenize_row(tokenizer, ROWS[0], index=0, max_seq_length=1024)
+    assert example is not None
+    ids = torch.tensor([example.input_ids])
     with torch.no_grad():
         before = base_model(input_ids=ids).logits
         tuned = peft.PeftModel.from_pretrained(base_model, adapter).eval()

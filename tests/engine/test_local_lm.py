@@ -91,7 +91,7 @@ def test_it_names_the_missing_api_key_variable(monkeypatch):
 
 def test_it_refuses_an_unknown_kind():
     with pytest.raises(ValueError, match="unknown model kind"):
-        make_lm(ModelSpec("remote", "x"))  # type: ignore[arg-type]
+        make_lm(ModelSpec("remote", "x"))
 
 
 def test_a_script_that_used_a_local_model_exits_cleanly():

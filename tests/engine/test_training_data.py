@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Set
 
 import dspy
 import pytest
@@ -32,7 +33,7 @@ TWO_STEP = {
 }
 
 
-def scripted_lm(rows: list[dict], *, wrong: set[int] = frozenset()) -> DummyLM:
+def scripted_lm(rows: list[dict], *, wrong: Set[int] = frozenset()) -> DummyLM:
     """Answers keyed by each review's text: deterministic whatever the thread order."""
     answers = {}
     for i, row in enumerate(rows):

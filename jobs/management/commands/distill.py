@@ -237,10 +237,14 @@ class Command(BaseCommand):
                 f"program {program}, teacher {teacher.model_name}, student {student.model_name}"
             )
             run = runs.create_bootstrap_run(
-                project=project, trainset=trainset, program_version=program, teacher=teacher,
-                metric=metric, config=BootstrapConfig(num_demos=options["demos"], limit=options["limit"]),
+                project=project,
+                trainset=trainset,
+                program_version=program,
+                teacher=teacher,
+                metric=metric,
+                config=BootstrapConfig(num_demos=options["demos"], limit=options["limit"]),
                 user=user,
-            )  # fmt: skip
+            )
         self.wait(
             run,
             lambda r: (
@@ -248,9 +252,14 @@ class Command(BaseCommand):
             ),
         )
         job = finetunes.create_finetune_job(
-            run=run, student=student, config=finetune_config,
-            selection=FinetuneJob.Selection.PASSING, multitask=True, exclude_demos=True, user=user,
-        )  # fmt: skip
+            run=run,
+            student=student,
+            config=finetune_config,
+            selection=FinetuneJob.Selection.PASSING,
+            multitask=True,
+            exclude_demos=True,
+            user=user,
+        )
         self.wait(
             job,
             lambda j: (
@@ -286,7 +295,7 @@ class Command(BaseCommand):
                 queue.reconcile_row(row)
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
-            queue.cancel(row=row) if isinstance(row, BootstrapRun) else queue.cancel(job=row)
+            queue.cancel(row=row)
             raise CommandError(f"interrupted: {label} cancelled") from None
         if row.status != row.Status.SUCCEEDED:
             raise CommandError(f"{label} {row.status}: {row.error or 'no reason recorded'}")

@@ -11,20 +11,23 @@ from jobs.forms.fields import field_of
 from jobs.models import LanguageModel, Project
 from jobs.services.model_policy import model_problems
 
+# What people set on a model, on the Models page and (with its project and origin) in the admin.
+MODEL_FIELDS = [
+    "name",
+    "kind",
+    "model_name",
+    "api_base",
+    "api_key_env",
+    "fine_tunable",
+    "temperature",
+    "max_tokens",
+]
+
 
 class LanguageModelForm(forms.ModelForm):
     class Meta:
         model = LanguageModel
-        fields = [
-            "name",
-            "kind",
-            "model_name",
-            "api_base",
-            "api_key_env",
-            "fine_tunable",
-            "temperature",
-            "max_tokens",
-        ]
+        fields = MODEL_FIELDS
         labels = {
             "model_name": "Model",
             "api_base": "API base URL",
@@ -105,19 +108,7 @@ class LanguageModelAdminForm(forms.ModelForm):
 
     class Meta:
         model = LanguageModel
-        fields = [
-            "project",
-            "name",
-            "kind",
-            "model_name",
-            "api_base",
-            "api_key_env",
-            "fine_tunable",
-            "temperature",
-            "max_tokens",
-            "source_job",
-            "created_by",
-        ]
+        fields = ["project", *MODEL_FIELDS, "source_job", "created_by"]
 
     def clean(self) -> dict[str, Any]:
         super().clean()

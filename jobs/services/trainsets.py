@@ -297,34 +297,25 @@ def import_upload(
 
     ValueError (before anything is read) when the split seed does not fit its column."""
     Trainset.check_split(split_seed)
+    # Unsaved until its rows are in (or its import row is queued): nothing is created on errors.
+    trainset = Trainset(
+        project=project,
+        **_names(name, upload.name),
+        fmt=fmt,
+        dev_ratio=dev_ratio,
+        split_seed=split_seed,
+        status=Trainset.Status.IMPORTING,
+        created_by=user,
+    )
     lines = count_lines(upload)
     if lines - (1 if fmt == "csv" else 0) >= async_rows_threshold():
-        return _queue_import(
-            project=project,
-            user=user,
-            upload=upload,
-            name=name,
-            fmt=fmt,
-            skip_bad_rows=skip_bad_rows,
-            dev_ratio=dev_ratio,
-            split_seed=split_seed,
-        )
+        return _queue_import(trainset, upload, skip_bad_rows=skip_bad_rows)
     report = validate(upload, fmt)
     outcome = _outcome_from_report(report)
     if _refused(outcome, skip_bad_rows):
         return outcome
     try:
-        trainset = _create_and_write(
-            project=project,
-            user=user,
-            upload=upload,
-            name=name,
-            fmt=fmt,
-            report=report,
-            outcome=outcome,
-            dev_ratio=dev_ratio,
-            split_seed=split_seed,
-        )
+        _write(trainset, upload, report=report, outcome=outcome)
     except ImportAborted as e:
         outcome.errors, outcome.error_count, outcome.valid_count = e.errors, len(e.errors), 0
         return outcome
@@ -332,36 +323,17 @@ def import_upload(
     return outcome
 
 
-def _create_and_write(
-    *,
-    project: Project,
-    user: Any,
-    upload: Any,
-    name: str,
-    fmt: str,
-    report: Any,
-    outcome: ImportOutcome,
-    dev_ratio: float,
-    split_seed: int,
-) -> Trainset:
+def _write(trainset: Trainset, upload: Any, *, report: Any, outcome: ImportOutcome) -> None:
+    """Save the trainset with its valid rows, in one transaction."""
     with transaction.atomic():
-        trainset = Trainset.objects.create(
-            project=project,
-            **_names(name, upload.name),
-            fmt=fmt,
-            row_count=report.valid_count,
-            fields=field_stats(report),
-            dev_ratio=dev_ratio,
-            split_seed=split_seed,
-            status=Trainset.Status.IMPORTING,
-            created_by=user,
-        )
+        trainset.row_count = report.valid_count
+        trainset.fields = field_stats(report)
+        trainset.save()
         write_rows(trainset, upload, valid_count=report.valid_count)
         trainset.status = Trainset.Status.READY
         if report.error_count:
             trainset.error = _skipped_summary(outcome)
         trainset.save(update_fields=["status", "error"])
-    return trainset
 
 
 def _skipped_summary(outcome: ImportOutcome) -> str:
@@ -381,38 +353,21 @@ def uploads_dir() -> Path:
 # --- the background import: a TrainsetImport row ----------------------------------------------
 
 
-def _queue_import(
-    *,
-    project: Project,
-    user: Any,
-    upload: Any,
-    name: str,
-    fmt: str,
-    skip_bad_rows: bool,
-    dev_ratio: float,
-    split_seed: int,
-) -> ImportOutcome:
+def _queue_import(trainset: Trainset, upload: Any, *, skip_bad_rows: bool) -> ImportOutcome:
     """Copy the upload to the shared directory and import it on a worker after commit."""
-    path = uploads_dir() / f"{uuid.uuid4().hex}.{fmt}"
+    path = uploads_dir() / f"{uuid.uuid4().hex}.{trainset.fmt}"
     outcome = ImportOutcome(queued=True)
     try:
         with open_source(upload) as src, open(path, "wb") as dst:
             shutil.copyfileobj(src, dst, length=1 << 20)
         with transaction.atomic():
-            outcome.trainset = Trainset.objects.create(
-                project=project,
-                **_names(name, upload.name),
-                fmt=fmt,
-                dev_ratio=dev_ratio,
-                split_seed=split_seed,
-                status=Trainset.Status.IMPORTING,
-                created_by=user,
-            )
+            trainset.save()
+            outcome.trainset = trainset
             work = TrainsetImport.objects.create(
-                trainset=outcome.trainset,
+                trainset=trainset,
                 path=str(path),
                 skip_bad_rows=skip_bad_rows,
-                created_by=user,
+                created_by=trainset.created_by,
             )
             queue.enqueue(work)
     except BaseException:

@@ -23,7 +23,7 @@ from jobs.models import (
     Project,
     QueuedWork,
 )
-from jobs.services import finetunes, model_policy, queue, runs
+from jobs.services import finetunes, model_policy, programs, queue, runs
 
 POLL_S = 2.0
 DISTILL_USERNAME = "distill"
@@ -70,7 +70,7 @@ def file_problems(options: dict[str, Any]) -> tuple[list[str], MetricSpec | None
     """What is wrong with the program file, the trainset file and the metric (nothing is written);
     and the metric, when it is usable."""
     from jobs.engine.metrics import validate_metric_spec
-    from jobs.engine.programs import check_fields, parse_program_spec
+    from jobs.engine.programs import parse_program_spec
 
     problems: list[str] = []
     path: Path = options["program"]
@@ -93,7 +93,7 @@ def file_problems(options: dict[str, Any]) -> tuple[list[str], MetricSpec | None
         problems.append(str(exc) if str(exc).startswith("--metric") else f"--metric: {exc}")
         return problems, None
     if fields is not None:
-        problems += check_fields(spec, fields, label_fields=(metric.field,))
+        problems += programs.fit_problems(spec, fields, metric.field)
     return problems, metric
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.models import Trace
+from jobs.models.runs import effective_outputs
 
 
 def parse_field_value(raw: str, type_name: str) -> Any:
@@ -67,7 +68,6 @@ class EditableField:
 
 def editable_fields(trace: Trace) -> list[EditableField]:
     """Each output field of the trace's parsed calls once (a name produced by two calls edits both)."""
-    edited = trace.edited_outputs or {}
     fields: dict[str, EditableField] = {}
     for call in trace.calls:
         if call.get("error"):
@@ -82,7 +82,7 @@ def editable_fields(trace: Trace) -> list[EditableField]:
                 name,
                 spec["type"],
                 original,
-                edited.get(name, original),
+                effective_outputs(call["outputs"], trace.edited_outputs).get(name),
                 [call.get("predictor", "")],
             )
     return list(fields.values())

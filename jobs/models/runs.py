@@ -75,6 +75,13 @@ class BootstrapRun(QueuedWork):
         return self.teacher.temperature if temperature is None else temperature
 
 
+def effective_outputs(
+    outputs: dict[str, Any] | None, edited_outputs: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a trace says after review: a reviewer's edited value, else the teacher's output."""
+    return {**(outputs or {}), **(edited_outputs or {})}
+
+
 class TraceSelection(models.TextChoices):
     """Which of a run's traces a fine-tune trains on (rejected ones never)."""
 

@@ -27,6 +27,7 @@ from jobs.models import (
     TraceSet,
     TraceSetItem,
 )
+from jobs.models.runs import effective_outputs
 from jobs.services.review import BULK_BATCH, TraceFilter
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def output_distribution(
     always says "positive" would teach the student to always say it), and whether one dominates."""
     counts: dict[str, Counter[str]] = {}
     for outputs, edited in pairs:
-        for field, value in {**(outputs or {}), **(edited or {})}.items():
+        for field, value in effective_outputs(outputs, edited).items():
             counts.setdefault(field, Counter())[str(value)] += 1
     shown = {field: c.most_common(5) for field, c in counts.items()}
     unbalanced = any(
@@ -320,7 +321,7 @@ def export_csv(trace_set: TraceSet) -> Iterator[str]:
     )
     for item in trace_set_items(trace_set):
         t = item.trace
-        effective = {**t.outputs, **(item.edited_outputs or {})}
+        effective = effective_outputs(t.outputs, item.edited_outputs)
         row = [
             item.example_index,
             *(t.inputs.get(n, "") for n in inputs),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -182,6 +183,44 @@ class DistillArgumentsTestCase(BaseTestCase):
         self.assertEqual(message.splitlines()[-1].strip(), "and 10 more")
         self.assertIn("60 problem(s)", message)
         self.assertFalse(Trainset.objects.exists())
+
+    def test_the_default_metric_field_is_the_output_the_trainset_labels(self) -> None:
+        """A two-module program whose intermediate output (numbers, operation) has no label: the
+        metric defaults to the final answer, which the trainset labels, and is not refused."""
+        from jobs.management.commands.distill import file_problems
+
+        program = self.write(
+            "two.json",
+            json.dumps(
+                {
+                    "name": "math",
+                    "modules": [
+                        {
+                            "name": "parse",
+                            "type": "Predict",
+                            "signature": "problem -> numbers, operation",
+                        },
+                        {
+                            "name": "solve",
+                            "type": "ChainOfThought",
+                            "signature": "numbers, operation -> answer",
+                        },
+                    ],
+                }
+            ),
+        )
+        labelled = self.write("math.jsonl", '{"problem": "2 plus 3", "answer": "5"}\n')
+        options = {"program": Path(program), "trainset": Path(labelled), "metric": "exact_match:"}
+        problems, metric = file_problems(options)
+        self.assertEqual(problems, [])
+        assert metric is not None
+        self.assertEqual((metric.name, metric.field), ("exact_match", "answer"))
+        # an explicit field still wins, and an unlabelled program is still refused clearly
+        problems, metric = file_problems({**options, "metric": "exact_match:numbers"})
+        self.assertIn("label field 'numbers' is not a trainset field", "; ".join(problems))
+        unlabelled = self.write("plain.jsonl", '{"problem": "2 plus 3", "solution": "5"}\n')
+        problems, metric = file_problems({**options, "trainset": Path(unlabelled)})
+        self.assertIn("label field 'answer' is not a trainset field", "; ".join(problems))
 
 
 class DistillSignalTestCase(WorkerTestCase):

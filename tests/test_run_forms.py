@@ -127,6 +127,16 @@ class RunCreateTestCase(WebTestCase):
         self.assertContains(page, "Queued")
         self.assertContains(page, "0/3")
 
+    def test_the_form_offers_measured_demos_first_and_the_run_records_the_choice(self) -> None:
+        self.login(self.bob)
+        page = self.client.get(self.url)
+        self.assertContains(page, '<option value="stratified_search" selected>')
+        self.client.post(self.url, run_post(self.setup, demo_strategy="stratified_search"))
+        self.client.post(self.url, run_post(self.setup))  # a post without the field
+        measured, plain = BootstrapRun.objects.order_by("pk")
+        self.assertEqual(measured.bootstrap_config().demo_strategy, "stratified_search")
+        self.assertEqual(plain.bootstrap_config().demo_strategy, "random")
+
     def test_a_run_may_set_the_teacher_temperature_and_reason_its_demos_first(self) -> None:
         self.login(self.bob)
         page = self.client.get(self.url)

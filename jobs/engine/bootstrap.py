@@ -21,11 +21,13 @@ from dspy.utils.exceptions import AdapterParseError
 from dspy.utils.usage_tracker import UsageTracker, track_usage
 
 from jobs.engine import metrics
+from jobs.engine.demos import DemoSearch, plan_demo_search, search_demos
 from jobs.engine.local_lm import check_model, make_lm
 from jobs.engine.program_module import build_program
 from jobs.engine.programs import ProgramSpec
 from jobs.engine.training_data import call_messages, chat_adapter, signature_to_dict
 from jobs.engine.types import (
+    DEMO_STRATEGIES,
     BootstrapConfig,
     BootstrapProgress,
     MetricSpec,
@@ -48,6 +50,8 @@ def bootstrap(
     on_trace: TraceCallback,
     on_progress: Callable[[BootstrapProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    demo_positions: Sequence[int] | None = None,
+    on_demo_search: Callable[[DemoSearch], None] | None = None,
 ) -> BootstrapProgress:
     """Bootstrap ``examples`` (``{"index": int, "data": {...}}``) with the teacher model.
 
@@ -67,6 +71,8 @@ def bootstrap(
         on_trace=on_trace,
         on_progress=on_progress,
         should_stop=should_stop,
+        demo_positions=demo_positions,
+        on_demo_search=on_demo_search,
     )
 
 
@@ -82,12 +88,25 @@ def bootstrap_with_lm(
     on_trace: TraceCallback,
     on_progress: Callable[[BootstrapProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    demo_positions: Sequence[int] | None = None,
+    on_demo_search: Callable[[DemoSearch], None] | None = None,
 ) -> BootstrapProgress:
-    """:func:`bootstrap` with an LM object (any ``dspy.LM``, e.g. ``DummyLM`` in fast tests)."""
+    """:func:`bootstrap` with an LM object (any ``dspy.LM``, e.g. ``DummyLM`` in fast tests).
+
+    The teacher's demos: ``demo_positions`` (positions in ``demos``, in order: a resumed run keeps
+    the demos it chose), else chosen by ``config.demo_strategy`` (:func:`choose_demos`); a demo
+    search's result goes to ``on_demo_search`` before the first example starts."""
     metrics.validate_metric_spec(metric, program.output_fields)
     module = build_program(program)
     adapter = chat_adapter()
-    picked = pick_demos(demos, config.num_demos, config.demo_seed)
+    if demo_positions is not None:
+        picked = [demos[p] for p in demo_positions]
+    else:
+        picked, search = choose_demos(
+            program=program, lm=lm, metric=metric, config=config, demos=demos
+        )
+        if search is not None and on_demo_search is not None:
+            on_demo_search(search)
     reasoned = (
         reason_demos(module, lm, adapter, program, metric, picked, threads=config.num_threads)
         if config.reason_demos
@@ -139,6 +158,44 @@ def bootstrap_with_lm(
                 record(future.result())  # an exception here is a bug in our code: surface it
             stopping = stopping or (should_stop is not None and should_stop())
     return progress()
+
+
+def choose_demos(
+    *,
+    program: ProgramSpec,
+    lm: Any,
+    metric: MetricSpec,
+    config: BootstrapConfig,
+    demos: Sequence[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], DemoSearch | None]:
+    """The teacher's labeled demos by ``config.demo_strategy``, and the search that chose them
+    ("stratified_search"; None for "random", or when no demos are asked for)."""
+    if config.demo_strategy not in DEMO_STRATEGIES:
+        raise ValueError(
+            f"unknown demo strategy {config.demo_strategy!r}; expected one of "
+            + ", ".join(DEMO_STRATEGIES)
+        )
+    if config.demo_strategy == "random" or config.num_demos <= 0 or not demos:
+        return pick_demos(demos, config.num_demos, config.demo_seed), None
+    candidates, sample = plan_demo_search(
+        demos,
+        metric.field,
+        k=config.num_demos,
+        n_candidates=config.demo_candidates,
+        n_sample=config.demo_search_rows,
+        seed=config.demo_seed,
+    )
+    search = search_demos(
+        program=program,
+        lm=lm,
+        rows=demos,
+        candidates=candidates,
+        sample=sample,
+        metric=metric,
+        threads=config.num_threads,
+        seed=config.demo_seed,
+    )
+    return [demos[p] for p in search.chosen_demos], search
 
 
 def pick_demos(rows: Sequence[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 ModelKind = Literal["local", "litellm"]
+DemoStrategy = Literal["random", "stratified_search"]
+DEMO_STRATEGIES: tuple[DemoStrategy, ...] = ("random", "stratified_search")
 _Data = TypeVar("_Data", bound="DataclassInstance")
 
 
@@ -94,9 +96,20 @@ class BootstrapConfig:
     # The teacher answers its labeled demos first, and the passing answers keep their reasoning
     # (DSPy's BootstrapFewShot step; see bootstrap.reason_demos).
     reason_demos: bool = False
+    # How the num_demos demos are chosen (jobs/engine/demos.py). "random": a seeded sample of the
+    # train rows. "stratified_search": demo_candidates sets stratified over the metric field's gold
+    # values, each (and a shuffled order of the best) scored by the teacher on demo_search_rows
+    # held train rows; the best set is kept.
+    demo_strategy: DemoStrategy = "random"
+    demo_candidates: int = 4
+    demo_search_rows: int = 8
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.demo_strategy == "random":  # the search's knobs mean nothing: stored as before
+            for key in ("demo_strategy", "demo_candidates", "demo_search_rows"):
+                del data[key]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BootstrapConfig:

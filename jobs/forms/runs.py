@@ -80,6 +80,21 @@ class BootstrapRunForm(forms.Form):
         widget=forms.NumberInput(attrs={"step": "0.1", "placeholder": "the model's own"}),
         help_text="Empty: the teacher model's own setting (Models page).",
     )
+    demo_strategy = forms.ChoiceField(
+        required=False,
+        initial="stratified_search",
+        label="Demo choice",
+        choices=[
+            (
+                "stratified_search",
+                "measured: every label shown, the best of a few sets on a sample",
+            ),
+            ("random", "random (as DSPy picks them)"),
+        ],
+        help_text="Small teachers depend on their demos: measured picks several label-balanced "
+        "sets and keeps the one that scores best on a few held train rows (about (sets + 1) × 8 "
+        "extra teacher calls).",
+    )
     reason_demos = forms.BooleanField(
         required=False,
         label="Reason the demos first",
@@ -173,6 +188,8 @@ class BootstrapRunForm(forms.Form):
             limit=data.get("limit"),
             temperature=data.get("temperature"),
             reason_demos=bool(data.get("reason_demos")),
+            # A post without the field (an API client, an older page) keeps DSPy's random pick.
+            demo_strategy=data.get("demo_strategy") or "random",
         )
         return data
 

@@ -32,6 +32,10 @@ class BootstrapRun(QueuedWork):
     )
     metric = models.JSONField()  # MetricSpec.to_dict()
     config = models.JSONField(default=dict)  # BootstrapConfig.to_dict()
+    # How the teacher's demos were chosen (demo_strategy "stratified_search"): the candidate sets
+    # with their train row indices, labels and scores on the held sample, the chosen one, and the
+    # chosen demos' inputs (runs.demo_search_record). {} until the search ran, or with "random".
+    demo_search = models.JSONField(default=dict, blank=True)
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
     passed = models.PositiveIntegerField(default=0)

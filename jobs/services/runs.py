@@ -30,6 +30,8 @@ from jobs.services import errors, model_policy, programs, queue
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from jobs.engine.demos import DemoSearch
+
 
 def create_bootstrap_run(
     *,
@@ -153,6 +155,39 @@ def bootstrap_inputs(
     return examples, demos, skip
 
 
+def demo_search_record(
+    search: DemoSearch,
+    row_indices: list[int],
+    demos: list[dict[str, Any]],
+    input_fields: tuple[str, ...],
+) -> dict[str, Any]:
+    """The engine's demo search for the run page: demo positions become train row indices, and
+    the chosen demos carry their inputs and label."""
+    record = search.to_dict()
+    for candidate in record["candidates"]:
+        candidate["demos"] = [row_indices[p] for p in candidate["demos"]]
+    record["sample"] = [row_indices[p] for p in record["sample"]]
+    record["chosen_demos"] = [
+        {
+            "index": row_indices[p],
+            "inputs": {f: demos[p].get(f) for f in input_fields},
+            "label": demos[p].get(search.label_field),
+        }
+        for p in search.chosen_demos
+    ]
+    return record
+
+
+def chosen_demo_positions(record: dict[str, Any], row_indices: list[int]) -> list[int] | None:
+    """A resumed run keeps the demos its search chose: their positions among today's train rows,
+    or None (search again) when there was no search or a chosen row is gone."""
+    chosen = [demo["index"] for demo in (record or {}).get("chosen_demos", [])]
+    position = {index: p for p, index in enumerate(row_indices)}
+    if not chosen or any(index not in position for index in chosen):
+        return None
+    return [position[index] for index in chosen]
+
+
 def record_traces(
     run: BootstrapRun, records: list[dict[str, Any]], *, split: str = "train"
 ) -> None:
@@ -215,10 +250,17 @@ def run_bootstrap(run: BootstrapRun) -> str:
 
     examples, demos, skip = bootstrap_inputs(run)
     recorder = RunRecorder(run)
+    spec = run.program_version.to_spec()
+    row_indices = [example["index"] for example in examples]
+
+    def store_search(search: DemoSearch) -> None:
+        record = demo_search_record(search, row_indices, demos, spec.input_fields)
+        BootstrapRun.objects.filter(pk=run.pk).update(demo_search=record)
+
     try:
         model_policy.check_model(run.teacher)
         bootstrap(
-            program=run.program_version.to_spec(),
+            program=spec,
             teacher=run.teacher.to_spec(),
             examples=examples,
             metric=run.metric_spec(),
@@ -227,6 +269,8 @@ def run_bootstrap(run: BootstrapRun) -> str:
             skip=skip,
             on_trace=recorder.on_trace,
             should_stop=run.stop_requested,
+            demo_positions=chosen_demo_positions(run.demo_search, row_indices),
+            on_demo_search=store_search,
         )
     except Exception as exc:
         refresh_run_counts(run)

@@ -14,7 +14,8 @@ from django.db import transaction
 
 from jobs import seed
 from jobs.engine.model_store import BUNDLED_NAME
-from jobs.engine.types import BootstrapConfig, FinetuneConfig, MetricSpec
+from jobs.engine.programs import ProgramSpec
+from jobs.engine.types import DEMO_STRATEGIES, BootstrapConfig, FinetuneConfig, MetricSpec
 from jobs.models import (
     BootstrapRun,
     FinetuneJob,
@@ -31,7 +32,7 @@ WORKER_HINT = "python manage.py rqworker default gpu --worker-class jobs.worker.
 
 
 def parse_metric(text: str, default_field: str) -> MetricSpec:
-    """NAME:FIELD[:THRESHOLD]; FIELD may be empty (the program's first output field)."""
+    """NAME:FIELD[:THRESHOLD]; FIELD may be empty (``default_field``: see :func:`labelled_output`)."""
     parts = text.split(":")
     if not 1 <= len(parts) <= 3 or not parts[0]:
         raise ValueError(
@@ -50,6 +51,17 @@ def parse_metric(text: str, default_field: str) -> MetricSpec:
         field=(parts[1] if len(parts) > 1 else "") or default_field,
         threshold=threshold,
     )
+
+
+def labelled_output(spec: ProgramSpec, fields: list[str] | None) -> str:
+    """The metric's default field: the program output the trainset labels, the last module's
+    first (the final answer, not an intermediate field); with no labelled output (or no readable
+    trainset), the last module's first output, which fit_problems then names as unlabelled."""
+    for module in reversed(spec.modules):
+        for output in module.outputs:
+            if fields is not None and output.name in fields:
+                return output.name
+    return spec.modules[-1].outputs[0].name
 
 
 def positive_int(text: str) -> int:
@@ -87,7 +99,7 @@ def file_problems(options: dict[str, Any]) -> tuple[list[str], MetricSpec | None
     if spec is None:
         return problems, None
     try:
-        metric = parse_metric(options["metric"], spec.output_fields[0])
+        metric = parse_metric(options["metric"], labelled_output(spec, fields))
         validate_metric_spec(metric, spec.output_fields)
     except ValueError as exc:
         problems.append(str(exc) if str(exc).startswith("--metric") else f"--metric: {exc}")
@@ -148,7 +160,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--metric",
             default="exact_match:",
-            help="NAME:FIELD[:THRESHOLD] (default: exact_match on the first output field)",
+            help=(
+                "NAME:FIELD[:THRESHOLD] (default: exact_match on the program output the trainset "
+                "labels, the last module's first)"
+            ),
         )
         parser.add_argument(
             "--limit", type=positive_int, default=None, help="bootstrap at most N examples"
@@ -161,6 +176,15 @@ class Command(BaseCommand):
             type=non_negative_int,
             default=4,
             help="labeled demos given to the teacher (default: 4)",
+        )
+        parser.add_argument(
+            "--demo-strategy",
+            choices=DEMO_STRATEGIES,
+            default="stratified_search",
+            help=(
+                "how the demos are chosen: the best of a few stratified sets, scored by the teacher "
+                "on held train rows, or a seeded random sample (default: %(default)s)"
+            ),
         )
         parser.add_argument(
             "--project",
@@ -242,7 +266,11 @@ class Command(BaseCommand):
                 program_version=program,
                 teacher=teacher,
                 metric=metric,
-                config=BootstrapConfig(num_demos=options["demos"], limit=options["limit"]),
+                config=BootstrapConfig(
+                    num_demos=options["demos"],
+                    limit=options["limit"],
+                    demo_strategy=options["demo_strategy"],
+                ),
                 user=user,
             )
         self.wait(

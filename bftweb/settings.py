@@ -221,6 +221,7 @@ BFT_BOOTSTRAP_TIMEOUT_S = envint("BFT_BOOTSTRAP_TIMEOUT_S", str(6 * 3600))
 BFT_IMPORT_TIMEOUT_S = envint("BFT_IMPORT_TIMEOUT_S", str(6 * 3600))
 BFT_FINETUNE_TIMEOUT_S = envint("BFT_FINETUNE_TIMEOUT_S", str(24 * 3600))
 BFT_MODEL_TEST_TIMEOUT_S = envint("BFT_MODEL_TEST_TIMEOUT_S", "600")
+BFT_EVALUATION_TIMEOUT_S = envint("BFT_EVALUATION_TIMEOUT_S", str(6 * 3600))
 BFT_RQ_RESULT_TTL_S = envint("BFT_RQ_RESULT_TTL_S", str(7 * 24 * 3600))
 BFT_CANCEL_GRACE_S = envint("BFT_CANCEL_GRACE_S", "60")
 # How often a worker writes a run's counters and a job's progress to the database (0: every change).

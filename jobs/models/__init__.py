@@ -9,10 +9,13 @@
 - runs: BootstrapRun, Trace (one per bootstrapped example), TraceSelection
 - review: TraceDecision (the review history), TraceSet and TraceSetItem (frozen selections)
 - finetunes: FinetuneJob, FinetuneMetric
+- evaluations: Evaluation (queued), EvaluationCandidate (a model and its prompting),
+  EvaluationResult (one candidate's answer to one row)
 """
 
 from __future__ import annotations
 
+from jobs.models.evaluations import Evaluation, EvaluationCandidate, EvaluationResult
 from jobs.models.finetunes import FinetuneJob, FinetuneMetric
 from jobs.models.language_models import LanguageModel
 from jobs.models.programs import Program, ProgramVersion
@@ -24,6 +27,9 @@ from jobs.models.trainsets import MissingRows, Trainset, TrainsetImport, Trainse
 
 __all__ = [
     "BootstrapRun",
+    "Evaluation",
+    "EvaluationCandidate",
+    "EvaluationResult",
     "FinetuneJob",
     "FinetuneMetric",
     "LanguageModel",

@@ -35,6 +35,9 @@ class FinetuneJob(QueuedWork):
     )
     multitask = models.BooleanField(default=True)
     exclude_demos = models.BooleanField(default=True)
+    # On success, queue an evaluation of teacher, base student and the new student on the run's
+    # dev rows (jobs/services/evaluations.py).
+    evaluate_when_done = models.BooleanField(default=True)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(null=True, blank=True)
     # The newest checkpoint the worker reported on disk: a resume starts there, not at `step`.

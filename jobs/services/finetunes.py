@@ -61,8 +61,10 @@ def create_finetune_job(
     exclude_demos: bool = True,
     user: User,
     trace_set: TraceSet | None = None,
+    evaluate_when_done: bool = False,
 ) -> FinetuneJob:
-    """Queue a fine-tune on ``trace_set``, or on the ``selection`` frozen now as a new trace set."""
+    """Queue a fine-tune on ``trace_set``, or on the ``selection`` frozen now as a new trace set.
+    With ``evaluate_when_done``, its success queues an evaluation on the run's dev rows."""
     from jobs.engine.finetune import validate_config
 
     check_student(student, run.project)
@@ -88,6 +90,7 @@ def create_finetune_job(
             selection=selection,
             multitask=multitask,
             exclude_demos=exclude_demos,
+            evaluate_when_done=evaluate_when_done,
             created_by=user,
         )
         queue.enqueue(job)

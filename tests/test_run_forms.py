@@ -289,7 +289,7 @@ class FinetuneFormTestCase(WebTestCase):
         for f in dataclasses.fields(FinetuneConfig):
             if f.name != "base_model":
                 self.assertContains(r, f'name="{f.name}"')
-        self.assertContains(r, 'name="learning_rate" value="0.0002"')
+        self.assertContains(r, 'name="learning_rate" value="0.0005"')
         self.assertContains(r, "LoRA rank")
         self.assertContains(r, 'name="multitask"')
         self.assertContains(r, 'name="exclude_demos"')

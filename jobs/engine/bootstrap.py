@@ -10,7 +10,6 @@ flag is honoured.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -21,7 +20,7 @@ from dspy.utils.exceptions import AdapterParseError
 from dspy.utils.usage_tracker import UsageTracker, track_usage
 
 from jobs.engine import metrics
-from jobs.engine.demos import DemoSearch, plan_demo_search, search_demos
+from jobs.engine.demos import DemoSearch, pick_demos, plan_demo_search, search_demos
 from jobs.engine.local_lm import check_model, make_lm
 from jobs.engine.program_module import build_program
 from jobs.engine.programs import ProgramSpec
@@ -133,14 +132,35 @@ def bootstrap_with_lm(
         if on_progress is not None:
             on_progress(progress())
 
-    # At most num_threads examples are in flight; a new one starts only after should_stop() said
-    # no, so a stop starts nothing more and at most the in-flight examples still finish. Callbacks
-    # run here, on the caller's thread, one at a time: a caller that writes each record to a
-    # database uses its own connection, never one per worker thread.
-    threads = max(1, config.num_threads)
-    waiting = iter(todo)
+    run_examples(
+        lambda example: best_of_n(module, lm, adapter, program, metric, example, config),
+        todo,
+        threads=config.num_threads,
+        on_record=record,
+        should_stop=should_stop,
+    )
+    return progress()
+
+
+def run_examples(
+    work: Callable[[dict[str, Any]], dict[str, Any]],
+    examples: Sequence[dict[str, Any]],
+    *,
+    threads: int,
+    on_record: TraceCallback,
+    should_stop: Callable[[], bool] | None = None,
+) -> None:
+    """``work(example)`` for each example on ``threads`` threads, handing each record to
+    ``on_record`` as it completes.
+
+    At most ``threads`` examples are in flight; a new one starts only after should_stop() said
+    no, so a stop starts nothing more and at most the in-flight examples still finish. Callbacks
+    run here, on the caller's thread, one at a time: a caller that writes each record to a
+    database uses its own connection, never one per worker thread."""
+    threads = max(1, threads)
+    waiting = iter(examples)
     stopping = should_stop is not None and should_stop()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bootstrap") as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="examples") as pool:
         in_flight: set[Future[dict[str, Any]]] = set()
         while True:
             while (
@@ -148,16 +168,13 @@ def bootstrap_with_lm(
                 and len(in_flight) < threads
                 and (example := next(waiting, None)) is not None
             ):
-                in_flight.add(
-                    pool.submit(trace_example, module, lm, adapter, program, metric, example)
-                )
+                in_flight.add(pool.submit(work, example))
             if not in_flight:
                 break
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
-                record(future.result())  # an exception here is a bug in our code: surface it
+                on_record(future.result())  # an exception here is a bug in our code: surface it
             stopping = stopping or (should_stop is not None and should_stop())
-    return progress()
 
 
 def choose_demos(
@@ -196,14 +213,6 @@ def choose_demos(
         seed=config.demo_seed,
     )
     return [demos[p] for p in search.chosen_demos], search
-
-
-def pick_demos(rows: Sequence[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
-    """k labeled demos from the train split, chosen with a seed."""
-    if k <= 0 or not rows:
-        return []
-    rows = list(rows)
-    return random.Random(seed).sample(rows, min(k, len(rows)))
 
 
 def reason_demos(
@@ -261,6 +270,49 @@ def attach_demos(
         predictor.demos = chosen
 
 
+def best_of_n(
+    module: dspy.Module,
+    lm: Any,
+    adapter: dspy.Adapter,
+    program: ProgramSpec,
+    metric: MetricSpec,
+    example: dict[str, Any],
+    config: BootstrapConfig,
+) -> dict[str, Any]:
+    """The example's trace; while it fails, up to ``config.retries`` more attempts, each a fresh
+    sample at ``config.retry_temperature`` (a new ``rollout_id``, as DSPy's BootstrapFewShot
+    rounds: no cache hit). The first passing attempt is kept (the last one when none passes);
+    ``attempt`` says which, ``attempts`` holds the earlier ones, and the LM calls, tokens and
+    time count them all."""
+    record = trace_example(module, lm, adapter, program, metric, example)
+    earlier: list[dict[str, Any]] = []
+    for attempt in range(1, max(0, config.retries) + 1):
+        if record["passed"]:
+            break
+        earlier.append(_attempt_summary(record))
+        hotter = lm.copy(rollout_id=attempt, temperature=config.retry_temperature)
+        again = trace_example(module, hotter, adapter, program, metric, example)
+        for key in ("lm_calls", "tokens", "tokens_in", "tokens_out", "elapsed_s"):
+            again[key] = again[key] + record[key]
+        record = again
+    record["elapsed_s"] = round(record["elapsed_s"], 3)
+    record["attempt"] = len(earlier) + 1
+    record["attempts"] = earlier
+    return record
+
+
+def _attempt_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What a failed attempt left: its answer (or raw text), score and error."""
+    raw = next((call.get("raw", "") for call in record["calls"] if call.get("raw")), "")
+    return {
+        "outputs": record["outputs"],
+        "score": record["score"],
+        "parsed": record["parsed"],
+        "error": record["error"],
+        "raw": raw[:2000],
+    }
+
+
 def trace_example(
     module: dspy.Module,
     lm: Any,
@@ -296,7 +348,7 @@ def trace_example(
         outputs.update({k: v for k, v in call["outputs"].items() if k in program.output_fields})
     if failed_call is not None:
         calls.append(_failed_call_record(module, len(calls), error, failed_call))
-    usage_calls, tokens = _usage_totals(usage)
+    usage_calls, tokens_in, tokens_out = _usage_totals(usage)
     score = metrics.score(metric, labels, outputs) if not error else 0.0
     parsed = not error
     return {
@@ -310,7 +362,9 @@ def trace_example(
         "parsed": parsed,
         "error": error,
         "lm_calls": usage_calls,
-        "tokens": tokens,
+        "tokens": tokens_in + tokens_out,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
         "elapsed_s": round(time.monotonic() - started, 3),
     }
 
@@ -356,18 +410,15 @@ def _example_dict(example: Any) -> dict[str, Any]:
     return example.toDict() if hasattr(example, "toDict") else dict(example)
 
 
-def _usage_totals(tracker: UsageTracker) -> tuple[int, int]:
-    """LM calls and tokens recorded in this example's own usage context (thread-safe)."""
+def _usage_totals(tracker: UsageTracker) -> tuple[int, int, int]:
+    """LM calls, input tokens and output tokens recorded in this example's own usage context
+    (thread-safe). LiteLLM reports prompt/completion tokens, DSPy's own engines input/output."""
     entries = [entry for per_lm in tracker.usage_data.values() for entry in per_lm]
-    tokens = sum(
-        int(
-            e.get("total_tokens")
-            or (e.get("input_tokens") or 0) + (e.get("output_tokens") or 0)
-            or (e.get("prompt_tokens") or 0) + (e.get("completion_tokens") or 0)
-        )
-        for e in entries
+    tokens_in = sum(int(e.get("input_tokens") or e.get("prompt_tokens") or 0) for e in entries)
+    tokens_out = sum(
+        int(e.get("output_tokens") or e.get("completion_tokens") or 0) for e in entries
     )
-    return len(entries), tokens
+    return len(entries), tokens_in, tokens_out
 
 
 def _first_line(text: str) -> str:

@@ -25,6 +25,14 @@ from jobs.engine.types import MetricSpec
 FEW_LABELS = 10
 
 
+def pick_demos(rows: Sequence[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
+    """k labeled demos from the train split, chosen with a seed (demo strategy "random")."""
+    if k <= 0 or not rows:
+        return []
+    rows = list(rows)
+    return random.Random(seed).sample(rows, min(k, len(rows)))
+
+
 def label_key(value: Any) -> str:
     """A gold value as a grouping key (JSON for anything that is not a string)."""
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
+from jobs.engine.types import MetricSpec
 from jobs.forms.fields import field_of
 from jobs.forms.values import INT32_MAX, INT32_MIN
 from jobs.models import LanguageModel, ProgramVersion, Project, Trainset
@@ -21,13 +23,9 @@ class TeacherChoiceField(forms.ModelChoiceField):
         return f"{obj.name} ({obj.model_name}, temperature {obj.temperature})"
 
 
-class BootstrapRunForm(forms.Form):
-    # The querysets are the project's, set in __init__.
-    trainset: forms.ModelChoiceField[Trainset] = forms.ModelChoiceField(
-        queryset=None, empty_label=None
-    )
-    program_version = ProgramVersionChoiceField(queryset=None, empty_label=None, label="Program")
-    teacher = TeacherChoiceField(queryset=None, empty_label=None)
+class MetricForm(forms.Form):
+    """A built-in metric on one program output: the run form's and the re-score form's fields."""
+
     metric = forms.ChoiceField(choices=())
     metric_field = forms.CharField(
         max_length=64,
@@ -52,6 +50,51 @@ class BootstrapRunForm(forms.Form):
         max_length=500,
         help_text="regex metric only: the prediction must match this.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from jobs.engine.metrics import METRICS
+
+        super().__init__(*args, **kwargs)
+        field_of(self, "metric", forms.ChoiceField).choices = [(m, m) for m in METRICS]
+
+    def build_metric(
+        self, data: dict[str, Any], output_fields: tuple[str, ...]
+    ) -> MetricSpec | None:
+        """The MetricSpec from cleaned ``data``; None with the form's errors added."""
+        from jobs.engine.metrics import validate_metric_spec
+
+        options: dict[str, Any] = {}
+        if data["metric"] == "numeric":
+            options = {
+                "tolerance": data.get("tolerance") or 0.0,
+                "relative": bool(data.get("relative")),
+            }
+        elif data["metric"] == "regex":
+            if not data.get("pattern"):
+                self.add_error("pattern", "The regex metric needs a pattern.")
+                return None
+            options = {"pattern": data["pattern"]}
+        metric = MetricSpec(
+            name=data["metric"],
+            field=data["metric_field"],
+            threshold=data["threshold"],
+            options=options,
+        )
+        try:
+            validate_metric_spec(metric, output_fields=output_fields)
+        except ValueError as e:
+            self.add_error(None, f"Metric: {e}")
+            return None
+        return metric
+
+
+class BootstrapRunForm(MetricForm):
+    # The querysets are the project's, set in __init__.
+    trainset: forms.ModelChoiceField[Trainset] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
+    program_version = ProgramVersionChoiceField(queryset=None, empty_label=None, label="Program")
+    teacher = TeacherChoiceField(queryset=None, empty_label=None)
     num_threads = forms.IntegerField(
         initial=4, min_value=1, max_value=64, label="Threads", help_text="Examples run in parallel."
     )
@@ -101,6 +144,32 @@ class BootstrapRunForm(forms.Form):
         help_text="Labeled demos carry no reasoning, and small teachers copy the gap. The teacher "
         "answers each demo first; an answer that passes keeps its reasoning (DSPy's BootstrapFewShot).",
     )
+    retries = forms.IntegerField(
+        required=False,
+        initial=2,
+        min_value=0,
+        max_value=5,
+        label="Retries for failing answers",
+        help_text="Best-of-N: an answer that fails the metric is asked again up to this many times "
+        "at the retry temperature; the first passing answer is kept, every attempt is recorded.",
+    )
+    retry_temperature = forms.FloatField(
+        required=False,
+        initial=0.7,
+        min_value=0.0,
+        max_value=2.0,
+        label="Retry temperature",
+        widget=forms.NumberInput(attrs={"step": "0.1"}),
+    )
+    smoke_size = forms.IntegerField(
+        required=False,
+        initial=settings.BFT_SMOKE_SIZE,
+        min_value=0,
+        max_value=1000,
+        label="Smoke test size",
+        help_text="Bootstrap this many label-balanced examples first, and stop for a look when they "
+        "look broken (few pass, most unparsed, or one answer for everything). 0: no smoke test.",
+    )
     skip_missing = forms.BooleanField(
         required=False,
         label="Skip rows missing a field",
@@ -122,14 +191,12 @@ class BootstrapRunForm(forms.Form):
         teacher = field_of(self, "teacher", forms.ModelChoiceField)
         teacher.queryset = LanguageModel.objects.filter(project=project)
         teacher.help_text = "Max tokens is set per model on the Models page."
-        field_of(self, "metric", forms.ChoiceField).choices = [(name, name) for name in METRICS]
         self.metric_descriptions = METRICS
 
     def clean(self) -> dict[str, Any]:
         """Refuse combinations that cannot work, with the reason."""
-        from jobs.engine.metrics import validate_metric_spec
         from jobs.engine.programs import ProgramSpecError, check_fields
-        from jobs.engine.types import BootstrapConfig, MetricSpec
+        from jobs.engine.types import BootstrapConfig
 
         super().clean()
         data = self.cleaned_data
@@ -161,24 +228,10 @@ class BootstrapRunForm(forms.Form):
             raise forms.ValidationError(
                 f"{missing}. Fix the file and upload it again, or tick “Skip rows missing a field”."
             )
-        options: dict[str, Any] = {}
-        if data["metric"] == "numeric":
-            options = {
-                "tolerance": data.get("tolerance") or 0.0,
-                "relative": bool(data.get("relative")),
-            }
-        elif data["metric"] == "regex":
-            if not data.get("pattern"):
-                self.add_error("pattern", "The regex metric needs a pattern.")
-                return data
-            options = {"pattern": data["pattern"]}
-        metric = MetricSpec(
-            name=data["metric"], field=field, threshold=data["threshold"], options=options
-        )
-        try:
-            validate_metric_spec(metric, output_fields=spec.output_fields)
-        except ValueError as e:
-            raise forms.ValidationError(f"Metric: {e}") from e
+        data["metric_field"] = field
+        metric = self.build_metric(data, spec.output_fields)
+        if metric is None:
+            return data
         data["metric_spec"] = metric
         data["program_spec"] = spec
         data["bootstrap_config"] = BootstrapConfig(
@@ -190,9 +243,19 @@ class BootstrapRunForm(forms.Form):
             reason_demos=bool(data.get("reason_demos")),
             # A post without the field (an API client, an older page) keeps DSPy's random pick.
             demo_strategy=data.get("demo_strategy") or "random",
+            # Absent from a post (an API client, an older page): no retries, no smoke test.
+            retries=data.get("retries") or 0,
+            retry_temperature=data["retry_temperature"]
+            if data.get("retry_temperature") is not None
+            else 0.7,
+            smoke_size=data.get("smoke_size") or 0,
         )
         return data
 
 
 # FinetuneConfig fields shown on the fine-tune form, with help text. base_model comes from the
 # student; every other field of the engine's config must appear here (a test checks it).
+
+
+class RescoreForm(MetricForm):
+    """Another metric or threshold for a finished run's stored answers (jobs/services/rescoring.py)."""

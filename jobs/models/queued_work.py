@@ -12,7 +12,12 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.dispatch import Signal
 from django.utils.timezone import now
+
+# Sent (sender: the row's model; row, status) whenever a row reaches succeeded, failed or cancelled,
+# by whichever transition got it there. Receivers that act on it do so on commit (webhooks).
+work_ended = Signal()
 
 
 class Status(models.TextChoices):
@@ -21,6 +26,9 @@ class Status(models.TextChoices):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Paused for a person: a run whose smoke test looks broken waits here to be continued (back to
+    # queued) or cancelled. Neither active nor terminal: no worker holds it, reconcile skips it.
+    CHECKED = "checked"
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,8 @@ class QueuedWork(models.Model):
             return False
         for name, value in changes.items():
             setattr(self, name, value)
+        if changes.get("status") in self.TERMINAL:
+            work_ended.send_robust(type(self), row=self, status=changes["status"])
         return True
 
     def mark_running(self, **changes: Any) -> bool:
@@ -95,10 +105,20 @@ class QueuedWork(models.Model):
         assert status in self.TERMINAL  # a programming error, not user input
         return self._transition(self.ACTIVE, status=status, error=error, finished=now(), **changes)
 
-    def cancel_if_queued(self) -> bool:
-        """Cancel at once a row no worker has claimed yet."""
+    def mark_checked(self, **changes: Any) -> bool:
+        """A running row pauses for a person (its smoke test looks broken): no worker holds it."""
+        return self._transition({Status.RUNNING}, status=Status.CHECKED, **changes)
+
+    def continue_checked(self, **changes: Any) -> bool:
+        """A person looked and goes on: back to queued, under a new RQ job id."""
         return self._transition(
-            {Status.QUEUED},
+            {Status.CHECKED}, status=Status.QUEUED, rq_job_id=uuid.uuid4(), **changes
+        )
+
+    def cancel_if_queued(self) -> bool:
+        """Cancel at once a row no worker holds: queued, or checked (paused for a person)."""
+        return self._transition(
+            {Status.QUEUED, Status.CHECKED},
             status=Status.CANCELLED,
             cancel_requested=True,
             cancel_requested_at=now(),

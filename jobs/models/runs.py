@@ -48,6 +48,13 @@ class BootstrapRun(QueuedWork):
     skipped = models.PositiveIntegerField(default=0)
     # Review rule: a trace counts as approved once this many reviewers approve it (jobs/services/review.py).
     required_approvals = models.PositiveSmallIntegerField(default=1)
+    # The smoke test (jobs/services/smoke.py): the sample's figures, the forecast for the whole
+    # run, and why it looks broken ("problems"; a run with problems stops "checked"). {}: none ran.
+    smoke = models.JSONField(default=dict, blank=True)
+    # Offline re-scoring: the metric version in use (1: the run's first metric) and the earlier
+    # ones, [{"version", "metric", "passed", "by", "at"}].
+    metric_version = models.PositiveSmallIntegerField(default=1)
+    metric_history = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created"]
@@ -154,6 +161,13 @@ class Trace(models.Model):
     lm_calls = models.PositiveIntegerField(default=0)
     tokens = models.PositiveIntegerField(default=0)
     elapsed_s = models.FloatField(default=0.0)
+    # Best-of-N (BootstrapConfig.retries): which attempt this trace is (1: the first answer),
+    # and what the earlier, failed attempts answered.
+    attempt = models.PositiveSmallIntegerField(default=1)
+    attempts = models.JSONField(default=list, blank=True)
+    # Offline re-scoring (jobs/services/rescoring.py): this trace's earlier scores, one
+    # {"version", "score", "passed"} per metric it was scored with before the current one.
+    score_history = models.JSONField(default=list, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     objects = TraceQuerySet.as_manager()

@@ -14,7 +14,7 @@ from django.utils.timezone import now
 from jobs.engine.metrics import validate_metric_spec
 from jobs.engine.programs import ProgramSpecError
 from jobs.engine.trainsets import lacks_fields
-from jobs.engine.types import BootstrapConfig, MetricSpec
+from jobs.engine.types import BootstrapConfig, BootstrapProgress, MetricSpec
 from jobs.models import (
     BootstrapRun,
     LanguageModel,
@@ -25,7 +25,7 @@ from jobs.models import (
     Trainset,
     TrainsetRow,
 )
-from jobs.services import errors, model_policy, programs, queue
+from jobs.services import errors, model_policy, programs, queue, smoke
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -98,9 +98,12 @@ def estimate(
     reason_demos: bool,
     num_demos: int | None,
     metric_field: str,
+    demo_strategy: str = "random",
+    retries: int = 0,
 ) -> dict[str, Any]:
-    """LM calls (examples × modules, plus the demos answered first) for a run form as filled in so
-    far, and why the program would not fit the trainset."""
+    """LM calls (examples × modules, plus the demos answered first, plus the demo search's
+    calls) for a run form as filled in so far, the most retries could add, and why the program
+    would not fit the trainset."""
     result: dict[str, Any] = {"calls": None, "problems": [], "outputs": []}
     if trainset_pk is None or version_pk is None:
         return result
@@ -123,15 +126,50 @@ def estimate(
     n_train = trainset.rows.filter(split=TrainsetRow.Split.TRAIN).count()
     examples = min(n_train, limit) if limit and limit > 0 else n_train
     modules = len(spec.modules)
-    demo_calls = min(n_train, max(0, num_demos or 0)) * modules if reason_demos else 0
+    demos = min(n_train, max(0, num_demos or 0))
+    demo_calls = demos * modules if reason_demos else 0
+    search_calls = 0
+    if demo_strategy == "stratified_search" and demos:
+        config = BootstrapConfig()  # the search's own sizes: (candidate sets + 1 order) x rows
+        rows = min(config.demo_search_rows, max(0, n_train - demos))
+        search_calls = (config.demo_candidates + 1) * rows * modules
     result.update(
         examples=examples,
         modules=modules,
         demo_calls=demo_calls,
-        calls=examples * modules + demo_calls,
+        search_calls=search_calls,
+        retry_calls=examples * modules * max(0, retries),
+        calls=examples * modules + demo_calls + search_calls,
         problems=programs.fit_problems(spec, trainset.field_names, metric_field or None),
     )
     return result
+
+
+def form_values(run: BootstrapRun) -> dict[str, Any]:
+    """A run's settings as the run form's initial values (to change them and queue again)."""
+    metric, config = run.metric_spec(), run.bootstrap_config()
+    values = {
+        "trainset": run.trainset_id,
+        "program_version": run.program_version_id,
+        "teacher": run.teacher_id,
+        "metric": metric.name,
+        "metric_field": metric.field,
+        "threshold": metric.threshold,
+        "tolerance": metric.options.get("tolerance"),
+        "relative": metric.options.get("relative"),
+        "pattern": metric.options.get("pattern"),
+        "skip_missing": bool(run.skipped),
+    }
+    names: tuple[str, ...] = (
+        "num_threads",
+        "limit",
+        "num_demos",
+        "demo_seed",
+        "temperature",
+        "demo_strategy",
+    )
+    names += ("reason_demos", "retries", "retry_temperature", "smoke_size")
+    return values | {name: getattr(config, name) for name in names}
 
 
 def bootstrap_inputs(
@@ -239,6 +277,56 @@ class RunRecorder:
             refresh_run_counts(self.run)
 
 
+def needs_smoke_test(run: BootstrapRun, config: BootstrapConfig, todo: int) -> bool:
+    """A first start whose run asked for one, with more examples to go than the sample."""
+    return bool(config.smoke_size) and not run.smoke and todo > config.smoke_size
+
+
+def smoke_test(
+    run: BootstrapRun,
+    config: BootstrapConfig,
+    examples: list[dict[str, Any]],
+    teach: Any,
+    recorder: RunRecorder,
+) -> bool:
+    """Bootstrap the stratified sample (its traces are the run's: the rest skips them), store the
+    figures and forecast, and pause the run "checked" when they look broken. True if paused."""
+    from jobs.engine.evaluate import price_per_token
+
+    metric = run.metric_spec()
+    sample = smoke.sample_examples(examples, metric.field, config.smoke_size, config.demo_seed)
+    records: list[dict[str, Any]] = []
+
+    def keep(record: dict[str, Any]) -> None:
+        records.append(record)
+        recorder.on_trace(record)
+
+    progress = teach(sample, keep)
+    found = smoke.figures(
+        records,
+        label_field=metric.field,
+        total=len(examples),
+        elapsed_s=progress.elapsed_s,
+        price=price_per_token(config.teacher_for_run(run.teacher.to_spec())),
+    )
+    BootstrapRun.objects.filter(pk=run.pk).update(smoke=found)
+    run.smoke = found
+    refresh_run_counts(run)
+    if not found["problems"] or run.stop_requested():
+        return False
+    return run.mark_checked()
+
+
+def continue_run(*, row: BootstrapRun, user: User | None = None) -> BootstrapRun:
+    """A person read the smoke test's figures and goes on: the run bootstraps the rest."""
+    by = user.get_username() if user is not None else ""
+    BootstrapRun.objects.filter(pk=row.pk, status=Status.CHECKED).update(
+        smoke={**row.smoke, "continued_by": by}
+    )
+    queue.continue_checked(row=row, user=user)
+    return row
+
+
 def run_bootstrap(run: BootstrapRun) -> str:
     """The worker's part: run the teacher over the train split, storing each trace as it ends.
 
@@ -257,21 +345,32 @@ def run_bootstrap(run: BootstrapRun) -> str:
         record = demo_search_record(search, row_indices, demos, spec.input_fields)
         BootstrapRun.objects.filter(pk=run.pk).update(demo_search=record)
 
-    try:
-        model_policy.check_model(run.teacher)
-        bootstrap(
+    config = run.bootstrap_config()
+
+    def teach(todo: list[dict[str, Any]], on_trace: Any) -> BootstrapProgress:
+        run.refresh_from_db(fields=["demo_search"])
+        return bootstrap(
             program=spec,
             teacher=run.teacher.to_spec(),
-            examples=examples,
+            examples=todo,
             metric=run.metric_spec(),
-            config=run.bootstrap_config(),
+            config=config,
             demos=demos,
             skip=skip,
-            on_trace=recorder.on_trace,
+            on_trace=on_trace,
             should_stop=run.stop_requested,
             demo_positions=chosen_demo_positions(run.demo_search, row_indices),
             on_demo_search=store_search,
         )
+
+    try:
+        model_policy.check_model(run.teacher)
+        chosen = examples[: config.limit] if config.limit else examples
+        if needs_smoke_test(run, config, len(chosen) - len(skip)):
+            if smoke_test(run, config, chosen, teach, recorder):
+                return Status.CHECKED
+            skip = set(run.traces.values_list("example_index", flat=True))
+        teach(examples, recorder.on_trace)
     except Exception as exc:
         refresh_run_counts(run)
         run.mark_finished(Status.FAILED, error=errors.describe(exc))

@@ -11,12 +11,12 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from jobs.forms.runs import BootstrapRunForm
+from jobs.forms.runs import BootstrapRunForm, RescoreForm
 from jobs.forms.values import parse_bool, parse_int
 from jobs.http import BftRequest
 from jobs.models import BootstrapRun, ProgramVersion, Project, Trainset
 from jobs.permissions import get_project_for
-from jobs.services import queue, runs, trace_sets
+from jobs.services import queue, rescoring, runs, trace_sets
 from jobs.views import live
 
 
@@ -37,11 +37,17 @@ def _estimate(project: Project, data: Any) -> dict[str, Any]:
         reason_demos=parse_bool(data.get("reason_demos")),
         num_demos=parse_int(data.get("num_demos")),
         metric_field=(data.get("metric_field") or "").strip(),
+        demo_strategy=data.get("demo_strategy") or "random",
+        retries=parse_int(data.get("retries")) or 0,
     )
 
 
 def _initial_run(project: Project, request: BftRequest) -> dict[str, Any]:
-    """Sensible first choices: the newest trainset, the newest program's latest version, its first output."""
+    """Sensible first choices: the newest trainset, the newest program's latest version, its first
+    output; or, with ?from=<run>, that run's settings ("Change settings" after a smoke test)."""
+    earlier = project.runs.filter(pk=parse_int(request.GET.get("from")) or 0).first()
+    if earlier is not None:
+        return runs.form_values(earlier)
     initial: dict[str, Any] = {"metric": "normalized_match"}
     trainset_pk = parse_int(request.GET.get("trainset"))
     ready = project.trainsets.filter(status=Trainset.Status.READY)
@@ -157,6 +163,9 @@ def _status_context(run: BootstrapRun, *, error: str = "", full: bool = False) -
     eta = (run.total - run.done) / rate if rate and run.status == "running" else None
     return {
         "run": run,
+        "retried_passes": run.traces.filter(passed=True, attempt__gt=1).count()
+        if run.bootstrap_config().retries
+        else None,
         "queue": queue_state,
         "newest": newest,
         "elapsed": elapsed,
@@ -200,3 +209,61 @@ RUN_PAGE = live.LivePage(
 run_status = live.status_view(RUN_PAGE)
 run_cancel = live.action_view(RUN_PAGE, queue.cancel)
 run_retry = live.action_view(RUN_PAGE, queue.retry)
+run_continue = live.action_view(RUN_PAGE, runs.continue_run)
+
+
+# --- re-scoring offline --------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def run_rescore(request: BftRequest, slug: str, pk: int) -> HttpResponse:
+    """Score the stored answers with another metric or threshold: a preview on GET (htmx refreshes
+    it as the form changes), applied as the run's next metric version on POST (operators)."""
+    access = get_project_for(request, slug, need="operate" if request.method == "POST" else "view")
+    project = access.project
+    run = get_object_or_404(
+        BootstrapRun.objects.select_related("program_version__program"), pk=pk, project=project
+    )
+    outputs = run.program_version.to_spec().output_fields
+    metric = run.metric_spec()
+    current = {
+        "metric": metric.name,
+        "metric_field": metric.field,
+        "threshold": metric.threshold,
+        **metric.options,
+    }
+    bound = request.method == "POST" or "metric" in request.GET
+    form = RescoreForm(
+        (request.POST if request.method == "POST" else request.GET) if bound else None,
+        initial=current,
+    )
+    preview = None
+    if bound and form.is_valid():
+        new_metric = form.build_metric(form.cleaned_data, outputs)
+        if new_metric is not None:
+            if request.method == "POST":
+                try:
+                    rescoring.apply(run, new_metric, request.user)
+                except ValueError as e:
+                    form.add_error(None, str(e))
+                else:
+                    messages.success(
+                        request,
+                        f"Run #{run.pk} re-scored (metric v{run.metric_version}): "
+                        f"{run.passed} of {run.done} pass.",
+                    )
+                    return redirect("jobs:run-detail", project.slug, run.pk)
+            else:
+                preview = rescoring.preview(run, new_metric)
+    context = {
+        "project": project,
+        "nav": "runs",
+        "run": run,
+        "form": form,
+        "preview": preview,
+        "outputs": outputs,
+    }
+    template = "jobs/run_rescore.html#rescore-preview" if request.htmx else "jobs/run_rescore.html"
+    status = 400 if request.method == "POST" else 200
+    return render(request, template, context, status=status)

@@ -23,7 +23,11 @@ KEYS = {
     "error",
     "lm_calls",
     "tokens",
+    "tokens_in",
+    "tokens_out",
     "elapsed_s",
+    "attempt",
+    "attempts",
 }
 
 
@@ -201,3 +205,72 @@ def test_it_refuses_a_metric_on_a_field_the_program_does_not_output(demo_spec, d
             config=BootstrapConfig(),
             on_trace=lambda r: None,
         )
+
+
+class FirstTryWrong(DummyLM):
+    """A deterministic fake teacher (a real model cannot be made to fail on cue): its own answers
+    are ``first``; a retry (a copy at a raised temperature with a rollout id, as best-of-N makes)
+    answers ``again``."""
+
+    def __init__(self, first: dict, again: dict) -> None:
+        super().__init__(first)
+        self.again = again
+        self.copies: list[dict] = []
+
+    def copy(self, **kwargs):
+        self.copies.append(kwargs)
+        return DummyLM(self.again)
+
+
+def _answers(rows, flip: bool) -> dict:
+    other = {"positive": "negative", "negative": "positive"}
+    return {
+        row["text"]: {
+            "reasoning": "r",
+            "sentiment": other[row["sentiment"]] if flip else row["sentiment"],
+        }
+        for row in rows
+    }
+
+
+@pytest.mark.parametrize(
+    ("retries", "again_right", "attempt", "passed", "calls"),
+    [(0, True, 1, False, 1), (2, True, 2, True, 2), (2, False, 3, False, 3)],
+)
+def test_best_of_n_retries_a_failing_answer_and_keeps_the_first_pass(
+    demo_spec, demo_rows, demo_examples, retries, again_right, attempt, passed, calls
+):
+    rows = demo_rows[:2]
+    lm = FirstTryWrong(_answers(rows, flip=True), _answers(rows, flip=not again_right))
+    records: list[dict] = []
+    summary = bootstrap_with_lm(
+        program=demo_spec,
+        lm=lm,
+        examples=demo_examples[:2],
+        metric=METRIC,
+        config=BootstrapConfig(num_threads=1, retries=retries, retry_temperature=0.9),
+        on_trace=records.append,
+    )
+    assert summary.passed == (2 if passed else 0)
+    for record in records:
+        assert (record["attempt"], record["passed"], record["lm_calls"]) == (attempt, passed, calls)
+        assert len(record["attempts"]) == attempt - 1
+        for earlier in record["attempts"]:  # what the failed attempts answered is kept
+            assert earlier["score"] == 0.0 and earlier["outputs"]["sentiment"]
+    assert summary.lm_calls == 2 * calls
+    assert all(c["temperature"] == 0.9 and c["rollout_id"] >= 1 for c in lm.copies)
+
+
+def test_a_passing_first_answer_is_not_retried(demo_spec, demo_rows, demo_examples):
+    rows = demo_rows[:2]
+    lm = FirstTryWrong(_answers(rows, flip=False), _answers(rows, flip=True))
+    records: list[dict] = []
+    bootstrap_with_lm(
+        program=demo_spec,
+        lm=lm,
+        examples=demo_examples[:2],
+        metric=METRIC,
+        config=BootstrapConfig(num_threads=1, retries=3),
+        on_trace=records.append,
+    )
+    assert [r["attempt"] for r in records] == [1, 1] and lm.copies == []

@@ -8,13 +8,18 @@ from typing import Any
 
 from django import forms
 
+from jobs.engine.finetune import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS
 from jobs.engine.types import FinetuneConfig
 from jobs.forms.fields import field_of
 from jobs.forms.values import INT32_MAX
 from jobs.models import LanguageModel, TraceSet
+from jobs.services import trace_sets
 
 FINETUNE_HELP: dict[str, str] = {
-    "epochs": "Passes over the training rows.",
+    "epochs": "Passes over the training rows. Empty: auto, as many as “Min steps” needs "
+    f"({AUTO_MIN_EPOCHS} to {AUTO_MAX_EPOCHS}).",
+    "min_steps": "With epochs empty: at least this many optimizer steps (a small model learns "
+    "the answer format from repeated updates).",
     "max_steps": "Stop after this many optimizer steps; empty: the epochs decide.",
     "learning_rate": "Peak learning rate of the LoRA weights.",
     "warmup_ratio": "Share of steps spent warming the learning rate up.",
@@ -90,11 +95,29 @@ class FinetuneForm(forms.Form):
     exclude_demos = forms.BooleanField(
         initial=True, required=False, help_text="Train without the teacher's demos in the prompt."
     )
+    evaluate_when_done = forms.BooleanField(
+        initial=True,
+        required=False,
+        label="Evaluate on the dev split when done",
+        help_text="When it succeeds, the teacher (as the run prompted it), the base student and the "
+        "new student answer the run's dev rows, and the job page shows the verdict.",
+    )
     trace_set: forms.ModelChoiceField[TraceSet] = forms.ModelChoiceField(
         queryset=None,
         required=False,
         empty_label="Freeze the selection above now (a new trace set)",
         help_text="Or train on a set frozen earlier on the review page (its decisions and edits as frozen).",
+    )
+    max_label_share = forms.FloatField(
+        required=False,
+        initial=trace_sets.DEFAULT_MAX_LABEL_SHARE,
+        min_value=0.01,
+        max_value=1.0,
+        label="Cap one label's share",
+        widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "no cap"}),
+        help_text="E.g. 0.5: no value of the metric field is more than half of the rows; the "
+        "biggest labels' excess traces are left out (seeded) when the selection is frozen. "
+        f"Empty: no cap, a warning over {trace_sets.COLLAPSE_SHARE:.0%}.",
     )
 
     def __init__(self, *args: Any, run: Any, **kwargs: Any) -> None:
@@ -120,6 +143,29 @@ class FinetuneForm(forms.Form):
 
     def config_fields(self) -> list[forms.BoundField]:
         return [self[f.name] for f in FINETUNE_CONFIG_FIELDS]
+
+    def preview_config(self) -> FinetuneConfig:
+        """The config as filled in so far, for the preview's plan: each knob that validated, the
+        default for the others."""
+        defaults = FinetuneConfig(base_model="-")
+        if not self.is_bound:
+            return defaults
+        self.is_valid()
+        values = {
+            f.name: self.cleaned_data[f.name]
+            for f in FINETUNE_CONFIG_FIELDS
+            if f.name in self.cleaned_data and f.name not in self.errors
+        }
+        return dataclasses.replace(defaults, **values)
+
+    def preview_max_label_share(self) -> float | None:
+        if not self.is_bound:
+            return trace_sets.DEFAULT_MAX_LABEL_SHARE
+        self.is_valid()
+        if "max_label_share" in self.errors:
+            return None
+        value: float | None = self.cleaned_data.get("max_label_share")
+        return value
 
     def clean_student(self) -> LanguageModel:
         student = self.cleaned_data["student"]
@@ -167,6 +213,19 @@ class FinetuneForm(forms.Form):
             raise forms.ValidationError(
                 f"The “{selection}” selection has no traces yet: approve or bootstrap some first."
             )
+        cap = data.get("max_label_share")
+        if cap is not None and trace_set is not None:
+            self.add_error(
+                "max_label_share",
+                "A frozen set keeps its traces: leave the cap empty, or freeze the selection now.",
+            )
+            return data
+        if cap is not None:
+            try:
+                trace_sets.selection_balance(self.run, selection, max_share=cap)
+            except ValueError as e:
+                self.add_error("max_label_share", str(e))
+                return data
         values = {f.name: data[f.name] for f in FINETUNE_CONFIG_FIELDS}
         data["config"] = FinetuneConfig(base_model=student.model_name, **values)
         return data

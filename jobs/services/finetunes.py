@@ -86,7 +86,7 @@ def create_finetune_job(
             project=run.project,
             run=run,
             student=student,
-            config=config.to_dict(),
+            config=trace_sets.job_config(trace_set, config),  # the knobs and their plan
             selection=selection,
             multitask=multitask,
             exclude_demos=exclude_demos,
@@ -256,7 +256,11 @@ def run_finetune(job: FinetuneJob, *, worker_name: str) -> str:
         return "cancelled"
     recorder.note(f"done: {result.model_id}")
     recorder.flush()
-    finish_finetune(job, result)  # the instance now carries the output model id
+    output = finish_finetune(job, result)  # the instance now carries the output model id
+    if output is not None and job.evaluate_when_done:
+        from jobs.services import evaluations
+
+        evaluations.queue_after_finetune(job, output)
     try:
         artifacts.write_program(job)
     except Exception:  # the job has succeeded; the page writes the program on first download

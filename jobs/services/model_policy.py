@@ -111,6 +111,12 @@ def _matches(url: str, entry: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
+def url_allowed(url: str, setting: str) -> bool:
+    """Whether ``url`` matches a host or URL prefix listed in the setting named ``setting``
+    (BFT_LM_API_BASES here; jobs/services/webhooks.py asks BFT_WEBHOOK_HOSTS the same way)."""
+    return any(_matches(url, entry) for entry in _csv_setting(setting))
+
+
 def api_base_problem(api_base: str) -> str | None:
     if not api_base:
         return None
@@ -123,7 +129,7 @@ def api_base_problem(api_base: str) -> str | None:
         return "Enter an http:// or https:// URL."
     if parts.username or parts.password:
         return "Credentials in the URL are not allowed; name a key variable instead."
-    if not any(_matches(api_base, entry) for entry in _csv_setting("BFT_LM_API_BASES")):
+    if not url_allowed(api_base, "BFT_LM_API_BASES"):
         return (
             "This endpoint is not allowed here: custom API base URLs must match a host or URL "
             "prefix in the BFT_LM_API_BASES setting, which the operator of this installation sets."

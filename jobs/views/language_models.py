@@ -16,7 +16,8 @@ from jobs.forms.language_models import LanguageModelForm
 from jobs.http import BftRequest
 from jobs.models import LanguageModel
 from jobs.permissions import get_project_for
-from jobs.services.model_policy import ModelPolicyError
+from jobs.services import evaluations
+from jobs.services.language_models import MODEL_TEST_PROMPT
 
 QUEUE_UNAVAILABLE = "The queue is unavailable (Redis does not answer), so the test was not sent. Try again once it is back."
 
@@ -25,10 +26,17 @@ QUEUE_UNAVAILABLE = "The queue is unavailable (Redis does not answer), so the te
 @require_GET
 def model_list(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
-    models = project.models.select_related("source_job").order_by("name")
-    return render(
-        request, "jobs/model_list.html", {"project": project, "nav": "models", "models": models}
-    )
+    models = list(project.models.select_related("source_job").order_by("name"))
+    # Each fine-tuned model's latest verdict as the student (one query).
+    verdicts = evaluations.latest_verdicts([m for m in models if m.source_job_id])
+    context = {
+        "project": project,
+        "nav": "models",
+        "models": models,
+        "verdicts": verdicts,
+        "default_test_prompt": MODEL_TEST_PROMPT,
+    }
+    return render(request, "jobs/model_list.html", context)
 
 
 @login_required
@@ -88,6 +96,7 @@ def _render_test(
         "state": "refused" if refused else _test_state(model, since),
         "refused": refused,
         "since": since,
+        "default_test_prompt": MODEL_TEST_PROMPT,
     }
     return render(request, "jobs/model_list.html#model-test", context, status=status)
 
@@ -102,10 +111,14 @@ def model_test(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     model = get_object_or_404(LanguageModel, pk=pk, project=project)
     since = timezone.now()
     try:
-        language_models.enqueue_model_test(model=model, user=request.user)
-    except (ModelPolicyError, queue.QueueUnavailable) as exc:
-        refused = str(exc) if isinstance(exc, ModelPolicyError) else QUEUE_UNAVAILABLE
-        status = 400 if isinstance(exc, ModelPolicyError) else 503
+        language_models.enqueue_model_test(
+            model=model,
+            user=request.user,
+            prompt=request.POST.get("prompt") or language_models.MODEL_TEST_PROMPT,
+        )
+    except (ValueError, queue.QueueUnavailable) as exc:  # ModelPolicyError is a ValueError
+        refused = str(exc) if isinstance(exc, ValueError) else QUEUE_UNAVAILABLE
+        status = 400 if isinstance(exc, ValueError) else 503
         if request.htmx:
             return _render_test(request, project, model, None, refused=refused, status=status)
         messages.error(request, refused)

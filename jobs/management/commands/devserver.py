@@ -16,7 +16,7 @@ from jobs import devtools, seed
 class Command(BaseCommand):
     help = (
         "Migrate, seed the demo project (the demo account only if it is missing), start Redis "
-        "(if none answers), one RQ worker and the web server."
+        "(if none answers), one RQ worker, the web server and the model server."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -24,6 +24,12 @@ class Command(BaseCommand):
             "--addrport",
             default="127.0.0.1:8000",
             help="where the web server listens (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--serve-port",
+            type=int,
+            default=8100,
+            help="where the model server (manage.py serve) listens on 127.0.0.1 (default: %(default)s)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -46,6 +52,11 @@ class Command(BaseCommand):
                 )
             children.start("worker", devtools.worker_command("default", "gpu"))
             children.start("web", [sys.executable, "manage.py", "runserver", options["addrport"]])
+            serve_url = f"http://127.0.0.1:{options['serve_port']}/v1"
+            children.start(
+                "model server",
+                [sys.executable, "manage.py", "serve", "--port", str(options["serve_port"])],
+            )
             login = (
                 f"demo login: {user.username} / {password}"
                 if password is not None
@@ -54,6 +65,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(
                     f"\nbftweb is up: http://{options['addrport']}/  (admin: /admin/, queues: /admin/rq/)\n"
+                    f"model server (OpenAI-compatible, project API keys): {serve_url}\n"
                     f"{login}\nCtrl-C stops everything.\n"
                 )
             )

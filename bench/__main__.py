@@ -13,9 +13,15 @@ import time
 BENCHES = [
     "bench.train_speed",
     "bench.bootstrap_speed",
+    "bench.evaluation_speed",
+    "bench.best_of_n",
     "bench.upload_memory",
     "bench.review_pages",
+    "bench.evaluation_page",
     "bench.status_poll",
+    "bench.api_status",
+    "bench.serve_speed",
+    "bench.distill_defaults",  # a whole distill and three evaluations: the longest, last
 ]
 
 

@@ -88,6 +88,9 @@ INSTALLED_APPS = [
     "template_partials",
     "django_rq",
     "axes",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
     "jobs",
 ]
 
@@ -204,6 +207,12 @@ BFT_LM_API_BASES = envlist("BFT_LM_API_BASES", "")
 # Directories local model files may be read from (the bundled model and the cache always).
 BFT_LOCAL_MODEL_DIRS = envlist("BFT_LOCAL_MODEL_DIRS", "")
 
+# The model server (`manage.py serve`, jobs/serve/): the base URL clients reach it at (what served
+# program files and the job page name as api_base), and how many fine-tuned LoRA adapters it keeps
+# loaded per base model (least recently used unloaded; the engine reads the same variable).
+BFT_SERVE_URL = os.getenv("BFT_SERVE_URL", "http://127.0.0.1:8100/v1").rstrip("/")
+BFT_SERVE_MAX_ADAPTERS = envint("BFT_SERVE_MAX_ADAPTERS", "8")
+
 # Queues. RQ's own defaults (180 s timeout, 500 s result TTL) would kill or forget a fine-tune,
 # so every timeout and TTL is explicit; the database row is the lasting record anyway.
 REDIS_URL = os.getenv("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -222,6 +231,10 @@ BFT_IMPORT_TIMEOUT_S = envint("BFT_IMPORT_TIMEOUT_S", str(6 * 3600))
 BFT_FINETUNE_TIMEOUT_S = envint("BFT_FINETUNE_TIMEOUT_S", str(24 * 3600))
 BFT_MODEL_TEST_TIMEOUT_S = envint("BFT_MODEL_TEST_TIMEOUT_S", "600")
 BFT_EVALUATION_TIMEOUT_S = envint("BFT_EVALUATION_TIMEOUT_S", str(6 * 3600))
+# The smoke test (jobs/services/smoke.py): a new run bootstraps this many stratified examples first
+# (0: never) and stops "checked" when under this pass rate (or mostly unparsed, or one answer).
+BFT_SMOKE_SIZE = envint("BFT_SMOKE_SIZE", "16")
+BFT_SMOKE_MIN_PASS_RATE = float(os.environ.get("BFT_SMOKE_MIN_PASS_RATE", "0.1"))
 BFT_RQ_RESULT_TTL_S = envint("BFT_RQ_RESULT_TTL_S", str(7 * 24 * 3600))
 BFT_CANCEL_GRACE_S = envint("BFT_CANCEL_GRACE_S", "60")
 # How often a worker writes a run's counters and a job's progress to the database (0: every change).
@@ -248,6 +261,59 @@ RQ_QUEUES: dict[str, dict[str, Any]] = {
     },
 }
 RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "jobs.worker.BftWorker"}
+
+# The JSON API (/api/v1/, jobs/api/): project API keys (Authorization: Bearer ...) or a signed-in
+# session (CSRF enforced), cursor-paginated lists, errors as JSON naming the field or row.
+# Throttling: requests per API key, and per signed-in user, e.g. "600/min" (empty: none). The counts
+# live in Django's cache: with the default (per-process) cache, each web process counts on its own.
+BFT_API_KEY_RATE = os.getenv("BFT_API_KEY_RATE", "600/min")
+BFT_API_USER_RATE = os.getenv("BFT_API_USER_RATE", "600/min")
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "jobs.api.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["jobs.api.throttles.KeyRateThrottle"],  # the rates above
+    "DEFAULT_PAGINATION_CLASS": "jobs.api.pagination.CursorPage",
+    "PAGE_SIZE": 50,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "jobs.api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "bftweb API",
+    "DESCRIPTION": "Distill a teacher LM into a fine-tuned student from a pipeline: trainsets, "
+    "programs, models, bootstrap runs, trace review, trace sets, fine-tunes and webhooks.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "WorkStatusEnum": "jobs.models.queued_work.Status",
+        "TrainsetStatusEnum": "jobs.models.trainsets.Trainset.Status",
+        "TraceSelectionEnum": "jobs.models.runs.TraceSelection",
+        "TrainsetSplitEnum": "jobs.models.trainsets.TrainsetRow.Split",
+        "EvaluationSplitEnum": "jobs.models.evaluations.Evaluation.Split",
+    },
+}
+# Webhooks (jobs/services/webhooks.py): hosts (example.org, 10.0.0.5:8080) or URL prefixes
+# (https://hooks.example.org/bftweb) a project's webhook may point at. Empty: none.
+BFT_WEBHOOK_HOSTS = envlist("BFT_WEBHOOK_HOSTS", "")
+# Each delivery tries this many times, waiting BFT_WEBHOOK_BACKOFF_S, then twice that, ... between
+# tries, each try given BFT_WEBHOOK_TIMEOUT_S (seconds).
+BFT_WEBHOOK_ATTEMPTS = envint("BFT_WEBHOOK_ATTEMPTS", "5")
+BFT_WEBHOOK_BACKOFF_S = float(os.getenv("BFT_WEBHOOK_BACKOFF_S", "2"))
+BFT_WEBHOOK_TIMEOUT_S = float(os.getenv("BFT_WEBHOOK_TIMEOUT_S", "10"))
+BFT_WEBHOOK_DELIVERY_TIMEOUT_S = envint("BFT_WEBHOOK_DELIVERY_TIMEOUT_S", "900")
 
 # Production hardening: `manage.py check --deploy` is clean when DEBUG is False.
 if not DEBUG:

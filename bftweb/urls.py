@@ -54,5 +54,6 @@ urlpatterns = [
     path("admin/rq/", include((rq_urlpatterns(), "django_rq"))),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("api/v1/", include("jobs.api.urls")),  # the JSON API (jobs/api/)
     path("", include("jobs.urls")),
 ]

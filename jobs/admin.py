@@ -11,6 +11,8 @@ from jobs.forms.language_models import LanguageModelAdminForm
 from jobs.http import BftRequest
 from jobs.models import (
     BootstrapRun,
+    Evaluation,
+    EvaluationCandidate,
     FinetuneJob,
     FinetuneMetric,
     LanguageModel,
@@ -331,3 +333,33 @@ class FinetuneMetricAdmin(admin.ModelAdmin):
     raw_id_fields = ["job"]
     search_fields = ["=job__id"]
     show_full_result_count = False
+
+
+class EvaluationCandidateInline(admin.TabularInline):
+    model = EvaluationCandidate
+    extra = 0
+    fields = readonly_fields = ("position", "role", "language_model", "prompting", "error")
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(QueuedWorkActions, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "project",
+        "program_version",
+        "split",
+        "status",
+        "done",
+        "total",
+        "rq_job",
+        "created",
+    ]
+    list_filter = ["status", "split", "project"]
+    search_fields = ["=id", "=rq_job_id"]
+    list_select_related = ["project", "program_version__program"]
+    raw_id_fields = ["program_version", "trainset", "run", "finetune_job", "created_by"]
+    readonly_fields = [*QUEUED_WORK_READONLY, "rq_job", "rows", "total", "done", "verdict"]
+    inlines = [EvaluationCandidateInline]
+    actions = ["cancel", "retry", "mark_failed"]

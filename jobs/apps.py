@@ -17,3 +17,8 @@ class JobsConfig(AppConfig):
         model_store.configure(
             artifacts_dir=settings.BFT_ARTIFACTS_DIR, model_cache_dir=settings.BFT_MODEL_CACHE_DIR
         )
+        from jobs.models.queued_work import work_ended
+        from jobs.services import webhooks
+
+        # A run, fine-tune or evaluation that ends tells the project's webhooks (on commit).
+        work_ended.connect(webhooks.on_work_ended, dispatch_uid="jobs.webhooks")

@@ -11,8 +11,26 @@ import os
 import socket
 from typing import Any
 
-from jobs.models import BootstrapRun, FinetuneJob, LanguageModel, TrainsetImport
-from jobs.services import errors, finetunes, language_models, queue, runs, trainsets
+from jobs.models import (
+    BootstrapRun,
+    Evaluation,
+    FinetuneJob,
+    LanguageModel,
+    PlaygroundTry,
+    TrainsetImport,
+    WebhookDelivery,
+)
+from jobs.services import (
+    errors,
+    evaluations,
+    finetunes,
+    language_models,
+    playground,
+    queue,
+    runs,
+    trainsets,
+    webhooks,
+)
 
 
 def run_bootstrap(run_pk: int) -> str:
@@ -27,14 +45,31 @@ def run_finetune(job_pk: int) -> str:
     return finetunes.run_finetune(job, worker_name=worker_name())
 
 
+def run_evaluation(evaluation_pk: int) -> str:
+    evaluation = Evaluation.objects.select_related(
+        "project", "program_version", "trainset", "run"
+    ).get(pk=evaluation_pk)
+    return evaluations.run_evaluation(evaluation)
+
+
+def run_playground_try(try_pk: int) -> str:
+    attempt = PlaygroundTry.objects.select_related("project", "program_version").get(pk=try_pk)
+    return playground.run_try(attempt)
+
+
 def run_trainset_import(import_pk: int) -> str:
     work = TrainsetImport.objects.select_related("trainset").filter(pk=import_pk).first()
     return "skipped" if work is None else trainsets.import_stored_file(work)
 
 
-def run_model_test(model_pk: int) -> str:
+def run_model_test(model_pk: int, prompt: str = language_models.MODEL_TEST_PROMPT) -> str:
     model = LanguageModel.objects.select_related("project").get(pk=model_pk)
-    return language_models.run_model_test(model)
+    return language_models.run_model_test(model, prompt)
+
+
+def run_webhook_delivery(delivery_pk: int) -> str:
+    delivery = WebhookDelivery.objects.select_related("webhook").filter(pk=delivery_pk).first()
+    return "skipped" if delivery is None else webhooks.run_delivery(delivery)
 
 
 def on_work_failure(

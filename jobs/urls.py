@@ -9,9 +9,12 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, include, path
 
 from jobs.views import (
+    api_keys,
+    evaluations,
     finetunes,
     jobs_list,
     language_models,
+    playground,
     programs,
     projects,
     review,
@@ -26,6 +29,12 @@ member_urls = [
     path("add/", projects.member_add, name="member-add"),
     path("<int:pk>/role/", projects.member_role, name="member-role"),
     path("<int:pk>/remove/", projects.member_remove, name="member-remove"),
+]
+
+key_urls = [  # /p/<slug>/keys/: the project's API keys (owners)
+    path("", api_keys.key_list, name="key-list"),
+    path("new/", api_keys.key_create, name="key-create"),
+    path("<int:pk>/revoke/", api_keys.key_revoke, name="key-revoke"),
 ]
 
 model_urls = [
@@ -77,6 +86,8 @@ run_urls: list[URLPattern | URLResolver] = [
     path("<int:pk>/status/", runs.run_status, name="run-status"),
     path("<int:pk>/cancel/", runs.run_cancel, name="run-cancel"),
     path("<int:pk>/retry/", runs.run_retry, name="run-retry"),
+    path("<int:pk>/continue/", runs.run_continue, name="run-continue"),
+    path("<int:pk>/rescore/", runs.run_rescore, name="run-rescore"),
     path("<int:pk>/finetune/", finetunes.run_finetune, name="run-finetune"),
     path(
         "<int:pk>/finetune/preview/",
@@ -97,14 +108,38 @@ job_urls = [  # every queued run and fine-tune of the project; one fine-tune's l
     path("<int:pk>/download/<str:kind>/", finetunes.job_download, name="job-download"),
 ]
 
+evaluation_urls = [  # one evaluation's comparison page, its live status and its rows
+    path("", evaluations.evaluation_list, name="evaluation-list"),
+    path("new/", evaluations.evaluation_create, name="evaluation-create"),
+    path(
+        "job/<int:job_pk>/verdict/",
+        evaluations.evaluation_job_verdict,
+        name="evaluation-job-verdict",
+    ),
+    path("<int:pk>/", evaluations.evaluation_detail, name="evaluation-detail"),
+    path("<int:pk>/status/", evaluations.evaluation_status, name="evaluation-status"),
+    path("<int:pk>/cancel/", evaluations.evaluation_cancel, name="evaluation-cancel"),
+    path("<int:pk>/retry/", evaluations.evaluation_retry, name="evaluation-retry"),
+    path("<int:pk>/rows/<int:row_index>/", evaluations.evaluation_row, name="evaluation-row"),
+    path("<int:pk>/export.<str:fmt>", evaluations.evaluation_export, name="evaluation-export"),
+]
+
+playground_urls = [
+    path("", playground.playground_page, name="playground"),
+    path("tries/<int:pk>/", playground.playground_try, name="playground-try"),
+]
+
 project_urls: list[URLPattern | URLResolver] = [
     path("", projects.project_detail, name="project-detail"),
     path("members/", include(member_urls)),
+    path("keys/", include(key_urls)),
     path("models/", include(model_urls)),
     path("trainsets/", include(trainset_urls)),
     path("programs/", include(program_urls)),
     path("runs/", include(run_urls)),
     path("jobs/", include(job_urls)),
+    path("evaluations/", include(evaluation_urls)),
+    path("playground/", include(playground_urls)),
 ]
 
 urlpatterns = [

@@ -127,6 +127,8 @@ def _journey(page, url: str, expect, tmp_path: Path, artifacts: Path) -> None:
     # Bootstrap 4 examples, one at a time, and watch the counters move without a reload.
     page.goto(f"{base}/runs/new/")
     page.get_by_label("Example limit").fill("4")
+    # A quick look at live counters: random demos, no demo search's extra teacher calls first.
+    page.get_by_label("Demo choice").select_option("random")
     page.get_by_label("Threads").fill("1")
     expect(page.locator("#run-estimate")).to_contain_text("≈ 4")
     page.get_by_role("button", name="Queue bootstrap run").click()

@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
+from jobs.engine.types import FinetuneConfig
 from jobs.models import (
     BootstrapRun,
     FinetuneJob,
@@ -21,7 +24,9 @@ from jobs.models import (
     Project,
     Trainset,
 )
+from jobs.services import trace_sets
 from tests.base import DEMO_DIR, BaseTestCase, WorkerTestCase
+from tests.review_fixtures import make_cot_trace
 from tests.test_worker import LiveWorkerTestCase
 from tests.workers import ROOT, database_url_for_workers, stop_process, wait_for
 
@@ -221,6 +226,118 @@ class DistillArgumentsTestCase(BaseTestCase):
         unlabelled = self.write("plain.jsonl", '{"problem": "2 plus 3", "solution": "5"}\n')
         problems, metric = file_problems({**options, "trainset": Path(unlabelled)})
         self.assertIn("label field 'answer' is not a trainset field", "; ".join(problems))
+
+
+class DistillKnobsTestCase(BaseTestCase):
+    """The knobs that matter, with the web forms' defaults; and the refusal of a collapsed set."""
+
+    def options(self, *args: str) -> dict[str, Any]:
+        from jobs.management.commands.distill import Command
+
+        parser = Command().create_parser("manage.py", "distill")
+        return vars(parser.parse_args(["--trainset", "t", "--program", "p", *args]))
+
+    def test_its_defaults_are_the_web_forms(self) -> None:
+        from jobs.forms.runs import BootstrapRunForm
+
+        options = self.options()
+        run_form = BootstrapRunForm.base_fields
+        for option, field in (
+            ("demos", "num_demos"),
+            ("demo_strategy", "demo_strategy"),
+            ("threads", "num_threads"),
+            ("temperature", "temperature"),
+        ):
+            self.assertEqual(options[option], run_form[field].initial, option)
+        defaults = FinetuneConfig(base_model="-")
+        for name in ("epochs", "learning_rate", "batch_size", "lora_r", "lora_alpha"):
+            self.assertEqual(options[name], getattr(defaults, name), name)
+        self.assertIsNone(options["epochs"])  # auto: the training plan's rule
+        self.assertEqual(options["max_label_share"], trace_sets.DEFAULT_MAX_LABEL_SHARE)
+        self.assertFalse(options["force"])
+        options = self.options(
+            "--threads=2",
+            "--temperature=0.7",
+            "--epochs=3",
+            "--lr=1e-4",
+            "--batch-size=2",
+            "--lora-r=8",
+            "--lora-alpha=16",
+            "--max-label-share=0.5",
+            "--force",
+        )
+        self.assertEqual(
+            [options[k] for k in ("threads", "temperature", "epochs", "learning_rate")],
+            [2, 0.7, 3, 1e-4],
+        )
+        self.assertEqual(
+            [options[k] for k in ("batch_size", "lora_r", "lora_alpha", "max_label_share")],
+            [2, 8, 16, 0.5],
+        )
+        for bad in ("--max-label-share=0", "--max-label-share=1.5", "--temperature=3", "--lr=0"):
+            with self.subTest(bad=bad), self.assertRaises(CommandError):
+                self.options(bad)
+
+    def collapsed_run(self) -> BootstrapRun:
+        """12 passing traces; 'positive' is 10 of them (83 %)."""
+        run = self.make_run(status="succeeded")
+        for i in range(12):
+            make_cot_trace(run, i, label="negative" if i in (3, 7) else "positive")
+        return run
+
+    def finetune(self, run: BootstrapRun, *args: str) -> tuple[str, str, FinetuneJob]:
+        from jobs.management.commands.distill import Command, finetune_config
+
+        out, err = io.StringIO(), io.StringIO()
+        command = Command(stdout=out, stderr=err)
+        options = self.options(*args)
+        config = finetune_config(options, "smollm2")
+        with patch.object(Command, "wait"):  # the queued job is not run here
+            student = LanguageModel.objects.get_or_create(
+                project=run.project,
+                name="student",
+                defaults={"model_name": "smollm2", "fine_tunable": True, "created_by": self.alice},
+            )[0]
+            job = command.finetune(options, run, student, self.alice, config)
+        return out.getvalue(), err.getvalue(), job
+
+    def test_it_refuses_a_collapsed_set_naming_the_label_and_its_share(self) -> None:
+        run = self.collapsed_run()
+        with self.assertRaises(CommandError) as ctx:
+            self.finetune(run)
+        self.assertEqual(
+            str(ctx.exception),
+            "the passing traces collapsed onto one label: 'positive' is 83% of the sentiment "
+            "labels (10 of 12), over 80%; a student trained on them learns to always answer it. "
+            "Cap it with --max-label-share 0.5, change the teacher's demos or prompt, or train "
+            "anyway with --force",
+        )
+        self.assertFalse(FinetuneJob.objects.exists())
+        self.assertFalse(run.trace_sets.exists())
+
+    def test_force_trains_it_anyway_with_a_warning(self) -> None:
+        out, err, job = self.finetune(self.collapsed_run(), "--force")
+        self.assertIn("warning: the passing traces collapsed onto one label: 'positive'", err)
+        assert job.trace_set is not None
+        self.assertEqual(job.trace_set.trace_count, 12)
+        # 12 rows, 4 per step: 3 per epoch, auto epochs 8 for 24 steps
+        self.assertIn(
+            "fine-tune plan: 12 rows, 4 per step: 3 steps per epoch x 8 epochs (auto: at least "
+            "24 steps) = 24 optimizer steps",
+            out,
+        )
+        _, err, _ = self.finetune(job.run, "--force", "--epochs", "1")
+        self.assertIn("warning: only 3 optimizer steps, under 24", err)
+
+    def test_a_cap_balances_the_set_and_is_recorded(self) -> None:
+        out, err, job = self.finetune(self.collapsed_run(), "--max-label-share", "0.5")
+        self.assertIn("label cap 0.5: leaves out 8 'positive'", out)
+        assert job.trace_set is not None
+        self.assertEqual(job.trace_set.trace_count, 4)
+        self.assertEqual(job.trace_set.rule["balance"]["max_share"], 0.5)
+        self.assertEqual(job.config["plan"]["rows"], 4)
+        with self.assertRaisesMessage(ValueError, "No label can stay under 10%"):
+            self.finetune(job.run, "--max-label-share", "0.1")
 
 
 class DistillSignalTestCase(WorkerTestCase):

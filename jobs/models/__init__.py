@@ -9,23 +9,31 @@
 - runs: BootstrapRun, Trace (one per bootstrapped example), TraceSelection
 - review: TraceDecision (the review history), TraceSet and TraceSetItem (frozen selections)
 - finetunes: FinetuneJob, FinetuneMetric
+- playground: PlaygroundTry (one input answered by up to four models, on a worker)
 - evaluations: Evaluation (queued), EvaluationCandidate (a model and its prompting),
   EvaluationResult (one candidate's answer to one row)
+- api_keys: ApiKey (a project's key for the JSON API, stored hashed)
+- webhooks: Webhook (a project's URL told when work ends), WebhookDelivery (queued: one event to
+  one webhook), WebhookAttempt (one HTTP try)
 """
 
 from __future__ import annotations
 
+from jobs.models.api_keys import ApiKey
 from jobs.models.evaluations import Evaluation, EvaluationCandidate, EvaluationResult
 from jobs.models.finetunes import FinetuneJob, FinetuneMetric
 from jobs.models.language_models import LanguageModel
+from jobs.models.playground import PlaygroundTry
 from jobs.models.programs import Program, ProgramVersion
 from jobs.models.projects import Membership, Project
 from jobs.models.queued_work import QueuedWork, Status
 from jobs.models.review import TraceDecision, TraceSet, TraceSetItem
 from jobs.models.runs import BootstrapRun, Trace, TraceQuerySet, TraceSelection
 from jobs.models.trainsets import MissingRows, Trainset, TrainsetImport, TrainsetRow
+from jobs.models.webhooks import Webhook, WebhookAttempt, WebhookDelivery
 
 __all__ = [
+    "ApiKey",
     "BootstrapRun",
     "Evaluation",
     "EvaluationCandidate",
@@ -34,6 +42,7 @@ __all__ = [
     "FinetuneMetric",
     "LanguageModel",
     "Membership",
+    "PlaygroundTry",
     "MissingRows",
     "Program",
     "ProgramVersion",
@@ -49,4 +58,7 @@ __all__ = [
     "Trainset",
     "TrainsetImport",
     "TrainsetRow",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
 ]

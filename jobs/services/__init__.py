@@ -14,5 +14,10 @@ management commands and the RQ tasks all call them. Only this package talks to R
 - trace_sets: frozen trace sets, training rows, previews and exports
 - finetunes: fine-tune jobs and their output models
 - artifacts: a finished job's downloads and its DSPy program
+- playground: one input answered by up to four models, side by side, on a worker
+- evaluations: candidates scored on the same rows, their comparison, and the evaluation a
+  fine-tune queues when it succeeds
 - errors: what pages may show of an error
+- api_keys: project API keys (made, revoked, and checked for the JSON API and the model server)
+- webhooks: signed POSTs to a project's URLs when a run, fine-tune or evaluation ends
 """

@@ -129,7 +129,8 @@ def enqueue(row: QueuedWork) -> None:
 
 
 def cancel(*, row: QueuedWork, user: User | None = None) -> QueuedWork:
-    """Queued: cancelled at once. Running: a cooperative stop, then a hard stop after the grace period."""
+    """Queued or checked: cancelled at once. Running: a cooperative stop, then a hard stop after
+    the grace period."""
     if row.cancel_if_queued():
         # Tidy the queue; the worker's claim would fail anyway: the row is no longer queued.
         with contextlib.suppress(NoSuchJobError, InvalidJobOperation, redis.RedisError):
@@ -150,6 +151,15 @@ def retry(*, row: QueuedWork, user: User | None = None) -> QueuedWork:
                 f"Only a failed or cancelled {row.WORK.noun} can be retried "
                 f"(this one is {row.status})."
             )
+        enqueue(row)
+    return row
+
+
+def continue_checked(*, row: QueuedWork, user: User | None = None) -> QueuedWork:
+    """A row paused "checked" (a run whose smoke test looked broken) goes on: queued again."""
+    with transaction.atomic():
+        if not row.continue_checked():
+            raise ValueError(f"Only a checked {row.WORK.noun} can be continued.")
         enqueue(row)
     return row
 

@@ -282,6 +282,11 @@ def _names(name: str, file_name: str) -> dict[str, str]:
     return {"name": cut(name, "name"), "file_name": cut(file_name, "file_name")}
 
 
+def upload_name(name: str, file_name: str) -> str:
+    """A new trainset's name: the one given, else the file's name without its extension."""
+    return name.strip() or Path(file_name).stem or file_name
+
+
 def import_upload(
     *,
     project: Project,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -58,7 +57,7 @@ def _upload(request: BftRequest, project: Project) -> HttpResponse:
                 project=project,
                 user=request.user,
                 upload=upload,
-                name=form.cleaned_data["name"].strip() or Path(upload.name).stem or upload.name,
+                name=trainsets.upload_name(form.cleaned_data["name"], upload.name),
                 fmt=form.cleaned_data["fmt"],
                 skip_bad_rows=form.cleaned_data["skip_bad_rows"],
                 dev_ratio=form.cleaned_data["dev_ratio"],

@@ -7,7 +7,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
@@ -24,7 +24,10 @@ from jobs.models import (
     Project,
     QueuedWork,
 )
-from jobs.services import finetunes, model_policy, programs, queue, runs
+from jobs.services import finetunes, model_policy, programs, queue, runs, trace_sets
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 POLL_S = 2.0
 DISTILL_USERNAME = "distill"
@@ -69,6 +72,55 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise ValueError(text)
     return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
+def share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(text)
+    return value
+
+
+def temperature(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 2:
+        raise ValueError(text)
+    return value
+
+
+def run_form_default(name: str) -> Any:
+    """The bootstrap run form's initial value of ``name``: distill's default is the web form's."""
+    from jobs.forms.runs import BootstrapRunForm
+
+    return BootstrapRunForm.base_fields[name].initial
+
+
+def finetune_default(name: str) -> Any:
+    """FinetuneConfig's default of ``name``, which the fine-tune form shows too."""
+    return FinetuneConfig.__dataclass_fields__[name].default
+
+
+def finetune_config(options: dict[str, Any], base_model: str) -> FinetuneConfig:
+    """The fine-tune's config: the options distill exposes, FinetuneConfig's defaults for the rest."""
+    return FinetuneConfig(
+        base_model=base_model,
+        epochs=options["epochs"],
+        learning_rate=options["learning_rate"],
+        batch_size=options["batch_size"],
+        lora_r=options["lora_r"],
+        lora_alpha=options["lora_alpha"],
+    )
+
+
+def describe_default(value: Any, none: str) -> str:
+    return none if value is None else str(value)
 
 
 def non_negative_int(text: str) -> int:
@@ -168,22 +220,90 @@ class Command(BaseCommand):
         parser.add_argument(
             "--limit", type=positive_int, default=None, help="bootstrap at most N examples"
         )
-        parser.add_argument(
-            "--epochs", type=positive_int, default=1, help="fine-tune epochs (default: 1)"
+        bootstrap = parser.add_argument_group(
+            "bootstrap (the teacher); defaults are the run form's"
         )
-        parser.add_argument(
+        bootstrap.add_argument(
             "--demos",
             type=non_negative_int,
-            default=4,
-            help="labeled demos given to the teacher (default: 4)",
+            default=run_form_default("num_demos"),
+            help="labeled demos given to the teacher (default: %(default)s)",
         )
-        parser.add_argument(
+        bootstrap.add_argument(
             "--demo-strategy",
             choices=DEMO_STRATEGIES,
-            default="stratified_search",
+            default=run_form_default("demo_strategy"),
             help=(
                 "how the demos are chosen: the best of a few stratified sets, scored by the teacher "
                 "on held train rows, or a seeded random sample (default: %(default)s)"
+            ),
+        )
+        bootstrap.add_argument(
+            "--threads",
+            type=positive_int,
+            default=run_form_default("num_threads"),
+            help="examples run in parallel (default: %(default)s)",
+        )
+        bootstrap.add_argument(
+            "--temperature",
+            type=temperature,
+            default=run_form_default("temperature"),
+            help="the teacher's sampling temperature, 0 to 2 (default: the model's own)",
+        )
+        training = parser.add_argument_group(
+            "fine-tune (the student); defaults are the fine-tune form's"
+        )
+        training.add_argument(
+            "--epochs",
+            type=positive_int,
+            default=finetune_default("epochs"),
+            help=(
+                "passes over the training rows (default: auto, enough for "
+                f"{finetune_default('min_steps')} optimizer steps)"
+            ),
+        )
+        training.add_argument(
+            "--lr",
+            "--learning-rate",
+            dest="learning_rate",
+            type=positive_float,
+            default=finetune_default("learning_rate"),
+            help="peak learning rate of the LoRA weights (default: %(default)s)",
+        )
+        training.add_argument(
+            "--batch-size",
+            type=positive_int,
+            default=finetune_default("batch_size"),
+            help="training rows per micro-batch (default: %(default)s)",
+        )
+        training.add_argument(
+            "--lora-r",
+            type=positive_int,
+            default=finetune_default("lora_r"),
+            help="LoRA rank (default: %(default)s)",
+        )
+        training.add_argument(
+            "--lora-alpha",
+            type=positive_int,
+            default=finetune_default("lora_alpha"),
+            help="LoRA scaling; alpha / r multiplies the update (default: %(default)s)",
+        )
+        training.add_argument(
+            "--max-label-share",
+            type=share,
+            default=trace_sets.DEFAULT_MAX_LABEL_SHARE,
+            help=(
+                "cap any one label's share of the training rows, e.g. 0.5: the biggest labels' "
+                "excess traces are left out, seeded (default: "
+                f"{describe_default(trace_sets.DEFAULT_MAX_LABEL_SHARE, 'no cap')})"
+            ),
+        )
+        training.add_argument(
+            "--force",
+            action="store_true",
+            help=(
+                f"train even when one label is over {trace_sets.COLLAPSE_SHARE:.0%} of the "
+                "training rows (a collapsed set: refused by default)"
             ),
         )
         parser.add_argument(
@@ -236,7 +356,7 @@ class Command(BaseCommand):
             )
         elif not student.fine_tunable:
             problems.append(f"--student {student.name}: not marked fine-tunable")
-        config = FinetuneConfig(base_model=student.model_name, epochs=options["epochs"])
+        config = finetune_config(options, student.model_name)
         try:
             validate_config(config)
         except ValueError as exc:
@@ -246,7 +366,16 @@ class Command(BaseCommand):
         return metric, config
 
     def distill(self, options: dict[str, Any]) -> tuple[BootstrapRun, FinetuneJob]:
+        """The phases, in order: check and record the inputs, bootstrap, fine-tune."""
         metric, finetune_config = self.check_inputs(options)
+        run, student, user = self.bootstrap(options, metric)
+        job = self.finetune(options, run, student, user, finetune_config)
+        return run, job
+
+    def bootstrap(
+        self, options: dict[str, Any], metric: MetricSpec
+    ) -> tuple[BootstrapRun, LanguageModel, User]:
+        """Record the project, files and models; run the teacher over the train split."""
         with transaction.atomic():  # and should anything still fail here, nothing is kept
             user = seed.ensure_user(DISTILL_USERNAME)
             project = seed.ensure_project(options["project"])
@@ -267,8 +396,10 @@ class Command(BaseCommand):
                 teacher=teacher,
                 metric=metric,
                 config=BootstrapConfig(
+                    num_threads=options["threads"],
                     num_demos=options["demos"],
                     limit=options["limit"],
+                    temperature=options["temperature"],
                     demo_strategy=options["demo_strategy"],
                 ),
                 user=user,
@@ -279,15 +410,54 @@ class Command(BaseCommand):
                 f"bootstrap {r.done}/{r.total}: {r.passed} passed, {r.failed} failed, {r.errored} errored"
             ),
         )
-        job = finetunes.create_finetune_job(
-            run=run,
-            student=student,
-            config=finetune_config,
-            selection=FinetuneJob.Selection.PASSING,
-            multitask=True,
-            exclude_demos=True,
-            user=user,
-        )
+        return run, student, user
+
+    def finetune(
+        self,
+        options: dict[str, Any],
+        run: BootstrapRun,
+        student: LanguageModel,
+        user: User,
+        config: FinetuneConfig,
+    ) -> FinetuneJob:
+        """Freeze the passing traces (capped, when asked), refuse a collapsed set unless --force,
+        and train the student on them."""
+        selection = FinetuneJob.Selection.PASSING
+        cap = options["max_label_share"]
+        balance = trace_sets.selection_balance(run, selection, max_share=cap)  # ValueError: no cap
+        if balance.dropped:
+            left_out = ", ".join(f"{n} {label!r}" for label, n in balance.dropped)
+            self.stdout.write(f"label cap {cap:g}: leaves out {left_out}")
+        if balance.collapsed:
+            message = (
+                f"the passing traces collapsed onto one label: {balance.describe()}, over "
+                f"{trace_sets.COLLAPSE_SHARE:.0%}; a student trained on them learns to always "
+                "answer it"
+            )
+            if not options["force"]:
+                raise CommandError(
+                    f"{message}. Cap it with --max-label-share 0.5, change the teacher's demos or "
+                    "prompt, or train anyway with --force"
+                )
+            self.stderr.write(f"warning: {message} (--force: training anyway)")
+        with transaction.atomic():
+            trace_set = trace_sets.freeze_trace_set(
+                run=run, user=user, selection=selection, max_label_share=cap, seed=config.seed
+            )
+            job = finetunes.create_finetune_job(
+                run=run,
+                student=student,
+                config=config,
+                selection=selection,
+                multitask=True,
+                exclude_demos=True,
+                user=user,
+                trace_set=trace_set,
+            )
+        plan = job.config.get(FinetuneConfig.PLAN_KEY, {})
+        self.stdout.write(f"fine-tune plan: {plan.get('summary', '?')}")
+        for warning in plan.get("warnings", []):
+            self.stderr.write(f"warning: {warning}")
         self.wait(
             job,
             lambda j: (
@@ -295,7 +465,7 @@ class Command(BaseCommand):
                 + (f", loss {j.last_loss:.4f}" if j.last_loss is not None else "")
             ),
         )
-        return run, job
+        return job
 
     def check_queue(self) -> None:
         health = queue.queue_health()

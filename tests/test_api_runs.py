@@ -159,6 +159,7 @@ class FinetuneApiTestCase(ApiTestCase):
             (3, 4, 0.001, ("q_proj", "v_proj")),
         )
         self.assertEqual(config.lora_alpha, FinetuneConfig(base_model="-").lora_alpha)  # default
+        self.assertTrue(job.evaluate_when_done)  # the form's default: on
         assert job.trace_set is not None
         self.assertEqual(job.trace_set.trace_count, 5)  # the passing traces, frozen now
         self.assertEqual(queue.get_queue("gpu").job_ids, [str(job.rq_job_id)])
@@ -176,6 +177,14 @@ class FinetuneApiTestCase(ApiTestCase):
         self.assertEqual(r.status_code, 201, r.content)
         self.assertEqual(r.json()["trace_set"], trace_set["id"])
         self.assertEqual(TraceSet.objects.count(), 1)
+
+    def test_evaluation_and_label_cap_are_passed_on(self) -> None:
+        r = self.api("post", JOBS, self.payload(evaluate_when_done=False, max_label_share=0.5))
+        self.assertEqual(r.status_code, 201, r.content)
+        job = FinetuneJob.objects.get()
+        self.assertFalse(job.evaluate_when_done)
+        assert job.trace_set is not None
+        self.assertEqual(job.trace_set.rule["balance"]["max_share"], 0.5)
 
     def test_refusals_name_the_field(self) -> None:
         cases = {

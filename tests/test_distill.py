@@ -17,6 +17,8 @@ from django.core.management import CommandError, call_command
 from jobs.engine.types import FinetuneConfig
 from jobs.models import (
     BootstrapRun,
+    Evaluation,
+    EvaluationResult,
     FinetuneJob,
     LanguageModel,
     Membership,
@@ -24,7 +26,7 @@ from jobs.models import (
     Project,
     Trainset,
 )
-from jobs.services import trace_sets
+from jobs.services import evaluations, trace_sets
 from tests.base import DEMO_DIR, BaseTestCase, WorkerTestCase
 from tests.review_fixtures import make_cot_trace
 from tests.test_worker import LiveWorkerTestCase
@@ -247,6 +249,9 @@ class DistillKnobsTestCase(BaseTestCase):
             ("demo_strategy", "demo_strategy"),
             ("threads", "num_threads"),
             ("temperature", "temperature"),
+            ("retries", "retries"),
+            ("retry_temperature", "retry_temperature"),
+            ("smoke_size", "smoke_size"),
         ):
             self.assertEqual(options[option], run_form[field].initial, option)
         defaults = FinetuneConfig(base_model="-")
@@ -254,7 +259,7 @@ class DistillKnobsTestCase(BaseTestCase):
             self.assertEqual(options[name], getattr(defaults, name), name)
         self.assertIsNone(options["epochs"])  # auto: the training plan's rule
         self.assertEqual(options["max_label_share"], trace_sets.DEFAULT_MAX_LABEL_SHARE)
-        self.assertFalse(options["force"])
+        self.assertFalse(options["force"] or options["no_eval"])
         options = self.options(
             "--threads=2",
             "--temperature=0.7",
@@ -292,7 +297,7 @@ class DistillKnobsTestCase(BaseTestCase):
         command = Command(stdout=out, stderr=err)
         options = self.options(*args)
         config = finetune_config(options, "smollm2")
-        with patch.object(Command, "wait"):  # the queued job is not run here
+        with patch("jobs.management.commands.distill.wait_for"):  # the queued job is not run here
             student = LanguageModel.objects.get_or_create(
                 project=run.project,
                 name="student",
@@ -329,6 +334,12 @@ class DistillKnobsTestCase(BaseTestCase):
         _, err, _ = self.finetune(job.run, "--force", "--epochs", "1")
         self.assertIn("warning: only 3 optimizer steps, under 24", err)
 
+    def test_the_job_evaluates_when_done_unless_no_eval(self) -> None:
+        _, _, job = self.finetune(self.collapsed_run(), "--force")
+        self.assertTrue(job.evaluate_when_done)
+        _, _, job = self.finetune(job.run, "--force", "--no-eval")
+        self.assertFalse(job.evaluate_when_done)
+
     def test_a_cap_balances_the_set_and_is_recorded(self) -> None:
         out, err, job = self.finetune(self.collapsed_run(), "--max-label-share", "0.5")
         self.assertIn("label cap 0.5: leaves out 8 'positive'", out)
@@ -338,6 +349,84 @@ class DistillKnobsTestCase(BaseTestCase):
         self.assertEqual(job.config["plan"]["rows"], 4)
         with self.assertRaisesMessage(ValueError, "No label can stay under 10%"):
             self.finetune(job.run, "--max-label-share", "0.1")
+
+
+class DistillSmokeTestCase(WorkerTestCase):
+    """A teacher that answers one label to everything: distill stops after the smoke test's
+    sample, naming why, and spends nothing more; --force goes on. The teacher is a LiteLLM model
+    on a real HTTP server on 127.0.0.1 that always answers "positive" (tests.test_smoke_test)."""
+
+    def setUp(self) -> None:
+        from django.test import override_settings
+
+        from tests.test_model_policy import Listener, environ
+        from tests.test_smoke_test import ALWAYS_POSITIVE, reviews
+
+        super().setUp()
+        self.listener = Listener(reply=ALWAYS_POSITIVE)
+        self.addCleanup(self.listener.close)
+        allowed = override_settings(BFT_LM_API_BASES=[f"127.0.0.1:{self.listener.port}"])
+        allowed.enable()
+        self.addCleanup(allowed.disable)
+        env = environ(BFT_KEY_TEST="sk-test")
+        env.__enter__()
+        self.addCleanup(env.__exit__, None, None, None)
+        self.make_model(
+            "one-label",
+            kind="litellm",
+            model_name="openai/gpt-x",
+            api_base=self.listener.url,
+            api_key_env="BFT_KEY_TEST",
+            fine_tunable=False,
+        )
+        self.trainset = self.artifacts / "reviews.jsonl"
+        self.trainset.write_text("".join(json.dumps(row) + "\n" for row in reviews(40)))
+        self.program = self.artifacts / "program.json"
+        self.program.write_text(
+            json.dumps(
+                {
+                    "name": "sentiment",
+                    "modules": [
+                        {"name": "classify", "type": "Predict", "signature": "text -> sentiment"}
+                    ],
+                }
+            )
+        )
+
+    def distill(self, *args: str) -> tuple[str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        call_command(
+            "distill",
+            *("--trainset", str(self.trainset), "--program", str(self.program)),
+            *("--project", "p1", "--teacher", "one-label", "--sync"),
+            *("--demos", "0", "--retries", "0", "--smoke-size", "8"),
+            *args,
+            stdout=out,
+            stderr=err,
+        )
+        return out.getvalue(), err.getvalue()
+
+    def test_it_stops_after_the_sample_with_the_reason_and_force_goes_on(self) -> None:
+        with self.assertRaises(CommandError) as ctx:
+            self.distill()
+        run = BootstrapRun.objects.get()
+        self.assertIn(f"the smoke test stopped run {run.pk}: ", str(ctx.exception))
+        self.assertIn("answered 'positive' for 100% of the sample", str(ctx.exception))
+        self.assertIn("or go on anyway with --force", str(ctx.exception))
+        self.assertEqual((run.status, run.traces.count()), ("checked", 8))
+        self.assertEqual(len(self.listener.requests), 8)  # nothing more was spent
+        self.assertFalse(FinetuneJob.objects.exists())
+
+        BootstrapRun.objects.all().delete()
+        # --force: the run goes on past the sample; the capped set is then refused (no training
+        # here: a 10% cap cannot hold with one label), which shows the bootstrap finished
+        with self.assertRaisesMessage(CommandError, "No label can stay under 10%"):
+            self.distill("--force", "--max-label-share", "0.1")
+        run = BootstrapRun.objects.get()
+        train = run.trainset.rows.filter(split="train").count()  # 32 of the 40, 8 are dev
+        self.assertEqual((run.status, run.done, run.traces.count()), ("succeeded", train, train))
+        self.assertEqual(len(self.listener.requests), 8 + train)  # the sample is not asked again
+        self.assertEqual(run.smoke["continued_by"], "")
 
 
 class DistillSignalTestCase(WorkerTestCase):
@@ -420,6 +509,19 @@ class DistillEndToEndTestCase(LiveWorkerTestCase):
         self.assertIn(f"model id: bftweb:smollm2:ft-{job.pk}", output)
         self.assertIn(f"artifact: {Path(job.output_dir) / 'adapter'}", output)
         self.assertIn("bootstrap 16/16", output)
+        # it ends by scoring teacher, base student and student on the dev split, side by side
+        evaluation = Evaluation.objects.get(finetune_job=job)
+        self.assertEqual(evaluation.status, "succeeded")
+        self.assertEqual(
+            sorted(evaluation.candidates.values_list("role", flat=True)),
+            ["base", "student", "teacher"],
+        )
+        rows = evaluation.total // 3
+        self.assertGreater(rows, 0)
+        self.assertEqual(
+            EvaluationResult.objects.filter(candidate__evaluation=evaluation).count(), 3 * rows
+        )
+        self.assertIn(evaluations.compare(evaluation).text_table(), output)
         run = BootstrapRun.objects.get()
         self.assertEqual(
             (run.status, run.traces.count(), run.project.name), ("succeeded", 16, "distill")

@@ -173,6 +173,11 @@ class CappedTraceSetTestCase(WebTestCase):
         plan = job.config[FinetuneConfig.PLAN_KEY]
         self.assertEqual((plan["rows"], plan["epochs"], plan["total_steps"]), (4, 10, 10))
         self.assertEqual(job.finetune_config(), FinetuneConfig(base_model="smollm2"))
+        page = self.client.get(f"/p/p1/jobs/{job.pk}/")  # the plan in words, not as a dict
+        self.assertContains(page, f'<p id="job-plan"><strong>Plan:</strong> {plan["summary"]}</p>')
+        for warning in plan["warnings"]:
+            self.assertContains(page, warning)
+        self.assertNotContains(page, "&#x27;rows&#x27;")
 
     def test_a_cap_is_refused_on_a_frozen_set_or_when_it_cannot_hold(self) -> None:
         frozen = trace_sets.freeze_trace_set(

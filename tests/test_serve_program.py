@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 
 from jobs.engine.programs import parse_program_spec
 from jobs.models import FinetuneJob
@@ -59,6 +60,32 @@ class ServedProgramTextTestCase(ServedModelsMixin, WorkerTestCase):
         self.assertIn(f"--lora-modules {self.students['A']}=./bftweb-job-{job.pk}-adapter", command)
         job.student.model_name = "/srv/models/secret-base"
         self.assertNotIn("secret", artifacts.vllm_command(job))
+
+    def test_the_job_page_offers_the_served_program_its_snippet_and_the_vllm_command(
+        self,
+    ) -> None:
+        job = self.job()
+        job.output_dir = str(self.artifacts / "job-output")
+        job.save()
+        self.client.force_login(self.victor)  # a viewer: downloads are for every member
+        with self.settings(BFT_SERVE_URL="http://models.internal:8100/v1"):
+            page = self.client.get(f"/p/p1/jobs/{job.pk}/")
+            self.assertContains(page, f"/p/p1/jobs/{job.pk}/download/served-program/")
+            self.assertContains(page, "http://models.internal:8100/v1")
+            self.assertContains(page, 'id="served-snippet"')
+            self.assertContains(page, f"{self.students['A']}=./bftweb-job-{job.pk}-adapter")
+            response = self.client.get(f"/p/p1/jobs/{job.pk}/download/served-program/")
+        self.assertEqual(response.status_code, 200)
+        state = json.loads(b"".join(response.streaming_content))  # type: ignore[attr-defined]
+        lm = state["classify"]["lm"]
+        self.assertEqual(
+            (lm["model"], lm["api_base"]),
+            (f"openai/{job.output_model_id}", "http://models.internal:8100/v1"),
+        )
+        self.client.force_login(User.objects.create_user("outsider"))
+        self.assertEqual(
+            self.client.get(f"/p/p1/jobs/{job.pk}/download/served-program/").status_code, 404
+        )
 
     def test_the_snippet_rebuilds_the_program_in_plain_dspy(self) -> None:
         import dspy

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpResponseBase
 from django.urls import reverse
@@ -28,7 +27,7 @@ from jobs.api.forms import serializer_for_form, validate_form
 from jobs.api.live import QueueSerializer, queue_state, queued_actions
 from jobs.forms.finetunes import FinetuneForm
 from jobs.models import BootstrapRun, FinetuneJob, FinetuneMetric, Project
-from jobs.services import artifacts, finetunes, trace_sets
+from jobs.services import artifacts, finetunes
 from jobs.views.finetunes import download_response
 
 JOB_FIELDS = [
@@ -174,27 +173,18 @@ class FinetuneViewSet(
             raise invalid("run", "No such run in this project.")
         data = validate_form(FinetuneForm, values, run=run).cleaned_data
         try:
-            # As the fine-tune page does: a set frozen with a label cap goes with its job, or not at all.
-            with transaction.atomic():
-                trace_set = data.get("trace_set")
-                if data.get("max_label_share") is not None:
-                    trace_set = trace_sets.freeze_trace_set(
-                        run=run,
-                        user=request.user,
-                        selection=data["selection"],
-                        max_label_share=data["max_label_share"],
-                        seed=data["config"].seed,
-                    )
-                job = finetunes.create_finetune_job(
-                    run=run,
-                    student=data["student"],
-                    config=data["config"],
-                    selection=data["selection"],
-                    multitask=data["multitask"],
-                    exclude_demos=data["exclude_demos"],
-                    user=request.user,
-                    trace_set=trace_set,
-                )
+            job = finetunes.create_finetune_job(
+                run=run,
+                student=data["student"],
+                config=data["config"],
+                selection=data["selection"],
+                multitask=data["multitask"],
+                exclude_demos=data["exclude_demos"],
+                user=request.user,
+                trace_set=data.get("trace_set"),
+                max_label_share=data.get("max_label_share"),
+                evaluate_when_done=data["evaluate_when_done"],
+            )
         except ValueError as e:
             raise invalid(None, str(e)) from e
         return Response(FinetuneDetailSerializer(job).data, status=201)
@@ -210,10 +200,16 @@ class FinetuneViewSet(
         return self.get_paginated_response(MetricSerializer(page, many=True).data)
 
     @extend_schema(
-        summary="Download an output: adapter (zip), program (DSPy JSON), train (JSONL), manifest",
+        summary=(
+            "Download an output: adapter (zip), program and served-program (DSPy JSON), "
+            "train (JSONL), manifest"
+        ),
         parameters=[
             OpenApiParameter(
-                "kind", str, OpenApiParameter.PATH, enum=["adapter", "program", "train", "manifest"]
+                "kind",
+                str,
+                OpenApiParameter.PATH,
+                enum=["adapter", "program", "served-program", "train", "manifest"],
             )
         ],
         responses={

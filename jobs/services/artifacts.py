@@ -47,6 +47,12 @@ def downloads(job: FinetuneJob) -> list[Download]:
             "adapter", "LoRA adapter", f"{stem}-adapter.zip", "peft adapter + tokenizer (zip)"
         ),
         Download("program", "DSPy program", program_filename(job), "compiled program JSON"),
+        Download(
+            "served-program",
+            "DSPy program on the server",
+            served_program_filename(job),
+            "its predictors call manage.py serve; loads in plain DSPy",
+        ),
         Download("train", "Training data", f"{stem}-train.jsonl", "the chat rows it trained on"),
         Download(
             "manifest", "Manifest", f"{stem}-manifest.json", "config, data hash, losses, versions"

@@ -61,9 +61,11 @@ def create_finetune_job(
     exclude_demos: bool = True,
     user: User,
     trace_set: TraceSet | None = None,
+    max_label_share: float | None = None,
     evaluate_when_done: bool = False,
 ) -> FinetuneJob:
-    """Queue a fine-tune on ``trace_set``, or on the ``selection`` frozen now as a new trace set.
+    """Queue a fine-tune on ``trace_set``, or on the ``selection`` frozen now as a new trace set
+    (with ``max_label_share``, no label over that share of its rows; seeded by the config's seed).
     With ``evaluate_when_done``, its success queues an evaluation on the run's dev rows."""
     from jobs.engine.finetune import validate_config
 
@@ -72,6 +74,8 @@ def create_finetune_job(
         raise ValueError(f"Unknown trace selection {selection!r}.")
     if trace_set is not None and trace_set.run_id != run.pk:
         raise ValueError("The trace set belongs to another run.")
+    if trace_set is not None and max_label_share is not None:
+        raise ValueError("A label cap applies when a selection is frozen, not to a frozen set.")
     if trace_set is None and not run.traces.for_selection(selection).exists():
         label = FinetuneJob.Selection(selection).label
         raise ValueError(f"No traces to train on: the run has no {label} traces.")
@@ -79,7 +83,13 @@ def create_finetune_job(
     validate_config(config)
     with transaction.atomic():
         if trace_set is None:  # every job trains on a frozen set: its model id traces back to rows
-            trace_set = trace_sets.freeze_trace_set(run=run, user=user, selection=selection)
+            trace_set = trace_sets.freeze_trace_set(
+                run=run,
+                user=user,
+                selection=selection,
+                max_label_share=max_label_share,
+                seed=config.seed,
+            )
         selection = trace_set.rule.get("selection", selection)
         job = FinetuneJob.objects.create(
             trace_set=trace_set,

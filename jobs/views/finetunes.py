@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Mod
 from django.http import (
@@ -70,29 +70,18 @@ def run_finetune(request: BftRequest, slug: str, pk: int) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                with (
-                    transaction.atomic()
-                ):  # a set frozen with a cap goes with its job, or not at all
-                    trace_set = data.get("trace_set")
-                    if data.get("max_label_share") is not None:
-                        trace_set = trace_sets.freeze_trace_set(
-                            run=run,
-                            user=request.user,
-                            selection=data["selection"],
-                            max_label_share=data["max_label_share"],
-                            seed=data["config"].seed,
-                        )
-                    job = finetunes.create_finetune_job(
-                        run=run,
-                        student=data["student"],
-                        config=data["config"],
-                        selection=data["selection"],
-                        multitask=data["multitask"],
-                        exclude_demos=data["exclude_demos"],
-                        user=request.user,
-                        trace_set=trace_set,
-                        evaluate_when_done=data["evaluate_when_done"],
-                    )
+                job = finetunes.create_finetune_job(
+                    run=run,
+                    student=data["student"],
+                    config=data["config"],
+                    selection=data["selection"],
+                    multitask=data["multitask"],
+                    exclude_demos=data["exclude_demos"],
+                    user=request.user,
+                    trace_set=data.get("trace_set"),
+                    max_label_share=data.get("max_label_share"),
+                    evaluate_when_done=data["evaluate_when_done"],
+                )
             except ValueError as e:
                 form.add_error(None, str(e))
             else:
@@ -176,6 +165,9 @@ def _outputs_context(job: FinetuneJob) -> dict[str, Any]:
         "output_model": artifacts.output_model(job),
         "downloads": artifacts.downloads(job),
         "snippet": artifacts.python_snippet(job, example=example),
+        "serve_url": settings.BFT_SERVE_URL,
+        "served_snippet": artifacts.served_program_snippet(job),
+        "vllm_command": artifacts.vllm_command(job),
     }
 
 
@@ -239,9 +231,10 @@ def download_response(job: FinetuneJob, kind: str) -> HttpResponseBase:
         response["Content-Disposition"] = f'attachment; filename="{names[kind]}"'
         return response
     path: Path | None
-    if kind == "program":
+    if kind in ("program", "served-program"):
+        export = artifacts.program_json if kind == "program" else artifacts.served_program_json
         try:
-            path = artifacts.program_json(job)
+            path = export(job)
         except artifacts.ExportError as exc:
             return HttpResponse(str(exc), status=503, content_type="text/plain; charset=utf-8")
     else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,20 +15,20 @@ from jobs import seed
 from jobs.engine.model_store import BUNDLED_NAME
 from jobs.engine.programs import ProgramSpec
 from jobs.engine.types import DEMO_STRATEGIES, BootstrapConfig, FinetuneConfig, MetricSpec
+from jobs.management.waiting import describe_progress, wait_for
 from jobs.models import (
     BootstrapRun,
+    Evaluation,
     FinetuneJob,
     LanguageModel,
     Membership,
     Project,
-    QueuedWork,
 )
-from jobs.services import finetunes, model_policy, programs, queue, runs, trace_sets
+from jobs.services import evaluations, finetunes, model_policy, programs, queue, runs, trace_sets
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
-POLL_S = 2.0
 DISTILL_USERNAME = "distill"
 WORKER_HINT = "python manage.py rqworker default gpu --worker-class jobs.worker.BftWorker"
 
@@ -250,6 +249,26 @@ class Command(BaseCommand):
             default=run_form_default("temperature"),
             help="the teacher's sampling temperature, 0 to 2 (default: the model's own)",
         )
+        bootstrap.add_argument(
+            "--retries",
+            type=non_negative_int,
+            default=run_form_default("retries"),
+            help="best-of-N: a failing answer is asked again up to N times at the retry "
+            "temperature (default: %(default)s)",
+        )
+        bootstrap.add_argument(
+            "--retry-temperature",
+            type=temperature,
+            default=run_form_default("retry_temperature"),
+            help="the teacher's temperature for retries (default: %(default)s)",
+        )
+        bootstrap.add_argument(
+            "--smoke-size",
+            type=non_negative_int,
+            default=run_form_default("smoke_size"),
+            help="bootstrap this many label-balanced examples first and stop when they look broken "
+            "(few pass, most unparsed, one answer for all); 0: no smoke test (default: %(default)s)",
+        )
         training = parser.add_argument_group(
             "fine-tune (the student); defaults are the fine-tune form's"
         )
@@ -298,13 +317,19 @@ class Command(BaseCommand):
                 f"{describe_default(trace_sets.DEFAULT_MAX_LABEL_SHARE, 'no cap')})"
             ),
         )
-        training.add_argument(
+        parser.add_argument(
             "--force",
             action="store_true",
             help=(
-                f"train even when one label is over {trace_sets.COLLAPSE_SHARE:.0%} of the "
-                "training rows (a collapsed set: refused by default)"
+                "go on past a smoke test that looks broken, and train even when one label is over "
+                f"{trace_sets.COLLAPSE_SHARE:.0%} of the training rows (both stop by default)"
             ),
+        )
+        parser.add_argument(
+            "--no-eval",
+            action="store_true",
+            help="skip the closing evaluation of teacher, base student and student on the "
+            "trainset's dev split",
         )
         parser.add_argument(
             "--project",
@@ -330,14 +355,17 @@ class Command(BaseCommand):
                 sigterm_as_ctrl_c(),
             ):
                 run, job = self.distill(options)
+                self.stdout.write(self.style.SUCCESS(f"model id: {job.output_model_id}"))
+                self.stdout.write(
+                    f"run {run.pk}: {run.done} traces, {run.passed} passed; "
+                    f"job {job.pk}: {job.step} steps"
+                )
+                for path in sorted(Path(job.output_dir).iterdir()):
+                    self.stdout.write(f"artifact: {path}")
+                if not options["no_eval"]:
+                    self.evaluate(job)
         except ValueError as exc:  # bad files, metric, models or settings
             raise CommandError(str(exc)) from None
-        self.stdout.write(self.style.SUCCESS(f"model id: {job.output_model_id}"))
-        self.stdout.write(
-            f"run {run.pk}: {run.done} traces, {run.passed} passed; job {job.pk}: {job.step} steps"
-        )
-        for path in sorted(Path(job.output_dir).iterdir()):
-            self.stdout.write(f"artifact: {path}")
 
     def check_inputs(self, options: dict[str, Any]) -> tuple[MetricSpec, FinetuneConfig]:
         """Every file, model and setting, checked before anything is written; ValueError lists
@@ -401,16 +429,41 @@ class Command(BaseCommand):
                     limit=options["limit"],
                     temperature=options["temperature"],
                     demo_strategy=options["demo_strategy"],
+                    retries=options["retries"],
+                    retry_temperature=options["retry_temperature"],
+                    smoke_size=options["smoke_size"],
                 ),
                 user=user,
             )
-        self.wait(
+        wait_for(
             run,
             lambda r: (
                 f"bootstrap {r.done}/{r.total}: {r.passed} passed, {r.failed} failed, {r.errored} errored"
             ),
+            self.stdout,
+            on_checked=lambda r: self.smoke_checked(r, force=options["force"]),
         )
         return run, student, user
+
+    def smoke_checked(self, run: BootstrapRun, *, force: bool) -> None:
+        """The smoke test paused the run: print its figures, then stop, or go on with --force."""
+        found = run.smoke
+        forecast = found.get("forecast", {})
+        self.stdout.write(
+            f"smoke test: {found.get('passed', 0)}/{found.get('sample', 0)} passed, "
+            f"{found.get('parsed', 0)} parsed; forecast for {forecast.get('examples', '?')} "
+            f"examples: {forecast.get('kept', '?')} kept traces "
+            f"({forecast.get('kept_low', '?')}-{forecast.get('kept_high', '?')}), "
+            f"{forecast.get('lm_calls', '?')} LM calls"
+        )
+        reasons = "; ".join(found.get("problems", [])) or "it looks broken"
+        if not force:
+            raise CommandError(
+                f"the smoke test stopped run {run.pk}: {reasons}. Change the teacher, its demos "
+                "(--demos, --demo-strategy) or the metric, or go on anyway with --force"
+            )
+        self.stderr.write(f"warning: smoke test: {reasons} (--force: going on)")
+        runs.continue_run(row=run)
 
     def finetune(
         self,
@@ -440,32 +493,41 @@ class Command(BaseCommand):
                     "prompt, or train anyway with --force"
                 )
             self.stderr.write(f"warning: {message} (--force: training anyway)")
-        with transaction.atomic():
-            trace_set = trace_sets.freeze_trace_set(
-                run=run, user=user, selection=selection, max_label_share=cap, seed=config.seed
-            )
-            job = finetunes.create_finetune_job(
-                run=run,
-                student=student,
-                config=config,
-                selection=selection,
-                multitask=True,
-                exclude_demos=True,
-                user=user,
-                trace_set=trace_set,
-            )
+        job = finetunes.create_finetune_job(
+            run=run,
+            student=student,
+            config=config,
+            selection=selection,
+            multitask=True,
+            exclude_demos=True,
+            user=user,
+            max_label_share=cap,
+            evaluate_when_done=not options["no_eval"],
+        )
         plan = job.config.get(FinetuneConfig.PLAN_KEY, {})
         self.stdout.write(f"fine-tune plan: {plan.get('summary', '?')}")
         for warning in plan.get("warnings", []):
             self.stderr.write(f"warning: {warning}")
-        self.wait(
+        wait_for(
             job,
             lambda j: (
                 f"fine-tune step {j.step}/{j.total_steps or '?'}"
                 + (f", loss {j.last_loss:.4f}" if j.last_loss is not None else "")
             ),
+            self.stdout,
         )
         return job
+
+    def evaluate(self, job: FinetuneJob) -> None:
+        """Wait for the evaluation the job queued when it succeeded and print the comparison."""
+        evaluation = Evaluation.objects.filter(finetune_job=job).order_by("-pk").first()
+        if evaluation is None:  # the worker's log says why
+            self.stdout.write(
+                "no evaluation: the trainset has no dev rows with every field the program needs"
+            )
+            return
+        wait_for(evaluation, describe_progress, self.stdout)
+        self.stdout.write(evaluations.compare(evaluation).text_table())
 
     def check_queue(self) -> None:
         health = queue.queue_health()
@@ -476,24 +538,3 @@ class Command(BaseCommand):
         for name in ("default", "gpu"):
             if not health.workers_for(name):
                 self.stdout.write(f"no worker on queue {name!r} yet; start one with: {WORKER_HINT}")
-
-    def wait(self, row: QueuedWork, describe: Any) -> None:
-        """Poll the row until it ends, printing progress; Ctrl-C (or SIGTERM) cancels it."""
-        label = f"{row._meta.verbose_name} {row.pk}"
-        last = ""
-        try:
-            while True:
-                row.refresh_from_db()
-                line = f"{label} [{row.status}] {describe(row)}"
-                if line != last:
-                    self.stdout.write(line)
-                    last = line
-                if row.is_terminal:
-                    break
-                queue.reconcile_row(row)
-                time.sleep(POLL_S)
-        except KeyboardInterrupt:
-            queue.cancel(row=row)
-            raise CommandError(f"interrupted: {label} cancelled") from None
-        if row.status != row.Status.SUCCEEDED:
-            raise CommandError(f"{label} {row.status}: {row.error or 'no reason recorded'}")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from jobs.devtools import free_port, stop_process
+from jobs.models import FinetuneJob, LanguageModel
 from tests import students
 from tests.base import WorkerTestCase
 from tests.serving import ServedModelsMixin, request, start_server, wait_until_up
@@ -107,6 +108,57 @@ class ServeLiveTestCase(LiveServerMixin, WorkerTestCase):
             )
         self.assertEqual(bad.exception.param, "temperature")
         self.assertEqual(bad.exception.type, "invalid_request_error")
+
+
+class LiteLLMTeacherThroughServeTestCase(LiveServerMixin, WorkerTestCase):
+    def test_a_run_whose_teacher_is_a_litellm_model_on_serve_stores_its_traces(self) -> None:
+        """The LiteLLM teacher path end to end: a run's teacher registered as ``openai/<student>``
+        with ``api_base`` on the loopback server (allow-listed here), its key from an allowed
+        environment variable; the worker's code runs the bootstrap in this process."""
+        from jobs import tasks
+        from jobs.engine.types import BootstrapConfig, MetricSpec
+        from jobs.services import runs
+        from tests.test_model_policy import environ
+
+        port = self.url.split(":")[2].split("/")[0]
+        with (
+            self.settings(BFT_LM_API_BASES=[f"127.0.0.1:{port}"]),
+            environ(BFT_KEY_SERVE=self.key1),
+        ):
+            teacher = self.make_model(
+                "served teacher",
+                kind=LanguageModel.Kind.LITELLM,
+                model_name=f"openai/{self.students['A']}",
+                api_base=self.url,
+                api_key_env="BFT_KEY_SERVE",
+                max_tokens=24,
+                temperature=0.0,
+            )
+            rows = [
+                {"text": REVIEW, "sentiment": "positive"},
+                {"text": "It broke after one day.", "sentiment": "negative"},
+                {"text": "This was a terrible meal.", "sentiment": "negative"},
+                {"text": "Great service and lovely staff.", "sentiment": "positive"},
+            ]
+            program = FinetuneJob.objects.get(output_model_id=self.students["A"]).run
+            run = runs.create_bootstrap_run(
+                project=self.p1,
+                trainset=self.make_trainset(rows),
+                program_version=program.program_version,
+                teacher=teacher,
+                metric=MetricSpec("exact_match", "sentiment"),
+                config=BootstrapConfig(num_threads=2, num_demos=0),
+                user=self.bob,
+            )
+            self.assertEqual(tasks.run_bootstrap(run.pk), "succeeded")
+        run.refresh_from_db()
+        self.assertEqual((run.status, run.done, run.errored), ("succeeded", 4, 0))
+        traces = {t.inputs["text"]: t for t in run.traces.all()}
+        self.assertEqual(len(traces), 4)
+        # student A's own answers, through the server: the same as asking it directly
+        self.assertEqual(traces[REVIEW].outputs["sentiment"], "positive")
+        self.assertEqual(traces["It broke after one day."].outputs["sentiment"], "negative")
+        self.assertGreaterEqual(run.passed, 3)
 
 
 class ServeMixedBatchTestCase(LiveServerMixin, WorkerTestCase):

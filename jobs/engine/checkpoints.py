@@ -46,7 +46,14 @@ def check_resumable(
             f"cannot resume from {where}: it was trained on different rows (data hash "
             f"{meta['data_hash'][:12]}, these rows {hash_[:12]}); use a new output dir or resume=False"
         )
-    saved, now = meta["config"], config_for_resume(config)
+    now = config_for_resume(config)
+    # A field added to FinetuneConfig after the checkpoint was written (min_steps, say) is missing
+    # from it: the run that wrote it trained as that field's default does.
+    defaults = config_for_resume(FinetuneConfig(base_model=config.base_model))
+    saved = {
+        **{name: defaults[name] for name in now if name not in meta["config"]},
+        **meta["config"],
+    }
     changed = sorted(name for name in set(saved) | set(now) if saved.get(name) != now.get(name))
     if changed:
         details = ", ".join(f"{name}: {saved.get(name)!r} -> {now.get(name)!r}" for name in changed)

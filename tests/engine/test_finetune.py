@@ -410,3 +410,18 @@ def test_stop_then_resume_continues_exactly(trained, tmp_path: Path) -> None:
     )
     manifest = json.loads(Path(resumed.manifest_path).read_text())
     assert manifest["resumed_from_step"] == 1 and len(manifest["losses"]) == 3
+
+
+def test_a_checkpoint_written_before_a_field_existed_resumes_at_its_default(
+    tmp_path: Path,
+) -> None:
+    from jobs.engine.checkpoints import check_resumable, config_for_resume
+
+    config = FinetuneConfig(base_model="smollm2", epochs=2)
+    older = config_for_resume(config)
+    del older["min_steps"]  # a checkpoint from before min_steps
+    check_resumable({"data_hash": "h", "config": older}, config, "h", tmp_path)
+    with pytest.raises(ValueError, match=r"the config changed \(min_steps: 24 -> 8\)"):
+        check_resumable(
+            {"data_hash": "h", "config": older}, replace(config, min_steps=8), "h", tmp_path
+        )

@@ -250,11 +250,6 @@ def recompute_states(traces: QuerySet[Trace], required_approvals: int) -> int:
     return traces.order_by().update(**_state_expressions(required_approvals))
 
 
-def _check_reviewable(trace: Trace, run: BootstrapRun) -> None:
-    if trace.run_id != run.pk:
-        raise ValueError("The trace belongs to another run.")
-
-
 def decide(
     *,
     trace: Trace,

@@ -357,28 +357,11 @@ class DistillSmokeTestCase(WorkerTestCase):
     on a real HTTP server on 127.0.0.1 that always answers "positive" (tests.test_smoke_test)."""
 
     def setUp(self) -> None:
-        from django.test import override_settings
-
-        from tests.test_model_policy import Listener, environ
+        from tests.test_model_policy import fake_openai_model
         from tests.test_smoke_test import ALWAYS_POSITIVE, reviews
 
         super().setUp()
-        self.listener = Listener(reply=ALWAYS_POSITIVE)
-        self.addCleanup(self.listener.close)
-        allowed = override_settings(BFT_LM_API_BASES=[f"127.0.0.1:{self.listener.port}"])
-        allowed.enable()
-        self.addCleanup(allowed.disable)
-        env = environ(BFT_KEY_TEST="sk-test")
-        env.__enter__()
-        self.addCleanup(env.__exit__, None, None, None)
-        self.make_model(
-            "one-label",
-            kind="litellm",
-            model_name="openai/gpt-x",
-            api_base=self.listener.url,
-            api_key_env="BFT_KEY_TEST",
-            fine_tunable=False,
-        )
+        self.listener = fake_openai_model(self, "one-label", ALWAYS_POSITIVE)
         self.trainset = self.artifacts / "reviews.jsonl"
         self.trainset.write_text("".join(json.dumps(row) + "\n" for row in reviews(40)))
         self.program = self.artifacts / "program.json"

@@ -11,11 +11,10 @@ from __future__ import annotations
 import io
 
 from django.core.management import CommandError, call_command
-from django.test import override_settings
 
 from jobs.models import Evaluation, EvaluationResult
 from tests.base import WorkerTestCase
-from tests.test_model_policy import Listener, environ
+from tests.test_model_policy import fake_openai_model
 
 
 def answer(label: str) -> str:
@@ -26,27 +25,9 @@ class EvaluateCommandTestCase(WorkerTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.listeners = {
-            label: Listener(reply=answer(label)) for label in ("positive", "negative")
+            label: fake_openai_model(self, f"always-{label}", answer(label))
+            for label in ("positive", "negative")
         }
-        for listener in self.listeners.values():
-            self.addCleanup(listener.close)
-        allowed = override_settings(
-            BFT_LM_API_BASES=[f"127.0.0.1:{listener.port}" for listener in self.listeners.values()]
-        )
-        allowed.enable()
-        self.addCleanup(allowed.disable)
-        env = environ(BFT_KEY_TEST="sk-test")
-        env.__enter__()
-        self.addCleanup(env.__exit__, None, None, None)
-        for label, listener in self.listeners.items():
-            self.make_model(
-                f"always-{label}",
-                kind="litellm",
-                model_name="openai/gpt-x",
-                api_base=listener.url,
-                api_key_env="BFT_KEY_TEST",
-                fine_tunable=False,
-            )
         # 12 rows, every 3rd is dev: 4 dev rows, 3 of them positive
         rows = [
             {"text": f"review {i}", "sentiment": "negative" if i == 5 else "positive"}

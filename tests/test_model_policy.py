@@ -87,6 +87,32 @@ class Listener:
         self.server.server_close()
 
 
+def fake_openai_model(case: Any, name: str, reply: str) -> Listener:
+    """A LiteLLM model ``name`` in ``case``'s p1 on a Listener that answers ``reply`` to every
+    request, allow-listed and keyed (BFT_KEY_TEST) for the rest of the test; the listener."""
+    from django.conf import settings
+
+    listener = Listener(reply=reply)
+    case.addCleanup(listener.close)
+    allowed = override_settings(
+        BFT_LM_API_BASES=[*settings.BFT_LM_API_BASES, f"127.0.0.1:{listener.port}"]
+    )
+    allowed.enable()
+    case.addCleanup(allowed.disable)
+    env = environ(BFT_KEY_TEST="sk-test")
+    env.__enter__()
+    case.addCleanup(env.__exit__, None, None, None)
+    case.make_model(
+        name,
+        kind="litellm",
+        model_name="openai/gpt-x",
+        api_base=listener.url,
+        api_key_env="BFT_KEY_TEST",
+        fine_tunable=False,
+    )
+    return listener
+
+
 @contextmanager
 def environ(**values: str) -> Any:
     old = {name: os.environ.get(name) for name in values}

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.test import override_settings
-
 from jobs import tasks
 from jobs.engine.types import BootstrapConfig, MetricSpec
-from jobs.models import BootstrapRun, Status
+from jobs.models import BootstrapRun, LanguageModel, Status
 from jobs.services import runs, smoke
 from tests.base import BaseTestCase
-from tests.test_model_policy import Listener, environ
+from tests.test_model_policy import fake_openai_model
 from tests.web import WebTestCase
 
 ALWAYS_POSITIVE = "[[ ## sentiment ## ]]\npositive\n\n[[ ## completed ## ]]"
@@ -33,22 +31,8 @@ def reviews(n: int) -> list[dict[str, Any]]:
 class OneLabelTeacherMixin(BaseTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.listener = Listener(reply=ALWAYS_POSITIVE)
-        self.addCleanup(self.listener.close)
-        settings_override = override_settings(BFT_LM_API_BASES=[f"127.0.0.1:{self.listener.port}"])
-        settings_override.enable()
-        self.addCleanup(settings_override.disable)
-        env = environ(BFT_KEY_TEST="sk-test")
-        env.__enter__()
-        self.addCleanup(env.__exit__, None, None, None)
-        self.teacher = self.make_model(
-            "one-label",
-            kind="litellm",
-            model_name="openai/gpt-x",
-            api_base=self.listener.url,
-            api_key_env="BFT_KEY_TEST",
-            fine_tunable=False,
-        )
+        self.listener = fake_openai_model(self, "one-label", ALWAYS_POSITIVE)
+        self.teacher = LanguageModel.objects.get(project=self.p1, name="one-label")
 
     def queue_run(self, smoke_size: int = 8) -> BootstrapRun:
         with self.captureOnCommitCallbacks(execute=False):

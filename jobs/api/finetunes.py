@@ -171,20 +171,9 @@ class FinetuneViewSet(
         run = BootstrapRun.objects.filter(project=self.project, pk=values.pop("run")).first()
         if run is None:
             raise invalid("run", "No such run in this project.")
-        data = validate_form(FinetuneForm, values, run=run).cleaned_data
+        form = validate_form(FinetuneForm, values, run=run)
         try:
-            job = finetunes.create_finetune_job(
-                run=run,
-                student=data["student"],
-                config=data["config"],
-                selection=data["selection"],
-                multitask=data["multitask"],
-                exclude_demos=data["exclude_demos"],
-                user=request.user,
-                trace_set=data.get("trace_set"),
-                max_label_share=data.get("max_label_share"),
-                evaluate_when_done=data["evaluate_when_done"],
-            )
+            job = finetunes.create_finetune_job(run=run, user=request.user, **form.job_options())
         except ValueError as e:
             raise invalid(None, str(e)) from e
         return Response(FinetuneDetailSerializer(job).data, status=201)

@@ -167,6 +167,20 @@ class FinetuneForm(forms.Form):
         value: float | None = self.cleaned_data.get("max_label_share")
         return value
 
+    def job_options(self) -> dict[str, Any]:
+        """The valid form as finetunes.create_finetune_job's keyword arguments (but run and user)."""
+        data = self.cleaned_data
+        return {
+            "student": data["student"],
+            "config": data["config"],
+            "selection": data["selection"],
+            "multitask": data["multitask"],
+            "exclude_demos": data["exclude_demos"],
+            "trace_set": data.get("trace_set"),
+            "max_label_share": data.get("max_label_share"),
+            "evaluate_when_done": data["evaluate_when_done"],
+        }
+
     def clean_student(self) -> LanguageModel:
         student = self.cleaned_data["student"]
         if not (student.kind == LanguageModel.Kind.LOCAL and student.fine_tunable):

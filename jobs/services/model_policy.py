@@ -117,24 +117,35 @@ def url_allowed(url: str, setting: str) -> bool:
     return any(_matches(url, entry) for entry in _csv_setting(setting))
 
 
-def api_base_problem(api_base: str) -> str | None:
-    if not api_base:
-        return None
+def allowed_url_problem(url: str, *, setting: str, what: str, credentials_hint: str) -> str | None:
+    """Why ``url`` is refused: not an http(s) URL, credentials in it, or no match in the
+    allow-list setting ``setting`` (``what`` names the URL in the message); None when allowed."""
     try:
-        parts = urlsplit(api_base)
+        parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError on a bad port)
     except ValueError:
         return "Enter a valid http:// or https:// URL."
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "Enter an http:// or https:// URL."
     if parts.username or parts.password:
-        return "Credentials in the URL are not allowed; name a key variable instead."
-    if not url_allowed(api_base, "BFT_LM_API_BASES"):
+        return f"Credentials in the URL are not allowed; {credentials_hint}."
+    if not url_allowed(url, setting):
         return (
-            "This endpoint is not allowed here: custom API base URLs must match a host or URL "
-            "prefix in the BFT_LM_API_BASES setting, which the operator of this installation sets."
+            f"This {what} is not allowed here: it must match a host or URL prefix in the "
+            f"{setting} setting, which the operator of this installation sets."
         )
     return None
+
+
+def api_base_problem(api_base: str) -> str | None:
+    if not api_base:
+        return None
+    return allowed_url_problem(
+        api_base,
+        setting="BFT_LM_API_BASES",
+        what="endpoint",
+        credentials_hint="name a key variable instead",
+    )
 
 
 def provider_problem(model_name: str, api_base: str) -> str | None:

@@ -26,7 +26,6 @@ import time
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -45,7 +44,7 @@ from jobs.models import (
     WebhookDelivery,
 )
 from jobs.services import errors, queue
-from jobs.services.model_policy import url_allowed
+from jobs.services.model_policy import allowed_url_problem
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -81,21 +80,12 @@ class WebhookRefused(ValueError):
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` may not receive webhooks here, or None."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises ValueError on a bad port)
-    except ValueError:
-        return "Enter a valid http:// or https:// URL."
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "Enter an http:// or https:// URL."
-    if parts.username or parts.password:
-        return "Credentials in the URL are not allowed; check the signature instead."
-    if not url_allowed(url, "BFT_WEBHOOK_HOSTS"):
-        return (
-            "This URL is not allowed here: webhook URLs must match a host or URL prefix in the "
-            "BFT_WEBHOOK_HOSTS setting, which the operator of this installation sets."
-        )
-    return None
+    return allowed_url_problem(
+        url,
+        setting="BFT_WEBHOOK_HOSTS",
+        what="URL",
+        credentials_hint="check the signature instead",
+    )
 
 
 def create_webhook(

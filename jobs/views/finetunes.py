@@ -68,19 +68,9 @@ def run_finetune(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     if request.method == "POST":
         form = FinetuneForm(request.POST, run=run)
         if form.is_valid():
-            data = form.cleaned_data
             try:
                 job = finetunes.create_finetune_job(
-                    run=run,
-                    student=data["student"],
-                    config=data["config"],
-                    selection=data["selection"],
-                    multitask=data["multitask"],
-                    exclude_demos=data["exclude_demos"],
-                    user=request.user,
-                    trace_set=data.get("trace_set"),
-                    max_label_share=data.get("max_label_share"),
-                    evaluate_when_done=data["evaluate_when_done"],
+                    run=run, user=request.user, **form.job_options()
                 )
             except ValueError as e:
                 form.add_error(None, str(e))

@@ -18,7 +18,6 @@ import argparse
 import http.client
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.status_poll import ROOT, environment, free_port, wait_until_up
+from bench.status_poll import ROOT, environment, load_gunicorn, report
 
 
 def seed(traces: int) -> tuple[str, str, int]:
@@ -160,68 +159,21 @@ def main(argv: list[str] | None = None) -> None:
         django.setup()
         path, key, run_pk = seed(args.traces)
         n_queries = queries_per_request(path, key)
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "bftweb.wsgi",
-                "-b",
-                f"127.0.0.1:{port}",
-                "-w",
-                str(args.workers),
-                "-k",
-                "gthread",
-                "--threads",
-                str(args.threads),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
+        latencies, errors, wall = load_gunicorn(
+            env,
+            workers=args.workers,
+            threads=args.threads,
+            clients=args.clients,
+            seconds=args.seconds,
+            play=lambda stop: play_worker(run_pk, stop),
+            poll=lambda port, until, lat, err: poller(port, path, key, until, lat, err),
         )
-        stop = threading.Event()
-        worker = threading.Thread(target=play_worker, args=(run_pk, stop), daemon=True)
-        try:
-            wait_until_up(port, server)
-            worker.start()
-            latencies: list[float] = []
-            errors: list[str] = []
-            until = time.monotonic() + args.seconds
-            started = time.monotonic()
-            clients = [
-                threading.Thread(target=poller, args=(port, path, key, until, latencies, errors))
-                for _ in range(args.clients)
-            ]
-            for client in clients:
-                client.start()
-            for client in clients:
-                client.join()
-            wall = time.monotonic() - started
-        finally:
-            stop.set()
-            server.terminate()
-            server.wait(20)
-            worker.join(5)
-    latencies.sort()
-    n = len(latencies)
-    if not n:
-        print(f"no successful requests; errors: {errors[:5]}")
-        return
-    p95 = latencies[min(n - 1, int(0.95 * n))]
-    print(
+    title = (
         f"API run status: {args.clients} clients for {wall:.1f} s against gunicorn "
         f"({args.workers} workers x {args.threads} threads, SQLite, DEBUG=False, API key auth)"
     )
-    print(f"  requests {n}, errors {len(errors)}{' ' + str(sorted(set(errors))) if errors else ''}")
-    print(f"  throughput {n / wall:.0f} requests/s")
-    print(
-        f"  latency median {1000 * statistics.median(latencies):.1f} ms, p95 {1000 * p95:.1f} ms, "
-        f"max {1000 * latencies[-1]:.1f} ms"
-    )
-    print(f"  SQL queries per request: {n_queries} (the key with its maker's role, the run)")
+    if report(title, latencies, errors, wall):
+        print(f"  SQL queries per request: {n_queries} (the key with its maker's role, the run)")
 
 
 if __name__ == "__main__":

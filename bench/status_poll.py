@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,69 +216,104 @@ def main(argv: list[str] | None = None) -> None:
         django.setup()
         path, cookie, job_pk = seed(args.points)
         n_queries = queries_per_poll(path)
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "bftweb.wsgi",
-                "-b",
-                f"127.0.0.1:{port}",
-                "-w",
-                str(args.workers),
-                "-k",
-                "gthread",
-                "--threads",
-                str(args.threads),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
+        latencies, errors, wall = load_gunicorn(
+            env,
+            workers=args.workers,
+            threads=args.threads,
+            clients=args.clients,
+            seconds=args.seconds,
+            play=lambda stop: play_worker(job_pk, stop),
+            poll=lambda port, until, lat, err: poller(port, path, cookie, until, lat, err),
         )
-        stop = threading.Event()
-        worker = threading.Thread(target=play_worker, args=(job_pk, stop), daemon=True)
-        try:
-            wait_until_up(port, server)
-            worker.start()
-            latencies: list[float] = []
-            errors: list[str] = []
-            until = time.monotonic() + args.seconds
-            started = time.monotonic()
-            clients = [
-                threading.Thread(target=poller, args=(port, path, cookie, until, latencies, errors))
-                for _ in range(args.clients)
-            ]
-            for client in clients:
-                client.start()
-            for client in clients:
-                client.join()
-            wall = time.monotonic() - started
-        finally:
-            stop.set()
-            server.terminate()
-            server.wait(20)
-            worker.join(5)
-    latencies.sort()
+    title = (
+        f"status poll: {args.clients} clients for {wall:.1f} s against gunicorn "
+        f"({args.workers} workers x {args.threads} threads, SQLite, DEBUG=False, "
+        f"{args.points}+ loss points)"
+    )
+    if report(title, latencies, errors, wall):
+        print(f"  SQL queries per poll: {n_queries} (session, user, membership, job, loss points)")
+        print(
+            f"  a page polls every 2 s, so this serves about "
+            f"{len(latencies) / wall * 2:.0f} open job pages"
+        )
+
+
+def load_gunicorn(
+    env: dict[str, str],
+    *,
+    workers: int,
+    threads: int,
+    clients: int,
+    seconds: float,
+    play: Callable[[threading.Event], None],
+    poll: Callable[[int, float, list[float], list[str]], None],
+) -> tuple[list[float], list[str], float]:
+    """gunicorn on a free port with ``env``; ``play(stop)`` on a thread (a worker writing
+    progress) while ``clients`` threads run ``poll(port, until, latencies, errors)`` for
+    ``seconds``. The sorted latencies, the errors and the wall time."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "bftweb.wsgi",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            str(workers),
+            "-k",
+            "gthread",
+            "--threads",
+            str(threads),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=play, args=(stop,), daemon=True)
+    latencies: list[float] = []
+    errors: list[str] = []
+    try:
+        wait_until_up(port, server)
+        worker.start()
+        until = time.monotonic() + seconds
+        started = time.monotonic()
+        pollers = [
+            threading.Thread(target=poll, args=(port, until, latencies, errors))
+            for _ in range(clients)
+        ]
+        for thread in pollers:
+            thread.start()
+        for thread in pollers:
+            thread.join()
+        wall = time.monotonic() - started
+    finally:
+        stop.set()
+        server.terminate()
+        server.wait(20)
+        worker.join(5)
+    return sorted(latencies), errors, wall
+
+
+def report(title: str, latencies: list[float], errors: list[str], wall: float) -> bool:
+    """Print the run's requests, errors, throughput and latency; False when none succeeded."""
     n = len(latencies)
     if not n:
         print(f"no successful requests; errors: {errors[:5]}")
-        return
+        return False
     p95 = latencies[min(n - 1, int(0.95 * n))]
-    print(
-        f"status poll: {args.clients} clients for {wall:.1f} s against gunicorn "
-        f"({args.workers} workers x {args.threads} threads, SQLite, DEBUG=False, {args.points}+ loss points)"
-    )
+    print(title)
     print(f"  requests {n}, errors {len(errors)}{' ' + str(sorted(set(errors))) if errors else ''}")
     print(f"  throughput {n / wall:.0f} requests/s")
     print(
         f"  latency median {1000 * statistics.median(latencies):.1f} ms, p95 {1000 * p95:.1f} ms, "
         f"max {1000 * latencies[-1]:.1f} ms"
     )
-    print(f"  SQL queries per poll: {n_queries} (session, user, membership, job, loss points)")
-    print(f"  a page polls every 2 s, so this serves about {n / wall * 2:.0f} open job pages")
+    return True
 
 
 if __name__ == "__main__":

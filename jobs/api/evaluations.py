@@ -193,22 +193,13 @@ class EvaluationViewSet(
         for i, candidate in enumerate(values.pop("candidates"), start=1):
             values |= {f"{name}_{i}": value for name, value in candidate.items()}
         try:
-            data = validate_form(EvaluationForm, values, project=self.project).cleaned_data
+            form = validate_form(EvaluationForm, values, project=self.project)
         except ApiError as e:
             errors = [{**item, "field": _slot_field(item["field"])} for item in e.body["errors"]]
             raise ApiError(validation_body(errors)) from e
         try:
             evaluation = evaluations.create_evaluation(
-                project=self.project,
-                program_version=data["program_version"],
-                trainset=data["trainset"],
-                metric=data["metric_spec"],
-                candidates=data["candidates"],
-                user=request.user,
-                split=data["split"],
-                run=data.get("run"),
-                limit=data.get("limit"),
-                num_threads=data["num_threads"],
+                project=self.project, user=request.user, **form.evaluation_options()
             )
         except ValueError as e:
             raise invalid(None, str(e)) from e

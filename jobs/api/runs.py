@@ -120,19 +120,10 @@ class RunViewSet(
     def create(self, request: Request, slug: str) -> Response:
         typed = RunCreateSerializer(data=request.data)
         typed.is_valid(raise_exception=True)
-        data = validate_form(
-            BootstrapRunForm, typed.validated_data, project=self.project
-        ).cleaned_data
+        form = validate_form(BootstrapRunForm, typed.validated_data, project=self.project)
         try:
             run = runs.create_bootstrap_run(
-                project=self.project,
-                trainset=data["trainset"],
-                program_version=data["program_version"],
-                teacher=data["teacher"],
-                metric=data["metric_spec"],
-                config=data["bootstrap_config"],
-                user=request.user,
-                skip_missing=data["skip_missing"],
+                project=self.project, user=request.user, **form.run_options()
             )
         except ValueError as e:
             raise invalid(None, str(e)) from e

@@ -106,6 +106,21 @@ class EvaluationForm(MetricForm):
             for i in range(1, SLOTS + 1)
         ]
 
+    def evaluation_options(self) -> dict[str, Any]:
+        """The valid form as evaluations.create_evaluation's keyword arguments (but project and
+        user): the page and the API queue an evaluation alike."""
+        data = self.cleaned_data
+        return {
+            "program_version": data["program_version"],
+            "trainset": data["trainset"],
+            "metric": data["metric_spec"],
+            "candidates": data["candidates"],
+            "split": data["split"],
+            "run": data.get("run"),
+            "limit": data.get("limit"),
+            "num_threads": data["num_threads"],
+        }
+
     def clean(self) -> dict[str, Any]:
         """Refuse combinations that cannot work, naming the field at fault."""
         super().clean()

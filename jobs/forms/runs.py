@@ -193,6 +193,19 @@ class BootstrapRunForm(MetricForm):
         teacher.help_text = "Max tokens is set per model on the Models page."
         self.metric_descriptions = METRICS
 
+    def run_options(self) -> dict[str, Any]:
+        """The valid form as runs.create_bootstrap_run's keyword arguments (but project and
+        user): the page and the API queue a run alike."""
+        data = self.cleaned_data
+        return {
+            "trainset": data["trainset"],
+            "program_version": data["program_version"],
+            "teacher": data["teacher"],
+            "metric": data["metric_spec"],
+            "config": data["bootstrap_config"],
+            "skip_missing": data["skip_missing"],
+        }
+
     def clean(self) -> dict[str, Any]:
         """Refuse combinations that cannot work, with the reason."""
         from jobs.engine.programs import ProgramSpecError, check_fields

@@ -122,19 +122,9 @@ def evaluation_create(request: BftRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         form = EvaluationForm(request.POST, project=project)
         if form.is_valid():
-            data = form.cleaned_data
             try:
                 evaluation = evaluations.create_evaluation(
-                    project=project,
-                    program_version=data["program_version"],
-                    trainset=data["trainset"],
-                    metric=data["metric_spec"],
-                    candidates=data["candidates"],
-                    user=request.user,
-                    split=data["split"],
-                    run=data.get("run"),
-                    limit=data.get("limit"),
-                    num_threads=data["num_threads"],
+                    project=project, user=request.user, **form.evaluation_options()
                 )
             except ValueError as e:
                 form.add_error(None, str(e))
@@ -142,7 +132,7 @@ def evaluation_create(request: BftRequest, slug: str) -> HttpResponse:
                 messages.success(
                     request,
                     f"Evaluation #{evaluation.pk} queued: {evaluation.rows} rows × "
-                    f"{len(data['candidates'])} candidates.",
+                    f"{len(form.cleaned_data['candidates'])} candidates.",
                 )
                 return redirect("jobs:evaluation-detail", project.slug, evaluation.pk)
     else:

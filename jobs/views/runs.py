@@ -72,17 +72,9 @@ def run_create(request: BftRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         form = BootstrapRunForm(request.POST, project=project)
         if form.is_valid():
-            data = form.cleaned_data
             try:
                 run = runs.create_bootstrap_run(
-                    project=project,
-                    trainset=data["trainset"],
-                    program_version=data["program_version"],
-                    teacher=data["teacher"],
-                    metric=data["metric_spec"],
-                    config=data["bootstrap_config"],
-                    user=request.user,
-                    skip_missing=data["skip_missing"],
+                    project=project, user=request.user, **form.run_options()
                 )
             except ValueError as e:
                 form.add_error(None, str(e))

@@ -43,7 +43,10 @@ class ApiPipelineTestCase(LiveWorkerTestCase, LiveServerTestCase):
             BFTWEB_KEY=key,
             # small and quick: 8 examples, random demos, two LoRA steps
             RUN_OPTIONS=json.dumps({"limit": 8, "demo_strategy": "random", "num_threads": 2}),
-            FINETUNE_OPTIONS=json.dumps({"max_steps": 2, "batch_size": 2, "bf16": False}),
+            # (no closing evaluation here: tests/test_evaluations.py runs one after a fine-tune)
+            FINETUNE_OPTIONS=json.dumps(
+                {"max_steps": 2, "batch_size": 2, "bf16": False, "evaluate_when_done": False}
+            ),
         )
         trainset, program = DEMO_DIR / "sentiment.jsonl", DEMO_DIR / "sentiment_program.json"
         done = subprocess.run(

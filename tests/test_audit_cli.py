@@ -82,10 +82,14 @@ class JsonPayloadTestCase(WorkerTestCase):
         )
         run.refresh_from_db()
         self.assertEqual(run.status, "failed")
-        self.assertIn("JobTimeoutException", run.error)  # written by the on_failure callback
+        # Written by the on_failure callback. The horse raises RQ's timeout exception, or, when it
+        # sits in C code (a model load on a loaded machine) past the timeout's grace, RQ kills it:
+        # either way the failure went through on_failure.
+        timed_out = "JobTimeoutException|Work-horse terminated unexpectedly"
+        self.assertRegex(run.error, timed_out)
         result = queue.fetch_rq_job(str(run.rq_job_id)).latest_result()
         assert result is not None and result.exc_string is not None
-        self.assertIn("JobTimeoutException", result.exc_string)
+        self.assertRegex(result.exc_string, timed_out)
         self.assertNotIn("DeserializationError", self.log())
 
     def test_the_worker_never_unpickles_and_runs_json_jobs_to_the_end(self) -> None:

@@ -129,6 +129,7 @@ def _journey(page, url: str, expect, tmp_path: Path, artifacts: Path) -> None:
     page.get_by_label("Example limit").fill("4")
     # A quick look at live counters: random demos, no demo search's extra teacher calls first.
     page.get_by_label("Demo choice").select_option("random")
+    page.get_by_label("Retries for failing answers").fill("0")
     page.get_by_label("Threads").fill("1")
     expect(page.locator("#run-estimate")).to_contain_text("≈ 4")
     page.get_by_role("button", name="Queue bootstrap run").click()
@@ -172,6 +173,8 @@ def _journey(page, url: str, expect, tmp_path: Path, artifacts: Path) -> None:
     page.get_by_label("Epochs", exact=True).fill("1")
     page.get_by_label("Batch size", exact=True).fill("1")
     page.get_by_label("Checkpoint every steps", exact=True).fill("1")
+    # the verdict's own browser test is tests/test_browser_evaluation.py
+    page.get_by_label("Evaluate on the dev split when done").uncheck()
     page.get_by_role("button", name="Queue fine-tune").click()
     expect(page.get_by_role("heading", name="Fine-tune job #")).to_be_visible()
     job = FinetuneJob.objects.get()

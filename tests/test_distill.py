@@ -484,6 +484,8 @@ class DistillEndToEndTestCase(LiveWorkerTestCase):
             "16",
             "--epochs",
             "1",
+            # the default demo search and retries cost teacher calls: tested on their own
+            *("--demo-strategy", "random", "--retries", "0"),
             stdout=out,
         )
         output = out.getvalue()

@@ -43,10 +43,10 @@ class CreateEvaluationTestCase(BaseTestCase):
 
     def create(self, **kwargs: Any) -> Evaluation:
         kwargs.setdefault("candidates", [CandidateChoice(self.model)])
+        kwargs.setdefault("trainset", self.trainset)
         return evaluations.create_evaluation(
             project=self.p1,
             program_version=self.version,
-            trainset=self.trainset,
             metric=METRIC,
             user=self.bob,
             **kwargs,

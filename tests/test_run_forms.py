@@ -61,7 +61,17 @@ class RunCreateTestCase(WebTestCase):
     def test_the_form_shows_the_estimated_lm_calls_and_every_metric(self) -> None:
         self.login(self.bob)
         r = self.client.get(self.url)
-        self.assertContains(r, "≈ 6")  # 6 train examples × 1 module
+        # 6 train examples × 1 module, plus the default demo search's calls: the same figure the
+        # htmx refresh gives before anything changes
+        self.assertContains(r, "6 examples × 1 module")
+        self.assertContains(r, "≈ 16")
+        self.assertContains(r, "Up to 12 more if every answer failed")
+        fragment = self.client.get(
+            "/p/p1/runs/estimate/",
+            {name: r.context["form"][name].value() or "" for name in r.context["form"].fields},
+            headers={"HX-Request": "true"},
+        )
+        self.assertContains(fragment, "≈ 16")
         for name in ("exact_match", "normalized_match", "contains", "token_f1", "numeric", "regex"):
             self.assertContains(r, f'value="{name}"')
         self.assertContains(r, 'value="sentiment"')  # metric field preselected from the program

@@ -86,8 +86,18 @@ def run_create(request: BftRequest, slug: str) -> HttpResponse:
         estimate_data: Any = request.POST
     else:
         form = BootstrapRunForm(initial=_initial_run(project, request), project=project)
-        estimate_data = {
-            k: form[k].value() for k in ("trainset", "program_version", "limit", "metric_field")
+        estimate_data = {  # what the htmx refresh sends: the same figure before any change
+            k: form[k].value()
+            for k in (
+                "trainset",
+                "program_version",
+                "limit",
+                "metric_field",
+                "num_demos",
+                "demo_strategy",
+                "reason_demos",
+                "retries",
+            )
         }
     context = {
         "project": project,

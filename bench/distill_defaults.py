@@ -59,8 +59,10 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_distill(task: str, extra: list[str]) -> tuple[float, str]:
-    """`manage.py distill` on the task with its defaults (plus ``extra``); (seconds, stdout)."""
+def run_distill(task: str, extra: list[str]) -> tuple[float, float, str]:
+    """`manage.py distill` on the task with its defaults (plus ``extra``): the seconds until it
+    printed the model id (bootstrap and fine-tune), the seconds in all (with its closing
+    evaluation), and its stdout."""
     SCRATCH.mkdir(parents=True, exist_ok=True)
     env = _env()
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
@@ -79,13 +81,28 @@ def run_distill(task: str, extra: list[str]) -> tuple[float, str]:
         *extra,
     ]
     started = time.monotonic()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    to_model = None
+    lines: list[str] = []
+    with (
+        tempfile.TemporaryFile("w+") as errors,  # a file, not a pipe: it may outgrow one
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors, text=True
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+            if to_model is None and line.startswith("model id:"):
+                to_model = time.monotonic() - started
+        process.wait()
+        errors.seek(0)
+        stderr = errors.read()
     seconds = time.monotonic() - started
-    print(done.stdout, flush=True)
-    if done.returncode:
-        print(done.stderr[-4000:], file=sys.stderr)
+    if process.returncode:
+        print(stderr[-4000:], file=sys.stderr)
         raise SystemExit(f"distill failed after {seconds:.0f} s")
-    return seconds, done.stdout
+    return to_model or seconds, seconds, "".join(lines)
 
 
 def accuracy(
@@ -224,8 +241,12 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     if args.run is None:
-        seconds, out = run_distill(args.task, args.distill_args)
-        print(f"distill: {seconds / 60:.1f} minutes wall clock", flush=True)
+        to_model, seconds, out = run_distill(args.task, args.distill_args)
+        print(
+            f"distill: {to_model / 60:.1f} minutes wall clock to the model id (bootstrap and "
+            f"fine-tune), {seconds / 60:.1f} with its closing evaluation",
+            flush=True,
+        )
         _setup_django()
         found_model = re.search(r"model id: (\S+)", out)
         found_run = re.search(r"^run (\d+):", out, re.MULTILINE)

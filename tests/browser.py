@@ -58,3 +58,30 @@ def clear_shots(prefix: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob(f"{prefix}*.png"):
         old.unlink()
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    """A page in a fresh chromium context, 15 s default timeout."""
+    with chromium_context() as context:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+
+
+class Shots:
+    """``shot(name)``: a full-page screenshot, var/screenshots/<prefix><NN>-<name>.png; with
+    ``clear``, the prefix's old screenshots are removed first."""
+
+    def __init__(self, page: Any, prefix: str, *, clear: bool = False) -> None:
+        self.page = page
+        self.prefix = prefix
+        self.n = 0
+        if clear:
+            clear_shots(prefix)
+
+    def __call__(self, name: str) -> None:
+        self.n += 1
+        self.page.screenshot(
+            path=str(SHOTS / f"{self.prefix}{self.n:02d}-{name}.png"), full_page=True
+        )

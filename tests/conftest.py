@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import browser_page  # noqa: F401 (a fixture for every browser test)
+
 ROOT = Path(__file__).resolve().parent.parent
 # One converted copy of the bundled model per checkout (the GGUF dequantizes once, ≈15 s).
 os.environ.setdefault("BFT_MODEL_CACHE_DIR", str(ROOT / "var" / "model-cache"))

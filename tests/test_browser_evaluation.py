@@ -12,32 +12,11 @@ import re
 
 import pytest
 
-from tests.browser import SHOTS, chromium_context, clear_shots, needs_chromium
+from tests.browser import Shots, needs_chromium
 
 PASSWORD = "a-long-password-1"
 
 pytestmark = [pytest.mark.browser, needs_chromium]
-
-
-@pytest.fixture
-def page():
-    with chromium_context() as context:
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        yield page
-
-
-class Shots:
-    def __init__(self, page) -> None:
-        self.page = page
-        self.n = 0
-        clear_shots("evaluation-")
-
-    def __call__(self, name: str) -> None:
-        self.n += 1
-        self.page.screenshot(
-            path=str(SHOTS / f"evaluation-{self.n:02d}-{name}.png"), full_page=True
-        )
 
 
 def make_finished_finetune():
@@ -145,13 +124,14 @@ def make_finished_finetune():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_member_reads_the_verdict_and_the_disagreements(
-    live_server, page, rq_redis, bft_artifacts
+    live_server, browser_page, rq_redis, bft_artifacts
 ) -> None:
+    page = browser_page
     from playwright.sync_api import expect
 
     job = make_finished_finetune()
     student_pk = job.output_models.get().pk
-    shot = Shots(page)
+    shot = Shots(page, "evaluation-", clear=True)
 
     page.goto(f"{live_server.url}/accounts/login/")
     page.get_by_label("Username").fill("victor")

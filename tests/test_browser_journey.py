@@ -13,7 +13,7 @@ import pytest
 
 from jobs.models import BootstrapRun, Program, Trainset
 from tests.base import DEMO_DIR
-from tests.browser import SHOTS, chromium_context, clear_shots, needs_chromium
+from tests.browser import SHOTS, Shots, clear_shots, needs_chromium
 
 pytestmark = [
     pytest.mark.browser,
@@ -21,31 +21,10 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def browser_page():
-    with chromium_context() as context:
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        yield page
-
-
 @pytest.fixture(scope="module")
 def shots_dir() -> Path:
     clear_shots("journey-")
     return SHOTS
-
-
-class Shots:
-    def __init__(self, page, prefix: str = "journey-") -> None:
-        self.page = page
-        self.prefix = prefix
-        self.n = 0
-
-    def __call__(self, name: str) -> None:
-        self.n += 1
-        self.page.screenshot(
-            path=str(SHOTS / f"{self.prefix}{self.n:02d}-{name}.png"), full_page=True
-        )
 
 
 def sign_in(page, url: str, username: str, password: str) -> None:
@@ -64,7 +43,7 @@ def test_a_new_user_goes_from_login_to_a_queued_run(
 
     User.objects.create_user("newbie", "newbie@example.org", "a-long-password-1")
     page = browser_page
-    shot = Shots(page)
+    shot = Shots(page, "journey-")
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -138,7 +117,7 @@ def test_a_new_user_goes_from_login_to_a_queued_run(
     estimate = page.locator("#run-estimate")
     expect(estimate).to_contain_text("≈ 78")
     expect(estimate).to_contain_text("38 examples × 1 module")
-    expect(estimate).to_contain_text("Up to 76 more if every answer failed")  # 2 retries each
+    expect(estimate).to_contain_text("Up to 38 more if every answer failed")  # 1 retry each
     page.get_by_label("Example limit").fill("10")
     expect(estimate).to_contain_text("≈ 50")
     expect(estimate).to_contain_text("10 examples × 1 module")
@@ -208,7 +187,7 @@ def test_the_other_pages_an_owner_uses(
         make_call_trace(run, i, review_state="approved" if i < 3 else "rejected", passed=i != 3)
 
     page = browser_page
-    shot = Shots(page, prefix="journey-b")
+    shot = Shots(page, "journey-b")
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     sign_in(page, live_server.url, "olivia", "a-long-password-1")

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from jobs.models import Trace
-from tests.browser import SHOTS, chromium_context, clear_shots, needs_chromium
+from tests.browser import Shots, needs_chromium
 from tests.review_fixtures import PLACEHOLDER, make_cot_trace, make_errored_trace
 
 PASSWORD = "a-long-password-1"
@@ -22,25 +22,6 @@ pytestmark = [
     pytest.mark.browser,
     needs_chromium,
 ]
-
-
-@pytest.fixture
-def page():
-    with chromium_context() as context:
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        yield page
-
-
-class Shots:
-    def __init__(self, page) -> None:
-        self.page = page
-        self.n = 0
-        clear_shots("review-")
-
-    def __call__(self, name: str) -> None:
-        self.n += 1
-        self.page.screenshot(path=str(SHOTS / f"review-{self.n:02d}-{name}.png"), full_page=True)
 
 
 def sign_in(page, url: str, username: str) -> None:
@@ -135,13 +116,14 @@ def make_cast_and_run():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_reviewer_filters_approves_edits_rejects_and_thresholds(
-    live_server, page, rq_redis, bft_artifacts
+    live_server, browser_page, rq_redis, bft_artifacts
 ) -> None:
+    page = browser_page
     from playwright.sync_api import Dialog, expect
 
     run = make_cast_and_run()
     traces = {t.example_index: t for t in Trace.objects.filter(run=run)}
-    shot = Shots(page)
+    shot = Shots(page, "review-", clear=True)
     base = f"{live_server.url}/p/p1/runs/{run.pk}/review/"
     dialogs: list[str] = []
 

@@ -65,7 +65,7 @@ class RunCreateTestCase(WebTestCase):
         # htmx refresh gives before anything changes
         self.assertContains(r, "6 examples × 1 module")
         self.assertContains(r, "≈ 16")
-        self.assertContains(r, "Up to 12 more if every answer failed")
+        self.assertContains(r, "Up to 6 more if every answer failed")
         fragment = self.client.get(
             "/p/p1/runs/estimate/",
             {name: r.context["form"][name].value() or "" for name in r.context["form"].fields},

@@ -8,3 +8,12 @@ directories: see ``model_store.configure``), ``local_lm`` (a local model as a DS
 ``finetune`` (LoRA SFT) with ``packing`` (tokenization, padding-free packed attention) and
 ``checkpoints`` (resumable state), and ``export`` (the compiled program file). Usable from a plain script.
 """
+
+from __future__ import annotations
+
+import os
+
+# LiteLLM (imported by DSPy, and for prices by jobs.engine.evaluate) fetches its price map from
+# GitHub at import unless told otherwise: nothing here downloads at run time, so use the map its
+# wheel ships. An operator may still set it to "False" to fetch.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

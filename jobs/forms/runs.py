@@ -146,7 +146,7 @@ class BootstrapRunForm(MetricForm):
     )
     retries = forms.IntegerField(
         required=False,
-        initial=2,
+        initial=1,
         min_value=0,
         max_value=5,
         label="Retries for failing answers",

@@ -59,10 +59,8 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_distill(task: str, extra: list[str]) -> tuple[float, float, str]:
-    """`manage.py distill` on the task with its defaults (plus ``extra``): the seconds until it
-    printed the model id (bootstrap and fine-tune), the seconds in all (with its closing
-    evaluation), and its stdout."""
+def run_distill(task: str, extra: list[str]) -> tuple[float, str]:
+    """`manage.py distill` on the task with its defaults (plus ``extra``); (seconds, stdout)."""
     SCRATCH.mkdir(parents=True, exist_ok=True)
     env = _env()
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
@@ -81,28 +79,32 @@ def run_distill(task: str, extra: list[str]) -> tuple[float, float, str]:
         *extra,
     ]
     started = time.monotonic()
-    to_model = None
-    lines: list[str] = []
-    with (
-        tempfile.TemporaryFile("w+") as errors,  # a file, not a pipe: it may outgrow one
-        subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors, text=True
-        ) as process,
-    ):
-        assert process.stdout is not None
-        for line in process.stdout:
-            print(line, end="", flush=True)
-            lines.append(line)
-            if to_model is None and line.startswith("model id:"):
-                to_model = time.monotonic() - started
-        process.wait()
-        errors.seek(0)
-        stderr = errors.read()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.monotonic() - started
-    if process.returncode:
-        print(stderr[-4000:], file=sys.stderr)
+    print(done.stdout, flush=True)
+    if done.returncode:
+        print(done.stderr[-4000:], file=sys.stderr)
         raise SystemExit(f"distill failed after {seconds:.0f} s")
-    return to_model or seconds, seconds, "".join(lines)
+    return seconds, done.stdout
+
+
+def phases(run_pk: int) -> str:
+    """How long each phase of the distill took, from the rows' own start and end times."""
+    from jobs.models import BootstrapRun, QueuedWork
+
+    run = BootstrapRun.objects.get(pk=run_pk)
+    rows: list[tuple[str, QueuedWork]] = [("bootstrap", run)]
+    job = run.finetune_jobs.order_by("pk").first()
+    if job is not None:
+        rows.append(("fine-tune", job))
+        evaluation = job.evaluations.order_by("pk").first()
+        if evaluation is not None:
+            rows.append(("closing evaluation", evaluation))
+    return ", ".join(
+        f"{name} {(row.finished - row.started).total_seconds() / 60:.1f}"
+        for name, row in rows
+        if row.started and row.finished
+    )
 
 
 def accuracy(
@@ -241,17 +243,17 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     if args.run is None:
-        to_model, seconds, out = run_distill(args.task, args.distill_args)
-        print(
-            f"distill: {to_model / 60:.1f} minutes wall clock to the model id (bootstrap and "
-            f"fine-tune), {seconds / 60:.1f} with its closing evaluation",
-            flush=True,
-        )
+        seconds, out = run_distill(args.task, args.distill_args)
         _setup_django()
         found_model = re.search(r"model id: (\S+)", out)
         found_run = re.search(r"^run (\d+):", out, re.MULTILINE)
         if not (found_model and found_run):
             raise SystemExit("could not read the model id and run from distill's output")
+        print(
+            f"distill: {seconds / 60:.1f} minutes wall clock "
+            f"({phases(int(found_run.group(1)))} minutes)",
+            flush=True,
+        )
         report(args.task, int(found_run.group(1)), found_model.group(1), base=not args.no_base)
         return
     _setup_django()

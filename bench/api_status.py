@@ -15,17 +15,15 @@ Usage: ``python -m bench.api_status [--clients 8] [--seconds 15] [--workers 2] [
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-from bench.status_poll import ROOT, environment, load_gunicorn, report
+from bench.status_poll import ROOT, environment, load_gunicorn, poller, report
 
 
 def seed(traces: int) -> tuple[str, str, int]:
@@ -109,28 +107,6 @@ def queries_per_request(path: str, key: str) -> int:
     return len(queries)
 
 
-def poller(
-    port: int, path: str, key: str, until: float, latencies: list[float], errors: list[str]
-) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Authorization": f"Bearer {key}", "Host": "127.0.0.1", "Accept": "application/json"}
-    while time.monotonic() < until:
-        started = time.perf_counter()
-        try:
-            conn.request("GET", path, headers=headers)
-            response = conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            errors.append(type(exc).__name__)
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            continue
-        latencies.append(time.perf_counter() - started)
-        if response.status != 200 or json.loads(body).get("status") != "running":
-            errors.append(f"HTTP {response.status}")
-    conn.close()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.api_status", description=(__doc__ or "").split("\n\n")[0]
@@ -166,7 +142,15 @@ def main(argv: list[str] | None = None) -> None:
             clients=args.clients,
             seconds=args.seconds,
             play=lambda stop: play_worker(run_pk, stop),
-            poll=lambda port, until, lat, err: poller(port, path, key, until, lat, err),
+            poll=lambda port, until, lat, err: poller(
+                port,
+                path,
+                {"Authorization": f"Bearer {key}", "Accept": "application/json"},
+                lambda body: json.loads(body).get("status") == "running",
+                until,
+                lat,
+                err,
+            ),
         )
     title = (
         f"API run status: {args.clients} clients for {wall:.1f} s against gunicorn "

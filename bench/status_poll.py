@@ -158,10 +158,18 @@ def queries_per_poll(path: str) -> int:
 
 
 def poller(
-    port: int, path: str, cookie: str, until: float, latencies: list[float], errors: list[str]
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    answered: Callable[[bytes], bool],
+    until: float,
+    latencies: list[float],
+    errors: list[str],
 ) -> None:
+    """GET ``path`` over one kept-alive connection until ``until``, timing each answer; an
+    error is a failed connection, a status other than 200, or a body ``answered`` refuses."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Cookie": f"sessionid={cookie}", "HX-Request": "true", "Host": "127.0.0.1"}
+    headers = {"Host": "127.0.0.1", **headers}
     while time.monotonic() < until:
         started = time.perf_counter()
         try:
@@ -174,7 +182,7 @@ def poller(
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             continue
         latencies.append(time.perf_counter() - started)
-        if response.status != 200 or b'id="job-status"' not in body:
+        if response.status != 200 or not answered(body):
             errors.append(f"HTTP {response.status}")
     conn.close()
 
@@ -223,7 +231,15 @@ def main(argv: list[str] | None = None) -> None:
             clients=args.clients,
             seconds=args.seconds,
             play=lambda stop: play_worker(job_pk, stop),
-            poll=lambda port, until, lat, err: poller(port, path, cookie, until, lat, err),
+            poll=lambda port, until, lat, err: poller(
+                port,
+                path,
+                {"Cookie": f"sessionid={cookie}", "HX-Request": "true"},
+                lambda body: b'id="job-status"' in body,
+                until,
+                lat,
+                err,
+            ),
         )
     title = (
         f"status poll: {args.clients} clients for {wall:.1f} s against gunicorn "

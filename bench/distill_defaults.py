@@ -152,8 +152,9 @@ def retrain(
     """Train the bundled student again on a run's passing traces (capped as freezing them with
     ``max_label_share`` would), with the default config and ``overrides``: (model id, seconds,
     plan)."""
-    from jobs.engine.finetune import finetune, training_plan
+    from jobs.engine.finetune import finetune
     from jobs.engine.model_store import BUNDLED_NAME, finetuned_model_id
+    from jobs.engine.training_plan import training_plan
     from jobs.engine.types import FinetuneConfig
     from jobs.models import BootstrapRun
     from jobs.services import trace_sets

@@ -43,7 +43,7 @@ def build(rows: int, seed: int = 0) -> dict[str, Any]:
         Trainset,
         TrainsetRow,
     )
-    from jobs.services import evaluations
+    from jobs.services import comparisons
 
     rng = random.Random(seed)
     project = Project.objects.create(name="bench", slug="bench")
@@ -126,7 +126,7 @@ def build(rows: int, seed: int = 0) -> dict[str, Any]:
             EvaluationResult.objects.bulk_create(results, batch_size=2000)
     built_s = time.monotonic() - started
     Evaluation.objects.filter(pk=evaluation.pk).update(
-        verdict=evaluations.compare(evaluation).verdict()
+        verdict=comparisons.compare(evaluation).verdict()
     )
     pks = list(evaluation.candidates.order_by("position").values_list("pk", flat=True))
     return {"evaluation": evaluation.pk, "candidates": pks, "built_s": built_s}

@@ -26,7 +26,7 @@ from jobs.models import (
     Project,
     Trainset,
 )
-from jobs.services import evaluations, trace_sets
+from jobs.services import comparisons, trace_sets
 from tests.base import DEMO_DIR, BaseTestCase, WorkerTestCase
 from tests.review_fixtures import make_cot_trace
 from tests.test_worker import LiveWorkerTestCase
@@ -506,7 +506,7 @@ class DistillEndToEndTestCase(LiveWorkerTestCase):
         self.assertEqual(
             EvaluationResult.objects.filter(candidate__evaluation=evaluation).count(), 3 * rows
         )
-        self.assertIn(evaluations.compare(evaluation).text_table(), output)
+        self.assertIn(comparisons.compare(evaluation).text_table(), output)
         run = BootstrapRun.objects.get()
         self.assertEqual(
             (run.status, run.traces.count(), run.project.name), ("succeeded", 16, "distill")

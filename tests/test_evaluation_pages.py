@@ -26,7 +26,7 @@ from jobs.models import (
     Project,
     Trainset,
 )
-from jobs.services import evaluations
+from jobs.services import comparisons
 from tests.web import OPERATE, READ_ALL, WebTestCase, streamed
 
 SCRIPT = "<script>alert(1)</script>"
@@ -125,7 +125,7 @@ def build_evaluation(
             )
         EvaluationResult.objects.bulk_create(results)
     if status in Evaluation.TERMINAL:
-        evaluation.verdict = evaluations.compare(evaluation).verdict()
+        evaluation.verdict = comparisons.compare(evaluation).verdict()
         evaluation.save(update_fields=["verdict"])
     return evaluation
 

@@ -18,7 +18,7 @@ from jobs.models import (
     FinetuneJob,
     LanguageModel,
 )
-from jobs.services import evaluations, finetunes, queue
+from jobs.services import comparisons, evaluations, finetunes, queue
 from jobs.services.evaluations import CandidateChoice
 from tests.base import BaseTestCase
 from tests.test_worker import LiveWorkerTestCase
@@ -158,9 +158,9 @@ class CreateEvaluationTestCase(BaseTestCase):
         EvaluationResult.objects.create(
             candidate=candidate, row_index=2, outputs={"sentiment": "=HYPERLINK()"}, raw="@cmd"
         )
-        lines = list(evaluations.export_jsonl(evaluation))
+        lines = list(comparisons.export_jsonl(evaluation))
         self.assertEqual(json.loads(lines[0])["outputs"], {"sentiment": "=HYPERLINK()"})
-        csv_text = "".join(evaluations.export_csv(evaluation))
+        csv_text = "".join(comparisons.export_csv(evaluation))
         self.assertIn("'@cmd", csv_text)
         self.assertNotIn(",@cmd", csv_text)
 
@@ -202,7 +202,7 @@ class EvaluateAfterFinetuneTestCase(LiveWorkerTestCase):
         )
         for candidate in evaluation.candidates.all():
             self.assertEqual(candidate.results.count(), 12, candidate.error)
-        comparison = evaluations.compare(evaluation)
+        comparison = comparisons.compare(evaluation)
         student_summary = comparison.summaries[2]
         self.assertTrue(student_summary.collapsed, student_summary.answers)
         self.assertIn("'positive'", student_summary.warning or "")

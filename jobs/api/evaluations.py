@@ -26,7 +26,7 @@ from jobs.api.forms import serializer_for_form, validate_form
 from jobs.api.live import QueueSerializer, queue_state, queued_actions
 from jobs.forms.evaluations import SLOTS, EvaluationForm
 from jobs.models import Evaluation, EvaluationCandidate, EvaluationResult, Project
-from jobs.services import evaluations
+from jobs.services import comparisons, evaluations
 
 _SLOT = re.compile(r"(model|role|prompting)_(\d+)")
 
@@ -94,7 +94,7 @@ class EvaluationDetailSerializer(EvaluationSerializer):
 
     @extend_schema_field(CandidateSerializer(many=True))
     def get_candidates(self, evaluation: Evaluation) -> list[dict[str, Any]]:
-        return list(CandidateSerializer(evaluations.candidates_of(evaluation), many=True).data)
+        return list(CandidateSerializer(comparisons.candidates_of(evaluation), many=True).data)
 
     @extend_schema_field(QueueSerializer(allow_null=True))
     def get_queue(self, evaluation: Evaluation) -> dict[str, Any] | None:

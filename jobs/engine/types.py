@@ -152,17 +152,17 @@ class BootstrapProgress:
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Every knob of a LoRA fine-tune. Defaults suit a small model on one device, and a small set:
-    how many epochs and steps a set of rows gets is ``finetune.training_plan``'s rule."""
+    how many epochs and steps a set of rows gets is ``training_plan.training_plan``'s rule."""
 
     # The key of a job's config JSON that records its training plan (see from_dict).
     PLAN_KEY: ClassVar[str] = "plan"
 
     base_model: str  # a local model name, as in ModelSpec(kind="local").name
-    # None: as many epochs as min_steps needs (finetune.training_plan), within its bounds.
+    # None: as many epochs as min_steps needs (training_plan.training_plan), within its bounds.
     epochs: int | None = None
     # With epochs None, at least this many optimizer steps: a small model learns the answer
     # format from repeated updates, not from one pass over a few rows (SmolLM2-135M on 24 topic
-    # rows: 6 steps taught nothing, 12 half, 18 all; see finetune.training_plan).
+    # rows: 6 steps taught nothing, 12 half, 18 all; see training_plan.training_plan).
     min_steps: int = 24
     max_steps: int | None = None  # stop after this many optimizer steps (None: epochs decide)
     learning_rate: float = 5e-4
@@ -198,7 +198,7 @@ class FinetuneConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
         data = dict(data)
-        # A job's config JSON also records the plan its rows got (finetune.training_plan): a
+        # A job's config JSON also records the plan its rows got (training_plan.training_plan): a
         # record derived from these knobs and the rows, not a knob itself.
         data.pop(cls.PLAN_KEY, None)
         if "target_modules" in data:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 
-from jobs.engine.finetune import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS
+from jobs.engine.training_plan import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS
 from jobs.engine.types import FinetuneConfig
 from jobs.forms.fields import field_of
 from jobs.forms.values import INT32_MAX

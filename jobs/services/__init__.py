@@ -9,14 +9,18 @@ management commands and the RQ tasks all call them. Only this package talks to R
 - trainsets: upload, validation and import (in the request or on a worker)
 - programs: program versions; whether a program fits a trainset
 - runs: bootstrap runs and their traces
+- smoke: the smoke test a run starts with, its verdict and its forecast
+- rescoring: re-scoring a run's stored traces under another metric, without the teacher
 - review: the review queue, decisions, edits and assignment
 - review_stats: threshold, score histogram and label balance
 - trace_sets: frozen trace sets, training rows, previews and exports
 - finetunes: fine-tune jobs and their output models
 - artifacts: a finished job's downloads and its DSPy program
 - playground: one input answered by up to four models, side by side, on a worker
-- evaluations: candidates scored on the same rows, their comparison, and the evaluation a
+- evaluations: candidates scored on the same rows, their progress, and the evaluation a
   fine-tune queues when it succeeds
+- comparisons: reading an evaluation's results: the verdict, the comparison page's rows and
+  filters, the latest verdict per model and per job, exports
 - errors: what pages may show of an error
 - api_keys: project API keys (made, revoked, and checked for the JSON API and the model server)
 - webhooks: signed POSTs to a project's URLs when a run, fine-tune or evaluation ends

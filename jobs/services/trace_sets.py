@@ -22,7 +22,7 @@ from django.db.models import Max, QuerySet
 from django.utils.timezone import now
 
 from jobs.engine.demos import label_key
-from jobs.engine.finetune import TrainingPlan, training_plan
+from jobs.engine.training_plan import TrainingPlan, training_plan
 from jobs.engine.types import FinetuneConfig
 from jobs.models import (
     BootstrapRun,

@@ -33,7 +33,7 @@ from jobs.models import (
     Trainset,
 )
 from jobs.permissions import get_project_for
-from jobs.services import artifacts, evaluations, queue
+from jobs.services import artifacts, comparisons, evaluations, queue
 from jobs.services.evaluations import CandidateChoice
 from jobs.views import live
 
@@ -165,7 +165,7 @@ def _status_context(
 ) -> dict[str, Any]:
     """The live fragment's data: the row (already loaded), its candidates and their counts."""
     if candidates is None:
-        candidates = evaluations.candidates_of(evaluation)
+        candidates = comparisons.candidates_of(evaluation)
     progress = evaluations.progress(evaluation)
     return {
         "evaluation": evaluation,
@@ -208,10 +208,10 @@ def _candidate_rows(
 def evaluation_detail(request: BftRequest, slug: str, pk: int) -> HttpResponse:
     project = get_project_for(request, slug).project
     evaluation = _get_evaluation(project, pk)
-    candidates = evaluations.candidates_of(evaluation)
-    names = evaluations.candidate_names(candidates)
-    row_filter = evaluations.RowFilter.from_query(request.GET, candidates)
-    comparison, results = evaluations.comparison_of(evaluation, candidates)
+    candidates = comparisons.candidates_of(evaluation)
+    names = comparisons.candidate_names(candidates)
+    row_filter = comparisons.RowFilter.from_query(request.GET, candidates)
+    comparison, results = comparisons.comparison_of(evaluation, candidates)
     page = Paginator(row_filter.rows(results), PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "project": project,
@@ -222,10 +222,10 @@ def evaluation_detail(request: BftRequest, slug: str, pk: int) -> HttpResponse:
         "names": [names[c.pk] for c in candidates],
         "filter": row_filter,
         "qs": row_filter.querystring(),
-        "pairs": evaluations.pair_choices(candidates, names),
+        "pairs": comparisons.pair_choices(candidates, names),
         "kinds": row_filter.kind_choices(names),
         "page": page,
-        "rows": evaluations.compared_rows(evaluation, candidates, list(page.object_list)),
+        "rows": comparisons.compared_rows(evaluation, candidates, list(page.object_list)),
     }
     if request.htmx and request.htmx.target == "evaluation-rows":
         return render(request, "jobs/evaluation_detail.html#evaluation-rows", context)
@@ -261,13 +261,13 @@ def evaluation_row(request: BftRequest, slug: str, pk: int, row_index: int) -> H
     previous / next follow the comparison's filter."""
     project = get_project_for(request, slug).project
     evaluation = _get_evaluation(project, pk)
-    candidates = evaluations.candidates_of(evaluation)
-    row = evaluations.row_results(evaluation, candidates, row_index)
+    candidates = comparisons.candidates_of(evaluation)
+    row = comparisons.row_results(evaluation, candidates, row_index)
     if row is None:
         raise Http404("No candidate has answered this row.")
-    names = evaluations.candidate_names(candidates)
-    row_filter = evaluations.RowFilter.from_query(request.GET, candidates)
-    order = row_filter.rows(evaluations.result_rows(evaluation))
+    names = comparisons.candidate_names(candidates)
+    row_filter = comparisons.RowFilter.from_query(request.GET, candidates)
+    order = row_filter.rows(comparisons.result_rows(evaluation))
     position = order.index(row_index) if row_index in order else None
     context = {
         "project": project,
@@ -288,8 +288,8 @@ def evaluation_row(request: BftRequest, slug: str, pk: int, row_index: int) -> H
 
 
 EXPORTS = {
-    "csv": (evaluations.export_csv, "text/csv; charset=utf-8"),
-    "jsonl": (evaluations.export_jsonl, "application/x-ndjson"),
+    "csv": (comparisons.export_csv, "text/csv; charset=utf-8"),
+    "jsonl": (comparisons.export_jsonl, "application/x-ndjson"),
 }
 
 
@@ -317,5 +317,5 @@ def evaluation_job_verdict(request: BftRequest, slug: str, job_pk: int) -> HttpR
     (polled while it is); loaded by the job page."""
     project = get_project_for(request, slug).project
     job = get_object_or_404(FinetuneJob, pk=job_pk, project=project)
-    context = {"project": project, "job": job, "found": evaluations.job_evaluations(job)}
+    context = {"project": project, "job": job, "found": comparisons.job_evaluations(job)}
     return render(request, "jobs/_evaluation_verdict.html#job-verdict", context)

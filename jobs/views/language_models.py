@@ -16,7 +16,7 @@ from jobs.forms.language_models import LanguageModelForm
 from jobs.http import BftRequest
 from jobs.models import LanguageModel
 from jobs.permissions import get_project_for
-from jobs.services import evaluations
+from jobs.services import comparisons
 from jobs.services.language_models import MODEL_TEST_PROMPT
 
 QUEUE_UNAVAILABLE = "The queue is unavailable (Redis does not answer), so the test was not sent. Try again once it is back."
@@ -28,7 +28,7 @@ def model_list(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
     models = list(project.models.select_related("source_job").order_by("name"))
     # Each fine-tuned model's latest verdict as the student (one query).
-    verdicts = evaluations.latest_verdicts([m for m in models if m.source_job_id])
+    verdicts = comparisons.latest_verdicts([m for m in models if m.source_job_id])
     context = {
         "project": project,
         "nav": "models",

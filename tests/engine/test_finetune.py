@@ -13,6 +13,7 @@ import torch
 
 from jobs.engine import finetune as ft
 from jobs.engine import model_store, packing
+from jobs.engine import training_plan as tp
 from jobs.engine.types import FinetuneConfig, TrainProgress
 
 torch.set_num_threads(2)
@@ -222,7 +223,7 @@ def test_bad_rows_are_refused(tmp_path: Path) -> None:
 
 def test_plan_covers_every_row_each_epoch_and_caps_at_max_steps() -> None:
     config = replace(CONFIG, epochs=2, batch_size=2, gradient_accumulation_steps=2)
-    steps = ft.plan_steps(7, config)  # 4 micro-batches per epoch -> 2 steps per epoch
+    steps = tp.plan_steps(7, config)  # 4 micro-batches per epoch -> 2 steps per epoch
     assert len(steps) == math.ceil(4 / 2) * 2
     for epoch in (0, 1):
         rows = [
@@ -233,61 +234,61 @@ def test_plan_covers_every_row_each_epoch_and_caps_at_max_steps() -> None:
             for i in micro
         ]
         assert sorted(rows) == list(range(7))
-    assert [s.micro_batches for s in steps] == [s.micro_batches for s in ft.plan_steps(7, config)]
+    assert [s.micro_batches for s in steps] == [s.micro_batches for s in tp.plan_steps(7, config)]
     assert steps[0].micro_batches != steps[2].micro_batches  # reshuffled per epoch
     assert [s.epoch_position for s in steps] == [2, 4, 2, 4]
-    assert len(ft.plan_steps(7, replace(config, max_steps=3))) == 3
+    assert len(tp.plan_steps(7, replace(config, max_steps=3))) == 3
 
 
 def test_the_plan_raises_epochs_until_a_small_set_gets_its_minimum_steps() -> None:
     """The rule: with epochs unset, the fewest epochs that reach min_steps, within bounds."""
     config = FinetuneConfig(base_model="x")  # the defaults: auto epochs, 4 rows per step
     assert (config.epochs, config.min_steps, config.batch_size) == (None, 24, 4)
-    plan = ft.training_plan(15, config)  # 4 steps per epoch (the issue's 15 kept rows)
+    plan = tp.training_plan(15, config)  # 4 steps per epoch (the issue's 15 kept rows)
     assert (plan.steps_per_epoch, plan.epochs, plan.total_steps) == (4, 6, 24)
     assert plan.auto_epochs and not plan.warnings and not plan.too_few_steps
-    plan = ft.training_plan(55, config)  # 14 per epoch: 2 epochs
+    plan = tp.training_plan(55, config)  # 14 per epoch: 2 epochs
     assert (plan.epochs, plan.total_steps) == (2, 28)
-    plan = ft.training_plan(1000, config)  # a big set: one pass is plenty
-    assert (plan.epochs, plan.total_steps) == (ft.AUTO_MIN_EPOCHS, 250)
+    plan = tp.training_plan(1000, config)  # a big set: one pass is plenty
+    assert (plan.epochs, plan.total_steps) == (tp.AUTO_MIN_EPOCHS, 250)
     assert "250 steps per epoch x 1 epoch (auto: at least 24 steps)" in plan.describe()
-    plan = ft.training_plan(6, config)  # 2 per epoch: capped at AUTO_MAX_EPOCHS, and said so
-    assert (plan.epochs, plan.total_steps) == (ft.AUTO_MAX_EPOCHS, 20)
+    plan = tp.training_plan(6, config)  # 2 per epoch: capped at AUTO_MAX_EPOCHS, and said so
+    assert (plan.epochs, plan.total_steps) == (tp.AUTO_MAX_EPOCHS, 20)
     assert plan.too_few_steps and "6 rows are too few" in plan.warnings[0]
     # accumulation counts: 15 rows, 2 per micro-batch, 2 micro-batches per step -> 4 per epoch
-    plan = ft.training_plan(15, replace(config, batch_size=2, gradient_accumulation_steps=2))
+    plan = tp.training_plan(15, replace(config, batch_size=2, gradient_accumulation_steps=2))
     assert (plan.rows_per_step, plan.steps_per_epoch, plan.epochs) == (4, 4, 6)
     assert plan.warmup_steps == math.ceil(config.warmup_ratio * 24)
 
 
 def test_explicit_epochs_and_max_steps_win_with_a_warning_when_too_few() -> None:
     config = FinetuneConfig(base_model="x", epochs=1)
-    plan = ft.training_plan(15, config)
+    plan = tp.training_plan(15, config)
     assert (plan.epochs, plan.total_steps, plan.auto_epochs) == (1, 4, False)
     assert plan.warnings == (
         "only 4 optimizer steps, under 24: likely too few for the student to learn the answer "
         "format (leave epochs empty (auto) or set them to 6)",
     )
-    plan = ft.training_plan(15, replace(config, epochs=None, max_steps=10))
+    plan = tp.training_plan(15, replace(config, epochs=None, max_steps=10))
     assert (plan.epochs, plan.total_steps) == (6, 10)
     assert "raise max steps" in plan.warnings[0] and "(max steps)" in plan.describe()
-    assert ft.training_plan(15, replace(config, epochs=None, min_steps=4)).epochs == 1
-    assert ft.training_plan(0, config).warnings == ("no training rows",)
+    assert tp.training_plan(15, replace(config, epochs=None, min_steps=4)).epochs == 1
+    assert tp.training_plan(0, config).warnings == ("no training rows",)
     # plan_steps follows the plan exactly
-    assert len(ft.plan_steps(15, FinetuneConfig(base_model="x"))) == 24
-    assert len(ft.plan_steps(15, config)) == 4
+    assert len(tp.plan_steps(15, FinetuneConfig(base_model="x"))) == 24
+    assert len(tp.plan_steps(15, config)) == 4
 
 
 def test_a_jobs_config_json_with_its_plan_loads_back() -> None:
     config = FinetuneConfig(base_model="x")
-    plan = ft.training_plan(15, config).to_dict()
+    plan = tp.training_plan(15, config).to_dict()
     assert plan["summary"].startswith("15 rows, 4 per step: 4 steps per epoch x 6 epochs")
     stored = {**config.to_dict(), FinetuneConfig.PLAN_KEY: plan}
     assert FinetuneConfig.from_dict(json.loads(json.dumps(stored))) == config
 
 
 def test_lr_warms_up_then_decays_and_never_runs_at_zero() -> None:
-    factors = [ft.lr_factor(s, total_steps=10, warmup_steps=2) for s in range(10)]
+    factors = [tp.lr_factor(s, total_steps=10, warmup_steps=2) for s in range(10)]
     assert factors[:3] == [0.5, 1.0, 1.0]
     assert factors == sorted(factors[:2]) + sorted(factors[2:], reverse=True)
     assert min(factors) > 0

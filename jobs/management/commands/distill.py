@@ -24,7 +24,15 @@ from jobs.models import (
     Membership,
     Project,
 )
-from jobs.services import evaluations, finetunes, model_policy, programs, queue, runs, trace_sets
+from jobs.services import (
+    comparisons,
+    finetunes,
+    model_policy,
+    programs,
+    queue,
+    runs,
+    trace_sets,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -527,7 +535,7 @@ class Command(BaseCommand):
             )
             return
         wait_for(evaluation, describe_progress, self.stdout)
-        self.stdout.write(evaluations.compare(evaluation).text_table())
+        self.stdout.write(comparisons.compare(evaluation).text_table())
 
     def check_queue(self) -> None:
         health = queue.queue_health()

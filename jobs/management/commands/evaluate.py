@@ -25,7 +25,7 @@ from jobs.models import (
     Project,
     Trainset,
 )
-from jobs.services import evaluations, queue
+from jobs.services import comparisons, evaluations, queue
 
 Role = EvaluationCandidate.Role
 Prompting = EvaluationCandidate.Prompting
@@ -86,7 +86,7 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
             wait_for(evaluation, describe_progress, self.stdout)
-        self.stdout.write(evaluations.compare(evaluation).text_table())
+        self.stdout.write(comparisons.compare(evaluation).text_table())
 
     def create(self, options: dict[str, Any]) -> Evaluation:
         project = Project.objects.filter(name=options["project"]).first()

@@ -46,10 +46,29 @@ models = {m["name"]: m["id"] for m in call("GET", "/models/")["results"]}
 if "smollm2" not in models:  # the bundled model, as teacher and student
     body = {"name": "smollm2", "model_name": "smollm2", "fine_tunable": True}
     models["smollm2"] = call("POST", "/models/", json=body)["id"]
-run = call("POST", "/runs/", json={"trainset": trainset["id"], "program_version": version["id"],
-    "teacher": models["smollm2"], "metric": "exact_match", "metric_field": label, **run_options})  # fmt: skip
+run = call(
+    "POST",
+    "/runs/",
+    json={
+        "trainset": trainset["id"],
+        "program_version": version["id"],
+        "teacher": models["smollm2"],
+        "metric": "exact_match",
+        "metric_field": label,
+        **run_options,
+    },
+)
 run = wait(f"/runs/{run['id']}/")
 traces = call("POST", f"/runs/{run['id']}/trace-sets/", json={"selection": "passing"})
-job = call("POST", "/finetunes/", json={"run": run["id"], "student": models["smollm2"],
-    "selection": "passing", "trace_set": traces["id"], **finetune_options})  # fmt: skip
+job = call(
+    "POST",
+    "/finetunes/",
+    json={
+        "run": run["id"],
+        "student": models["smollm2"],
+        "selection": "passing",
+        "trace_set": traces["id"],
+        **finetune_options,
+    },
+)
 print(wait(f"/finetunes/{job['id']}/")["output_model_id"])

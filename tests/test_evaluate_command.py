@@ -43,9 +43,13 @@ class EvaluateCommandTestCase(WorkerTestCase):
 
     def test_it_scores_each_model_on_the_dev_rows_and_prints_the_table(self) -> None:
         output = self.evaluate(
-            "--rows", "reviews", "--models", "always-positive,always-negative",
-            "--program", "sentiment",
-        )  # fmt: skip
+            "--rows",
+            "reviews",
+            "--models",
+            "always-positive,always-negative",
+            "--program",
+            "sentiment",
+        )
         evaluation = Evaluation.objects.get()
         self.assertEqual(
             (evaluation.status, evaluation.split, evaluation.total), ("succeeded", "dev", 8)

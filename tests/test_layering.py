@@ -85,3 +85,35 @@ def test_models_import_no_services_and_services_no_views() -> None:
         for path in sorted((ROOT / "jobs" / package).glob("*.py")):
             bad = {name for name in _imports(path) if name.startswith(banned)}
             assert not bad, f"jobs/{package}/{path.name} imports {sorted(bad)}"
+
+
+def _engine_imports(path: Path) -> set[str]:
+    """The engine modules ``path`` imports, at the top or inside a function."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "jobs.engine":
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jobs.engine."):
+            names.add(node.module.split(".")[2])  # type: ignore[union-attr]
+        elif isinstance(node, ast.Import):
+            names.update(
+                a.name.split(".")[2] for a in node.names if a.name.startswith("jobs.engine.")
+            )
+    return names - {path.stem}
+
+
+def test_the_engine_has_no_import_loop() -> None:
+    """Not even through an import inside a function: each engine module only uses lower ones."""
+    graph = {path.stem: _engine_imports(path) for path in (ROOT / "jobs" / "engine").glob("*.py")}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, "import loop: " + " -> ".join([*path, module])
+        if module in done:
+            return
+        for imported in sorted(graph.get(module, ())):
+            visit(imported, (*path, module))
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())

@@ -186,8 +186,8 @@ def search_demos(
     """Score each candidate demo set with the teacher on the ``sample`` rows, then a shuffled order
     of the best; choose the best by (passed, mean score), the earlier on a tie (so a reordering
     wins only when it does strictly better). ``lm``: any dspy LM."""
-    from jobs.engine.bootstrap import attach_demos, trace_example
     from jobs.engine.program_module import build_program
+    from jobs.engine.tracing import attach_demos, trace_example
     from jobs.engine.training_data import chat_adapter
 
     module = build_program(program)

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.engine import metrics
-from jobs.engine.bootstrap import attach_demos, run_examples, trace_example
+from jobs.engine.bootstrap import run_examples
 from jobs.engine.local_lm import check_model, make_lm
 from jobs.engine.program_module import build_program
 from jobs.engine.programs import ProgramSpec
+from jobs.engine.tracing import attach_demos, trace_example
 from jobs.engine.training_data import chat_adapter
 from jobs.engine.types import MetricSpec, ModelSpec
 

@@ -1,8 +1,9 @@
 """Workflows: each topic's rules live in one module here, and the pages, the admin, the
 management commands and the RQ tasks all call them. Only this package talks to Redis/RQ.
 
-- queue: every queued row (runs, fine-tunes, imports) is enqueued, cancelled, retried, marked
-  failed and reconciled the same way; queue health and positions
+- queue: every queued row (runs, fine-tunes, imports, evaluations, playground tries, webhook
+  deliveries) is enqueued, cancelled, retried, marked failed and reconciled the same way; queue
+  health, positions and a task's progress
 - projects: creating a project, members and the last-owner rule
 - model_policy: what models a project may use (keys, endpoints, files, fine-tuned ids)
 - language_models: trying a model on a worker

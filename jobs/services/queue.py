@@ -1,7 +1,8 @@
 """Queued work, one pattern for every kind: enqueue, cancel, retry, mark failed, reconcile, health.
 
-Every queued row (a bootstrap run, a fine-tune job, a trainset import) is a ``QueuedWork`` whose
-class names its ``WORK`` spec: queue, task path, timeout setting. The row is created first with
+Every queued row (a bootstrap run, a fine-tune job, a trainset import, an evaluation, a playground
+try, a webhook delivery: ``queued_models()``) is a ``QueuedWork`` whose class names its ``WORK``
+spec: queue, task path, timeout setting. The row is created first with
 its RQ job id chosen by us, then enqueued on commit with a dotted task path (the web process never
 imports torch) and explicit timeouts and TTLs (NetBox's Job.enqueue, without pickling
 instances: payloads are primary keys, stored as JSON). The row, not Redis, is the record; when
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
@@ -25,7 +27,7 @@ from django.apps import apps
 from django.conf import settings
 from django.db import transaction
 from django.utils.timezone import now
-from rq import Callback, Queue, Worker
+from rq import Callback, Queue, Worker, get_current_job
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -338,6 +340,27 @@ def enqueue_call(
         )
     except redis.RedisError as exc:
         raise QueueUnavailable(str(exc)) from exc
+
+
+class JobProgress:
+    """Inside a task: writes ``progress`` into the running RQ job's meta (where
+    :func:`current_job_progress` reads it), at most every ``every_s`` seconds unless forced.
+    Outside a job it does nothing. Best effort: the row's status is the record."""
+
+    def __init__(self, every_s: float) -> None:
+        self.job = get_current_job()
+        self.every_s = every_s
+        self._last = 0.0
+
+    def save(self, progress: dict[str, Any], *, force: bool = False) -> None:
+        if self.job is None or (not force and time.monotonic() - self._last < self.every_s):
+            return
+        self._last = time.monotonic()
+        self.job.meta["progress"] = progress
+        try:
+            self.job.save_meta()
+        except Exception:
+            logger.warning("could not save the progress of job %s", self.job.id, exc_info=True)
 
 
 def current_job_progress(rq_job_id: str, queue_name: str) -> dict[str, Any]:

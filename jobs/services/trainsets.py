@@ -18,7 +18,6 @@ import io
 import logging
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -385,23 +384,13 @@ def _queue_import(trainset: Trainset, upload: Any, *, skip_bad_rows: bool) -> Im
 
 
 class _Progress:
-    """Writes {phase, done, total} into the current RQ job's meta, at most once a second."""
+    """The import's {phase, done, total}, saved for the page at most once a second."""
 
     def __init__(self) -> None:
-        from rq import get_current_job
-
-        self.job = get_current_job()
-        self._last = 0.0
+        self.job = queue.JobProgress(every_s=PROGRESS_EVERY_S)
 
     def __call__(self, phase: str, done: int, total: int, *, force: bool = False) -> None:
-        if self.job is None or (not force and time.monotonic() - self._last < PROGRESS_EVERY_S):
-            return
-        self._last = time.monotonic()
-        self.job.meta["progress"] = {"phase": phase, "done": done, "total": total}
-        try:
-            self.job.save_meta()
-        except Exception:  # progress is best effort; the rows' status is the record
-            log.warning("could not save import progress", exc_info=True)
+        self.job.save({"phase": phase, "done": done, "total": total}, force=force)
 
 
 class _Superseded(Exception):

@@ -8,11 +8,11 @@ import dspy
 import pytest
 from dspy.utils.dummies import DummyLM
 
-from jobs.engine.bootstrap import attach_demos
 from jobs.engine.evaluate import evaluate, evaluate_with_lm, price_per_token
 from jobs.engine.local_lm import make_lm
 from jobs.engine.metrics import make_dspy_metric
 from jobs.engine.program_module import build_program
+from jobs.engine.tracing import attach_demos
 from jobs.engine.training_data import chat_adapter
 from jobs.engine.types import MetricSpec, ModelSpec
 

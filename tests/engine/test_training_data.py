@@ -11,11 +11,12 @@ from dspy.teleprompt.bootstrap_finetune import BootstrapFinetune
 from dspy.teleprompt.bootstrap_trace import bootstrap_trace_data
 from dspy.utils.dummies import DummyLM
 
-from jobs.engine.bootstrap import attach_demos, bootstrap_with_lm
+from jobs.engine.bootstrap import bootstrap_with_lm
 from jobs.engine.demos import pick_demos
 from jobs.engine.metrics import make_dspy_metric
 from jobs.engine.program_module import build_program
 from jobs.engine.programs import parse_program_spec
+from jobs.engine.tracing import attach_demos
 from jobs.engine.training_data import build_training_rows, chat_adapter, rerender_trace
 from jobs.engine.types import BootstrapConfig, MetricSpec
 

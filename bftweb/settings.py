@@ -96,6 +96,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a body: an oversized one is refused unread (BFT_REQUEST_MAX_BYTES).
+    "bftweb.middleware.RequestSizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -185,6 +187,9 @@ STATIC_ROOT = envpath("STATIC_ROOT", BASE_DIR / "staticfiles")
 
 # Uploads: trainsets and program files are streamed and validated by jobs/engine/trainsets.py.
 BFT_UPLOAD_MAX_BYTES = envint("BFT_UPLOAD_MAX_BYTES", str(50 * 1024 * 1024))
+# Any request body over this is refused before it is read (413): the upload limit plus room for
+# the form around the file.
+BFT_REQUEST_MAX_BYTES = envint("BFT_REQUEST_MAX_BYTES", str(BFT_UPLOAD_MAX_BYTES + 64 * 1024))
 BFT_UPLOAD_MAX_ROWS = envint("BFT_UPLOAD_MAX_ROWS", "100000")
 BFT_UPLOAD_MAX_FIELD_CHARS = envint("BFT_UPLOAD_MAX_FIELD_CHARS", "20000")
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(10 * 1024 * 1024))

@@ -158,6 +158,7 @@ class DistillArgumentsTestCase(BaseTestCase):
         )
         self.assertIn("line 2", message)
         self.assertIn("--teacher api: The variable SECRET_KEY is not allowed", message)
+        self.assertIn("BFT_LM_KEY_VARS", message)  # it names the setting to change
         self.assertIn("--student /etc/passwd: Local model files must be inside", message)
         self.assert_nothing_written()
         # a project that does not exist yet is not created for a bad metric or a refused model
@@ -507,6 +508,11 @@ class DistillEndToEndTestCase(LiveWorkerTestCase):
             EvaluationResult.objects.filter(candidate__evaluation=evaluation).count(), 3 * rows
         )
         self.assertIn(comparisons.compare(evaluation).text_table(), output)
+        # the comparison page shows the three candidates (to distill's own operator)
+        self.client.force_login(User.objects.get(username="distill"))
+        page = self.client.get(f"/p/{evaluation.project.slug}/evaluations/{evaluation.pk}/")
+        for candidate in evaluation.candidates.all():
+            self.assertContains(page, candidate.language_model.name)
         run = BootstrapRun.objects.get()
         self.assertEqual(
             (run.status, run.traces.count(), run.project.name), ("succeeded", 16, "distill")

@@ -209,3 +209,11 @@ class EvaluateAfterFinetuneTestCase(LiveWorkerTestCase):
         self.assertEqual(evaluation.verdict, comparison.verdict())
         self.assertTrue(evaluation.verdict["candidates"][2]["collapsed"])
         self.assertIn("student", evaluation.verdict["student_vs_teacher"])
+        # the comparison page shows the three candidates and the collapsed student's warning
+        self.client.force_login(self.bob)
+        page = self.client.get(f"/p/{run.project.slug}/evaluations/{evaluation.pk}/")
+        self.assertContains(page, f"student ft-{job.pk}")
+        self.assertContains(page, "Teacher")
+        self.assertContains(page, "Base student")
+        student_candidate = evaluation.candidates.get(role="student")
+        self.assertContains(page, f'id="collapsed-{student_candidate.pk}"')

@@ -328,6 +328,28 @@ class RequestSizeTestCase(WebTestCase):
         r, body = self.post_declared(self.client, 50 * 1024 * 1024)
         self.assertEqual((r.status_code, body.bytes_read), (403, 0))
 
+    def test_every_other_url_refuses_a_body_over_the_request_limit_unread(self) -> None:
+        """Program uploads, the API, the admin, even signed out: over BFT_REQUEST_MAX_BYTES is
+        refused before anything (the CSRF check, a form, DRF's parser) reads the body."""
+        self.login(self.bob)
+        for url, shape in (
+            ("/p/p1/programs/new/", "text/plain"),
+            ("/api/v1/projects/p1/programs/", "application/json"),
+            ("/admin/login/", "text/plain"),
+        ):
+            with self.subTest(url=url), override_settings(BFT_REQUEST_MAX_BYTES=1024 * 1024):
+                body = UnreadBody(2 * 1024 * 1024)
+                r = self.client.generic(
+                    "POST",
+                    url,
+                    CONTENT_TYPE="multipart/form-data; boundary=bftweb",
+                    CONTENT_LENGTH=str(body.size),
+                    **{"wsgi.input": body},
+                )
+                self.assertEqual((r.status_code, body.bytes_read), (413, 0))
+                self.assertTrue(r["Content-Type"].startswith(shape))
+                self.assertIn("BFT_REQUEST_MAX_BYTES", r.content.decode())
+
     def test_a_body_within_the_limit_is_read_and_checked_as_before(self) -> None:
         self.login(self.bob)
         r = self.client.post(URL, upload("t.jsonl", f"{GOOD}\n".encode() * 100))

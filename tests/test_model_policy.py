@@ -38,7 +38,7 @@ class Listener:
     """A real HTTP server on 127.0.0.1 that answers like an OpenAI chat endpoint and records
     every request it gets (the attacker's server, or an internal service)."""
 
-    def __init__(self, reply: str = "internal reply") -> None:
+    def __init__(self, reply: str = "internal reply", status: int = 200) -> None:
         self.requests: list[dict[str, Any]] = []
         listener = self
 
@@ -48,6 +48,15 @@ class Listener:
                 listener.requests.append(
                     {"path": self.path, "headers": dict(self.headers), "body": body.decode()}
                 )
+                if status != 200:  # a provider's error: a long body naming internals
+                    error = {"message": "internal trace " + "/srv/secret/path " * 400}
+                    answer = json.dumps({"error": error}).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
                 answer = json.dumps(
                     {
                         "id": "chatcmpl-1",
@@ -411,9 +420,10 @@ class WorkerRefusesTest(WorkerTestCase):
     itself refuses before it calls anything, and a real listener proves nothing reached it."""
 
     def test_the_worker_sends_no_secret_and_reaches_no_unlisted_server(self) -> None:
-        allowed, forbidden = Listener(), Listener()
+        allowed, forbidden, failing = Listener(), Listener(), Listener(status=400)
         self.addCleanup(allowed.close)
         self.addCleanup(forbidden.close)
+        self.addCleanup(failing.close)
 
         def litellm(name: str, var: str, base: str) -> LanguageModel:
             return self.make_model(
@@ -431,6 +441,7 @@ class WorkerRefusesTest(WorkerTestCase):
             "database": litellm("database", "DATABASE_URL", allowed.url),
             "unlisted-server": litellm("unlisted-server", "BFT_KEY_TEST", forbidden.url),
             "allowed": litellm("allowed", "BFT_KEY_TEST", allowed.url),
+            "failing": litellm("failing", "BFT_KEY_TEST", failing.url),
         }
         stolen = self.make_model("stolen", model_name="bftweb:smollm2:ft-9")  # p1 uses p2's id
         version = self.make_program()
@@ -446,12 +457,22 @@ class WorkerRefusesTest(WorkerTestCase):
             created_by=self.charlie,
         )
         attack_run = self.make_run(program_version=version, teacher=stolen)
+        attack_job = FinetuneJob.objects.create(  # p1 fine-tunes p2's student further
+            project=self.p1,
+            run=attack_run,
+            student=stolen,
+            config=FinetuneConfig(base_model=stolen.model_name).to_dict(),
+            created_by=self.bob,
+        )
+        models["stolen"] = stolen
         rq_queue = queue.get_queue("default")
         for model in models.values():
             rq_queue.enqueue("jobs.tasks.run_model_test", model.pk)
         rq_queue.enqueue("jobs.tasks.run_bootstrap", attack_run.pk)
+        rq_queue.enqueue("jobs.tasks.run_finetune", attack_job.pk)
 
-        env = {**SECRETS, "BFT_LM_API_BASES": f"127.0.0.1:{allowed.port}"}
+        bases = f"127.0.0.1:{allowed.port},127.0.0.1:{failing.port}"
+        env = {**SECRETS, "BFT_LM_API_BASES": bases}
         with environ(**env):
             worker = start_worker(Path(self.artifacts) / "worker.log", "default")
         self.addCleanup(stop_process, worker)
@@ -461,7 +482,8 @@ class WorkerRefusesTest(WorkerTestCase):
                 pk__in=[m.pk for m in models.values()], last_test_at__isnull=False
             ).count()
             attack_run.refresh_from_db()
-            return tested == len(models) and attack_run.is_terminal
+            attack_job.refresh_from_db()
+            return tested == len(models) and attack_run.is_terminal and attack_job.is_terminal
 
         wait_for(all_done, timeout=180, what="the worker to test every model")
         got = {name: LanguageModel.objects.get(pk=m.pk) for name, m in models.items()}
@@ -485,3 +507,16 @@ class WorkerRefusesTest(WorkerTestCase):
         self.assertIn("No fine-tuned model", attack_run.error)
         self.assertEqual(attack_run.traces.count(), 0)
         self.assertFalse(BootstrapRun.objects.filter(status=Status.RUNNING).exists())
+        # Another project's fine-tuned id is refused by the Test button's task and the fine-tune
+        # worker too, before anything loads its weights.
+        self.assertIn("No fine-tuned model", got["stolen"].last_test_error)
+        self.assertEqual(got["stolen"].last_test_output, "")
+        self.assertEqual((attack_job.status, attack_job.output_model_id), (Status.FAILED, ""))
+        self.assertIn("No fine-tuned model", attack_job.error)
+        self.assertFalse(attack_job.metrics.exists())
+        # A provider's long error body is stored shortened, without the paths it named.
+        failed = got["failing"].last_test_error
+        self.assertEqual(len(failing.requests), 1)
+        self.assertTrue(failed)
+        self.assertLessEqual(len(failed), 500)
+        self.assertNotIn("/srv/secret/path", failed)

@@ -157,6 +157,20 @@ class ModelsPageTestCase(WebTestCase):
         self.assertContains(r, "error</span>")
         self.assertNotContains(r, "UnknownModelError: nope")
 
+    def test_a_test_answer_is_shown_to_operators_only(self) -> None:
+        LanguageModel.objects.filter(pk=self.model.pk).update(
+            last_test_output="the server said: internal-hostname-7", last_test_at=timezone.now()
+        )
+        status = f"/p/p1/models/{self.model.pk}/test/status/"
+        self.login(self.bob)
+        self.assertContains(self.client.get("/p/p1/models/"), "internal-hostname-7")
+        self.assertContains(self.client.get(status), "internal-hostname-7")
+        self.login(self.victor)  # a viewer sees that it answered, never what
+        for url in ("/p/p1/models/", status):
+            r = self.client.get(url)
+            self.assertEqual(r.status_code, 200)
+            self.assertNotContains(r, "internal-hostname-7")
+
     def test_status_of_another_projects_model_is_404(self) -> None:
         self.assertEqual(
             self.status_for(self.charlie, "get", f"/p/p1/models/{self.model.pk}/test/status/"), 404

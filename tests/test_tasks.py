@@ -13,9 +13,11 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from jobs import tasks
+from jobs.engine.model_store import finetuned_owner
 from jobs.engine.types import BootstrapConfig, FinetuneConfig
 from jobs.models import BootstrapRun, FinetuneJob, LanguageModel
 from jobs.services import runs, trace_sets
+from jobs.services.model_policy import project_owner_key
 from tests.base import BaseTestCase
 
 TRAIN_SPLIT = [0, 1, 2, 4, 5, 6]  # make_trainset(dev_every=4) puts rows 3 and 7 in dev
@@ -135,6 +137,8 @@ class RunFinetuneTestCase(BaseTestCase):
         self.assertEqual((job.status, job.step, job.total_steps), ("succeeded", 3, 3))
         self.assertEqual(job.checkpoint_step, 3)
         self.assertEqual(job.output_model_id, model_id)
+        # the registry records whose it is: only this project may use it
+        self.assertEqual(finetuned_owner(model_id), project_owner_key(job.project))
         self.assertEqual(job.output_dir, str(self.artifacts / "jobs" / str(job.pk)))
         self.assertEqual(job.train_rows, 4)
         self.assertTrue(job.worker_name)

@@ -339,12 +339,13 @@ class RequestSizeTestCase(WebTestCase):
         ):
             with self.subTest(url=url), override_settings(BFT_REQUEST_MAX_BYTES=1024 * 1024):
                 body = UnreadBody(2 * 1024 * 1024)
+                environ: dict[str, Any] = {"wsgi.input": body}
                 r = self.client.generic(
                     "POST",
                     url,
                     CONTENT_TYPE="multipart/form-data; boundary=bftweb",
                     CONTENT_LENGTH=str(body.size),
-                    **{"wsgi.input": body},
+                    **environ,
                 )
                 self.assertEqual((r.status_code, body.bytes_read), (413, 0))
                 self.assertTrue(r["Content-Type"].startswith(shape))

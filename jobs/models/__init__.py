@@ -5,7 +5,8 @@
 - language_models: LanguageModel (teachers and students)
 - trainsets: Trainset, TrainsetRow, TrainsetImport (a large upload imported by a worker)
 - programs: Program, ProgramVersion
-- queued_work: QueuedWork, the state machine every queued row shares (Status)
+- queued_work: QueuedWork, the state machine every queued row shares (Status); ScoredWork, one
+  that scores rows with a metric (runs, evaluations)
 - runs: BootstrapRun, Trace (one per bootstrapped example), TraceSelection
 - review: TraceDecision (the review history), TraceSet and TraceSetItem (frozen selections)
 - finetunes: FinetuneJob, FinetuneMetric

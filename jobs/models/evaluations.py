@@ -15,15 +15,15 @@ from jobs.models.finetunes import FinetuneJob
 from jobs.models.language_models import LanguageModel
 from jobs.models.programs import ProgramVersion
 from jobs.models.projects import Project
-from jobs.models.queued_work import QueuedWork, WorkSpec
+from jobs.models.queued_work import ScoredWork, WorkSpec
 from jobs.models.runs import BootstrapRun
 from jobs.models.trainsets import Trainset
 
 if TYPE_CHECKING:
-    from jobs.engine.types import MetricSpec
+    pass
 
 
-class Evaluation(QueuedWork):
+class Evaluation(ScoredWork):
     """A program version scored with a metric on a set of trainset rows, once per candidate."""
 
     WORK = WorkSpec(
@@ -41,7 +41,6 @@ class Evaluation(QueuedWork):
     )
     trainset = models.ForeignKey(Trainset, on_delete=models.PROTECT, related_name="evaluations")
     split = models.CharField(max_length=8, choices=Split, default=Split.DEV)
-    metric = models.JSONField()  # MetricSpec.to_dict()
     # The run whose teacher (and demos) it compares against, and the fine-tune that queued it.
     run = models.ForeignKey(
         BootstrapRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="evaluations"
@@ -52,8 +51,6 @@ class Evaluation(QueuedWork):
     num_threads = models.PositiveSmallIntegerField(default=8)
     limit = models.PositiveIntegerField(null=True, blank=True)  # at most this many rows
     rows = models.PositiveIntegerField(default=0)  # rows each candidate answers
-    total = models.PositiveIntegerField(default=0)  # rows x candidates
-    done = models.PositiveIntegerField(default=0)
     # The comparison's headline, written when the evaluation ends (services.evaluations.verdict):
     # per candidate {"label", "passed", "n", "score", "collapsed"} and the student-vs-teacher words.
     verdict = models.JSONField(default=dict, blank=True)
@@ -64,17 +61,6 @@ class Evaluation(QueuedWork):
 
     def __str__(self) -> str:
         return f"Evaluation {self.pk} ({self.status})"
-
-    @property
-    def percent(self) -> int | None:
-        if not self.total:
-            return None
-        return min(100, round(100 * self.done / self.total))
-
-    def metric_spec(self) -> MetricSpec:
-        from jobs.engine.types import MetricSpec
-
-        return MetricSpec.from_dict(self.metric)
 
 
 class EvaluationCandidate(models.Model):

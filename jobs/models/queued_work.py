@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.db import models
 from django.dispatch import Signal
 from django.utils.timezone import now
+
+if TYPE_CHECKING:
+    from jobs.engine.types import MetricSpec
 
 # Sent (sender: the row's model; row, status) whenever a row reaches succeeded, failed or cancelled,
 # by whichever transition got it there. Receivers that act on it do so on commit (webhooks).
@@ -157,3 +160,26 @@ class QueuedWork(models.Model):
     def stop_requested(self) -> bool:
         """Read from the database: the worker's should_stop()."""
         return type(self)._default_manager.filter(pk=self.pk, cancel_requested=True).exists()
+
+
+class ScoredWork(QueuedWork):
+    """Queued work that scores rows with a metric (a bootstrap run, an evaluation): the metric,
+    and the progress in rows."""
+
+    metric = models.JSONField()  # MetricSpec.to_dict()
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def percent(self) -> int | None:
+        if not self.total:
+            return None
+        return min(100, round(100 * self.done / self.total))
+
+    def metric_spec(self) -> MetricSpec:
+        from jobs.engine.types import MetricSpec
+
+        return MetricSpec.from_dict(self.metric)

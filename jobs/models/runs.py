@@ -10,14 +10,14 @@ from django.db import models
 from jobs.models.language_models import LanguageModel
 from jobs.models.programs import ProgramVersion
 from jobs.models.projects import Project
-from jobs.models.queued_work import QueuedWork, WorkSpec
+from jobs.models.queued_work import ScoredWork, WorkSpec
 from jobs.models.trainsets import Trainset
 
 if TYPE_CHECKING:
-    from jobs.engine.types import BootstrapConfig, MetricSpec
+    from jobs.engine.types import BootstrapConfig
 
 
-class BootstrapRun(QueuedWork):
+class BootstrapRun(ScoredWork):
     """The teacher program run over a trainset; each example's result is a Trace."""
 
     WORK = WorkSpec("run", "default", "jobs.tasks.run_bootstrap", "BFT_BOOTSTRAP_TIMEOUT_S")
@@ -30,14 +30,11 @@ class BootstrapRun(QueuedWork):
     teacher = models.ForeignKey(
         LanguageModel, on_delete=models.PROTECT, related_name="teacher_runs"
     )
-    metric = models.JSONField()  # MetricSpec.to_dict()
     config = models.JSONField(default=dict)  # BootstrapConfig.to_dict()
     # How the teacher's demos were chosen (demo_strategy "stratified_search"): the candidate sets
     # with their train row indices, labels and scores on the held sample, the chosen one, and the
     # chosen demos' inputs (runs.demo_search_record). {} until the search ran, or with "random".
     demo_search = models.JSONField(default=dict, blank=True)
-    total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
     passed = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     errored = models.PositiveIntegerField(default=0)
@@ -62,17 +59,6 @@ class BootstrapRun(QueuedWork):
 
     def __str__(self) -> str:
         return f"Run {self.pk} ({self.status})"
-
-    @property
-    def percent(self) -> int | None:
-        if not self.total:
-            return None
-        return min(100, round(100 * self.done / self.total))
-
-    def metric_spec(self) -> MetricSpec:
-        from jobs.engine.types import MetricSpec
-
-        return MetricSpec.from_dict(self.metric)
 
     def bootstrap_config(self) -> BootstrapConfig:
         from jobs.engine.types import BootstrapConfig

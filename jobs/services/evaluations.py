@@ -21,7 +21,6 @@ from django.db.models import Count
 from django.utils.timezone import now
 
 from jobs.engine.demos import pick_demos
-from jobs.engine.metrics import validate_metric_spec
 from jobs.engine.trainsets import lacks_fields
 from jobs.engine.types import MetricSpec
 from jobs.models import (
@@ -76,14 +75,16 @@ def create_evaluation(
 ) -> Evaluation:
     """Queue an evaluation. Rows lacking a program input or the metric's field are left out
     (they cannot be scored); "with the run's demos" needs ``run``."""
-    for obj, what in (
-        (trainset, "trainset"),
-        (program_version.program, "program"),
-        *((c.model, "model") for c in candidates),
-        *(((run, "run"),) if run is not None else ()),
-    ):
-        if obj.project_id != project.pk:
-            raise ValueError(f"The {what} belongs to another project.")
+    spec = programs.check_scored_work(
+        project=project,
+        trainset=trainset,
+        program_version=program_version,
+        metric=metric,
+        others=[
+            *((c.model, "model") for c in candidates),
+            *(((run, "run"),) if run is not None else ()),
+        ],
+    )
     if not candidates:
         raise ValueError("Pick at least one model to evaluate.")
     if len(candidates) > 8:
@@ -98,13 +99,6 @@ def create_evaluation(
         model_policy.check_model(choice.model)
         if choice.prompting == Prompting.RUN_DEMOS and run is None:
             raise ValueError("“With the run's demos” needs the run whose teacher it copies.")
-    if trainset.status != Trainset.Status.READY:
-        raise ValueError(f"Trainset {trainset.name!r} is not ready ({trainset.status}).")
-    spec = program_version.to_spec()
-    validate_metric_spec(metric, spec.output_fields)
-    problems = programs.fit_problems(spec, trainset.field_names, metric.field)
-    if problems:
-        raise ValueError("The program does not fit the rows: " + "; ".join(problems))
     needed = [*spec.input_fields, metric.field]
     n_rows = len(_row_indices(trainset, split, needed, limit))
     if n_rows == 0:

@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from jobs.engine.metrics import validate_metric_spec
 from jobs.engine.programs import ProgramSpec, ProgramSpecError, check_fields, parse_program_spec
-from jobs.models import Program, ProgramVersion, Project
+from jobs.models import Program, ProgramVersion, Project, Trainset
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+    from jobs.engine.types import MetricSpec
 
 
 def create_program_version(
@@ -99,3 +102,28 @@ def fit_problems(
             "so no metric can score it"
         )
     return problems
+
+
+def check_scored_work(
+    *,
+    project: Project,
+    trainset: Trainset,
+    program_version: ProgramVersion,
+    metric: MetricSpec,
+    others: Iterable[tuple[Any, str]] = (),
+) -> ProgramSpec:
+    """The rules a bootstrap run and an evaluation share before they are queued: the trainset,
+    the program and ``others`` ((row, "what") pairs with a project) are the project's, the
+    trainset is ready, the metric scores a program output and the program fits the trainset.
+    Returns the program's spec; ValueError naming the first problem."""
+    for obj, what in ((trainset, "trainset"), (program_version.program, "program"), *others):
+        if obj.project_id != project.pk:
+            raise ValueError(f"The {what} belongs to another project.")
+    if trainset.status != Trainset.Status.READY:
+        raise ValueError(f"Trainset {trainset.name!r} is not ready ({trainset.status}).")
+    spec = program_version.to_spec()
+    validate_metric_spec(metric, spec.output_fields)
+    problems = fit_problems(spec, trainset.field_names, metric.field)
+    if problems:
+        raise ValueError("The program does not fit the trainset: " + "; ".join(problems))
+    return spec

@@ -11,7 +11,6 @@ from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils.timezone import now
 
-from jobs.engine.metrics import validate_metric_spec
 from jobs.engine.programs import ProgramSpecError
 from jobs.engine.trainsets import lacks_fields
 from jobs.engine.types import BootstrapConfig, BootstrapProgress, MetricSpec
@@ -46,21 +45,14 @@ def create_bootstrap_run(
 ) -> BootstrapRun:
     """Queue a bootstrap run. Train rows that lack a program input or the metric's field (or hold
     null there) refuse it, unless ``skip_missing``: then they are counted as skipped, never sent."""
-    for obj, what in (
-        (trainset, "trainset"),
-        (program_version.program, "program"),
-        (teacher, "teacher"),
-    ):
-        if obj.project_id != project.pk:
-            raise ValueError(f"The {what} belongs to another project.")
+    spec = programs.check_scored_work(
+        project=project,
+        trainset=trainset,
+        program_version=program_version,
+        metric=metric,
+        others=[(teacher, "teacher")],
+    )
     model_policy.check_model(teacher)
-    if trainset.status != Trainset.Status.READY:
-        raise ValueError(f"Trainset {trainset.name!r} is not ready ({trainset.status}).")
-    spec = program_version.to_spec()
-    validate_metric_spec(metric, spec.output_fields)
-    problems = programs.fit_problems(spec, trainset.field_names, metric.field)
-    if problems:
-        raise ValueError("The program does not fit the trainset: " + "; ".join(problems))
     if config.limit is not None and config.limit < 1:
         raise ValueError("The limit must be at least 1.")
     missing = trainset.rows_missing([*spec.input_fields, metric.field])

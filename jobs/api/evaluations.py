@@ -106,24 +106,7 @@ class ResultSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EvaluationResult
-        fields = [
-            "id",
-            "candidate",
-            "row_index",
-            "inputs",
-            "labels",
-            "outputs",
-            "reasoning",
-            "raw",
-            "score",
-            "passed",
-            "parsed",
-            "error",
-            "latency_s",
-            "tokens_in",
-            "tokens_out",
-            "lm_calls",
-        ]
+        fields = ["id", "candidate", *comparisons.RESULT_FIELDS]
         read_only_fields = fields
 
 

@@ -29,6 +29,7 @@ from jobs.forms.values import parse_flag
 from jobs.models import BootstrapRun, FinetuneJob, Project, Trace, TraceDecision, TraceSet
 from jobs.permissions import Need
 from jobs.services import review, trace_sets
+from jobs.views.review import trace_set_download
 
 Verdict = TraceDecision.Verdict
 
@@ -354,15 +355,9 @@ class TraceSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RunScope
         trace_set = self.get_object()
         if fmt not in trace_sets.EXPORT_FORMATS:
             raise invalid("fmt", f"Export as {' or '.join(trace_sets.EXPORT_FORMATS)}.")
-        if fmt == "jsonl":
-            body = trace_sets.export_jsonl(
-                trace_set,
-                multitask=parse_flag(request.query_params.get("multitask"), default=True),
-                exclude_demos=parse_flag(request.query_params.get("exclude_demos"), default=True),
-            )
-        else:
-            body = trace_sets.export_csv(trace_set)
-        response = StreamingHttpResponse(body, content_type=trace_sets.EXPORT_FORMATS[fmt])
-        filename = trace_sets.export_filename(trace_set, fmt)
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
+        return trace_set_download(
+            trace_set,
+            fmt,
+            multitask=parse_flag(request.query_params.get("multitask"), default=True),
+            exclude_demos=parse_flag(request.query_params.get("exclude_demos"), default=True),
+        )

@@ -414,12 +414,21 @@ def trace_set_export(
     trace_set = _get_trace_set(run, set_pk)
     if fmt not in trace_sets.EXPORT_FORMATS:
         raise Http404("Trace sets export as .csv or .jsonl.")
+    return trace_set_download(
+        trace_set,
+        fmt,
+        multitask=_flag(request, "multitask"),
+        exclude_demos=_flag(request, "exclude_demos"),
+    )
+
+
+def trace_set_download(
+    trace_set: TraceSet, fmt: str, *, multitask: bool, exclude_demos: bool
+) -> StreamingHttpResponse:
+    """A trace set's export, streamed under a name the server builds (the page's and the API's);
+    ``fmt`` must be one of trace_sets.EXPORT_FORMATS."""
     if fmt == "jsonl":
-        body = trace_sets.export_jsonl(
-            trace_set,
-            multitask=_flag(request, "multitask"),
-            exclude_demos=_flag(request, "exclude_demos"),
-        )
+        body = trace_sets.export_jsonl(trace_set, multitask=multitask, exclude_demos=exclude_demos)
     else:
         body = trace_sets.export_csv(trace_set)
     response = StreamingHttpResponse(body, content_type=trace_sets.EXPORT_FORMATS[fmt])

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from jobs.api.base import ProjectViewSet
 from jobs.api.errors import ErrorSerializer, invalid
 from jobs.api.forms import serializer_for_form, validate_form
-from jobs.forms.language_models import LanguageModelForm
+from jobs.forms.language_models import MODEL_FIELDS, LanguageModelForm
 from jobs.models import LanguageModel, Project
 from jobs.services import language_models, queue
 from jobs.services.model_policy import ModelPolicyError
@@ -38,14 +38,7 @@ class LanguageModelSerializer(serializers.ModelSerializer):
         model = LanguageModel
         fields = [
             "id",
-            "name",
-            "kind",
-            "model_name",
-            "api_base",
-            "api_key_env",
-            "fine_tunable",
-            "temperature",
-            "max_tokens",
+            *MODEL_FIELDS,
             "source_job",
             "last_test_at",
             "last_test_output",

@@ -162,13 +162,7 @@ class ContinuousBatcher:
         if room <= 0:
             return []
         if self._waiting:  # requests held back for their adapter come first, in order
-            new = self._take_waiting(room)
-            while len(new) < room:
-                try:
-                    new.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            return new
+            return self._take_queued(self._take_waiting(room), room)
         if not self._rows:  # idle: wait for work, then a short window for company
             new = [self._queue.get()]
             deadline = time.monotonic() + self.batch_window_s
@@ -178,7 +172,10 @@ class ContinuousBatcher:
                 except queue.Empty:
                     break
             return new
-        new = []
+        return self._take_queued([], room)
+
+    def _take_queued(self, new: list[Any], room: int) -> list[Any]:
+        """``new`` topped up from the queue, without waiting, to at most ``room`` requests."""
         while len(new) < room:
             try:
                 new.append(self._queue.get_nowait())

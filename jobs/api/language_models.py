@@ -101,10 +101,7 @@ class LanguageModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Pro
         typed = ModelCreateSerializer(data=request.data)
         typed.is_valid(raise_exception=True)
         form = validate_form(LanguageModelForm, typed.validated_data, project=self.project)
-        model = form.save(commit=False)
-        model.project = self.project
-        model.created_by = request.user
-        model.save()
+        model = form.register(request.user)
         return Response(self.get_serializer(model).data, status=201)
 
     @extend_schema(

@@ -9,7 +9,7 @@ from django import forms
 
 from jobs.engine.metrics import METRICS
 from jobs.engine.programs import ProgramSpecError
-from jobs.forms.fields import field_of
+from jobs.forms.fields import field_of, offer_program_versions
 from jobs.forms.runs import MetricForm, ProgramVersionChoiceField
 from jobs.forms.values import INT32_MAX
 from jobs.models import (
@@ -17,7 +17,6 @@ from jobs.models import (
     Evaluation,
     EvaluationCandidate,
     LanguageModel,
-    ProgramVersion,
     Project,
     Trainset,
 )
@@ -71,10 +70,7 @@ class EvaluationForm(MetricForm):
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.project = project
-        versions = ProgramVersion.objects.filter(program__project=project).select_related("program")
-        field_of(self, "program_version", forms.ModelChoiceField).queryset = versions.order_by(
-            "program__name", "-version"
-        )
+        offer_program_versions(self, project)
         field_of(self, "trainset", forms.ModelChoiceField).queryset = Trainset.objects.filter(
             project=project, status=Trainset.Status.READY
         )

@@ -3,13 +3,16 @@ installation's allow-lists (jobs/services/model_policy.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 
 from jobs.forms.fields import field_of
 from jobs.models import LanguageModel, Project
 from jobs.services.model_policy import model_problems
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 # What people set on a model, on the Models page and (with its project and origin) in the admin.
 MODEL_FIELDS = [
@@ -61,6 +64,14 @@ class LanguageModelForm(forms.ModelForm):
             (LanguageModel.Kind.LOCAL, "local (transformers on a worker; fine-tunable)"),
             (LanguageModel.Kind.LITELLM, "LiteLLM (an API or an OpenAI-compatible server)"),
         ]
+
+    def register(self, user: User) -> LanguageModel:
+        """Save the valid form as a new model of its project, registered by ``user``."""
+        model = self.save(commit=False)
+        model.project = self.project
+        model.created_by = user
+        model.save()
+        return model
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()

@@ -7,7 +7,7 @@ from typing import Any
 
 from django import forms
 
-from jobs.forms.fields import field_of
+from jobs.forms.fields import field_of, offer_program_versions
 from jobs.forms.runs import ProgramVersionChoiceField
 from jobs.models import (
     LanguageModel,
@@ -38,10 +38,7 @@ class PlaygroundForm(forms.Form):
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.project = project
-        versions = ProgramVersion.objects.filter(program__project=project).select_related("program")
-        field_of(self, "program_version", forms.ModelChoiceField).queryset = versions.order_by(
-            "program__name", "-version"
-        )
+        versions = offer_program_versions(self, project)
         field_of(
             self, "models", forms.ModelMultipleChoiceField
         ).queryset = LanguageModel.objects.filter(project=project)

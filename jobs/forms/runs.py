@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 
 from jobs.engine.types import MetricSpec
-from jobs.forms.fields import field_of
+from jobs.forms.fields import field_of, offer_program_versions
 from jobs.forms.values import INT32_MAX, INT32_MIN
 from jobs.models import LanguageModel, ProgramVersion, Project, Trainset
 
@@ -96,7 +96,11 @@ class BootstrapRunForm(MetricForm):
     program_version = ProgramVersionChoiceField(queryset=None, empty_label=None, label="Program")
     teacher = TeacherChoiceField(queryset=None, empty_label=None)
     num_threads = forms.IntegerField(
-        initial=4, min_value=1, max_value=64, label="Threads", help_text="Examples run in parallel."
+        initial=8,
+        min_value=1,
+        max_value=64,
+        label="Threads",
+        help_text="Examples run in parallel (a local teacher answers them in one batch).",
     )
     limit = forms.IntegerField(
         required=False,
@@ -184,10 +188,7 @@ class BootstrapRunForm(MetricForm):
         self.project = project
         trainsets = Trainset.objects.filter(project=project, status=Trainset.Status.READY)
         field_of(self, "trainset", forms.ModelChoiceField).queryset = trainsets
-        versions = ProgramVersion.objects.filter(program__project=project).select_related("program")
-        field_of(self, "program_version", forms.ModelChoiceField).queryset = versions.order_by(
-            "program__name", "-version"
-        )
+        offer_program_versions(self, project)
         teacher = field_of(self, "teacher", forms.ModelChoiceField)
         teacher.queryset = LanguageModel.objects.filter(project=project)
         teacher.help_text = "Max tokens is set per model on the Models page."

@@ -45,10 +45,7 @@ def model_create(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug, need="operate").project
     form = LanguageModelForm(request.POST or None, project=project)
     if request.method == "POST" and form.is_valid():
-        model = form.save(commit=False)
-        model.project = project
-        model.created_by = request.user
-        model.save()
+        model = form.register(request.user)
         messages.success(
             request, f"Model “{model.name}” registered. Use “Test” to try it on a worker."
         )

@@ -12,7 +12,8 @@ Plain Python in, plain data out: the worker stores the records, notebooks and th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,40 +90,128 @@ def evaluate_with_lm(
 ) -> EvaluationTotals:
     """:func:`evaluate` with an LM object (any ``dspy.LM``). Rows whose index is in ``skip``
     (finished before a retry) are not answered again."""
-    metrics.validate_metric_spec(metric, program.output_fields)
-    module = build_program(program)
-    attach_demos(module, [dict(d) for d in demos])
-    adapter = chat_adapter()
-    todo = [row for row in rows if row["index"] not in set(skip)]
-    counts: dict[str, Any] = {
-        "done": 0,
-        "passed": 0,
-        "parsed": 0,
-        "score_sum": 0.0,
-        "lm_calls": 0,
-        "tokens_in": 0,
-        "tokens_out": 0,
-    }
+    totals = _evaluate_lms(
+        program=program,
+        lms={"": (lm, demos)},
+        rows=rows,
+        metric=metric,
+        threads=threads,
+        skip={"": skip},
+        on_result=(lambda _key, result: on_result(result)) if on_result is not None else None,
+        should_stop=should_stop,
+    )
+    return totals[""]
 
-    def record(trace: dict[str, Any]) -> None:
-        result = result_record(trace)
-        counts["done"] += 1
-        counts["passed"] += int(result["passed"])
-        counts["parsed"] += int(result["parsed"])
-        counts["score_sum"] += result["score"]
-        for key in ("lm_calls", "tokens_in", "tokens_out"):
-            counts[key] += result[key]
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model, prompted one way, in :func:`evaluate_candidates`."""
+
+    key: str
+    model: ModelSpec
+    demos: Sequence[dict[str, Any]] = ()
+
+
+def evaluate_candidates(
+    *,
+    program: ProgramSpec,
+    candidates: Sequence[Candidate],
+    rows: Sequence[dict[str, Any]],
+    metric: MetricSpec,
+    threads: int = DEFAULT_THREADS,
+    skip: Mapping[str, Collection[int]] | None = None,
+    on_result: Callable[[str, dict[str, Any]], None] | None = None,
+    on_error: Callable[[str, Exception], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, EvaluationTotals]:
+    """Every candidate on the same rows at once, ``threads`` rows each in flight: local
+    candidates of one model share its continuous batch, and a slow candidate does not wait for
+    the others to finish. Results reach ``on_result(key, result)`` as they complete (on the
+    caller's thread). A candidate whose model cannot be used goes to ``on_error(key, exc)`` and
+    the others still run (without ``on_error``, it raises)."""
+    lms: dict[str, tuple[Any, Sequence[dict[str, Any]]]] = {}
+    for candidate in candidates:
+        try:
+            check_model(candidate.model)
+            lms[candidate.key] = (make_lm(candidate.model), candidate.demos)
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(candidate.key, exc)
+    return _evaluate_lms(
+        program=program,
+        lms=lms,
+        rows=rows,
+        metric=metric,
+        threads=threads,
+        skip=skip or {},
+        on_result=on_result,
+        should_stop=should_stop,
+    )
+
+
+def _evaluate_lms(
+    *,
+    program: ProgramSpec,
+    lms: Mapping[str, tuple[Any, Sequence[dict[str, Any]]]],
+    rows: Sequence[dict[str, Any]],
+    metric: MetricSpec,
+    threads: int,
+    skip: Mapping[str, Collection[int]],
+    on_result: Callable[[str, dict[str, Any]], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, EvaluationTotals]:
+    """The loop: each (LM, demos) by key answers each row it has not answered, row by row across
+    the keys, ``threads`` per key in flight."""
+    metrics.validate_metric_spec(metric, program.output_fields)
+    adapter = chat_adapter()
+    modules = {}
+    for key, (_lm, demos) in lms.items():
+        modules[key] = build_program(program)
+        attach_demos(modules[key], [dict(d) for d in demos])
+    finished = {key: set(skip.get(key, ())) for key in lms}
+    todo = [
+        {"key": key, "row": row} for row in rows for key in lms if row["index"] not in finished[key]
+    ]
+    counts = {key: Counter[str]() for key in lms}
+    scores = dict.fromkeys(lms, 0.0)
+
+    def work(job: dict[str, Any]) -> dict[str, Any]:
+        key = job["key"]
+        trace = trace_example(modules[key], lms[key][0], adapter, program, metric, job["row"])
+        return {"key": key, "result": result_record(trace)}
+
+    def record(done: dict[str, Any]) -> None:
+        key, result = done["key"], done["result"]
+        tally = counts[key]
+        tally["done"] += 1
+        tally["passed"] += int(result["passed"])
+        tally["parsed"] += int(result["parsed"])
+        scores[key] += result["score"]
+        for name in ("lm_calls", "tokens_in", "tokens_out"):
+            tally[name] += result[name]
         if on_result is not None:
-            on_result(result)
+            on_result(key, result)
 
     run_examples(
-        lambda row: trace_example(module, lm, adapter, program, metric, row),
+        work,
         todo,
-        threads=threads,
+        threads=max(1, threads) * max(1, len(lms)),
         on_record=record,
         should_stop=should_stop,
     )
-    return EvaluationTotals(**counts)
+    return {
+        key: EvaluationTotals(
+            done=tally["done"],
+            passed=tally["passed"],
+            parsed=tally["parsed"],
+            score_sum=scores[key],
+            lm_calls=tally["lm_calls"],
+            tokens_in=tally["tokens_in"],
+            tokens_out=tally["tokens_out"],
+        )
+        for key, tally in counts.items()
+    }
 
 
 def result_record(trace: dict[str, Any]) -> dict[str, Any]:

@@ -232,50 +232,55 @@ def refresh_done(evaluation: Evaluation) -> None:
 
 
 def run_evaluation(evaluation: Evaluation) -> str:
-    """Each candidate answers every row in turn; finished rows are skipped (a retry resumes), a
-    cancel stops after the rows in flight. A candidate that cannot run at all (its model is gone,
-    a key is missing) records why and the others still run."""
+    """Every candidate answers the rows at once (jobs.engine.evaluate.evaluate_candidates);
+    finished rows are skipped (a retry resumes), a cancel stops after the rows in flight. A
+    candidate that cannot run at all (its model is gone, a key is missing) records why and the
+    others still run."""
     if not evaluation.mark_running():
         return "skipped"
-    from jobs.engine.evaluate import evaluate, price_per_token
+    from jobs.engine.evaluate import Candidate, evaluate_candidates, price_per_token
 
-    spec = evaluation.program_version.to_spec()
-    rows = evaluation_rows(evaluation)
-    metric = evaluation.metric_spec()
+    candidates = {
+        str(c.pk): c
+        for c in evaluation.candidates.select_related("language_model").order_by("position")
+    }
+
+    def cannot_run(
+        key: str, exc: Exception
+    ) -> None:  # this candidate only: the comparison says why
+        logger.warning("evaluation %s: candidate %s cannot run: %s", evaluation.pk, key, exc)
+        EvaluationCandidate.objects.filter(pk=key).update(error=errors.describe(exc))
+
+    ready: list[Candidate] = []
+    for key, candidate in candidates.items():
+        try:
+            model_policy.check_model(candidate.language_model)
+            spec = candidate.language_model.to_spec()
+            spec = type(spec)(**{**spec.to_dict(), "temperature": candidate.temperature})
+            price_in, price_out = price_per_token(spec)
+        except Exception as exc:
+            cannot_run(key, exc)
+            continue
+        EvaluationCandidate.objects.filter(pk=key).update(
+            input_cost_per_token=price_in, output_cost_per_token=price_out, error=""
+        )
+        ready.append(Candidate(key, spec, candidate.demos))
+    recorders = {key: ResultRecorder(evaluation, c) for key, c in candidates.items()}
     try:
-        for candidate in evaluation.candidates.select_related("language_model").order_by(
-            "position"
-        ):
-            if evaluation.stop_requested():
-                break
-            model = candidate.language_model
-            done = set(candidate.results.values_list("row_index", flat=True))
-            try:
-                model_policy.check_model(model)
-                model_spec = model.to_spec()
-                model_spec = type(model_spec)(
-                    **{**model_spec.to_dict(), "temperature": candidate.temperature}
-                )
-                price_in, price_out = price_per_token(model_spec)
-                EvaluationCandidate.objects.filter(pk=candidate.pk).update(
-                    input_cost_per_token=price_in, output_cost_per_token=price_out, error=""
-                )
-                evaluate(
-                    program=spec,
-                    model=model_spec,
-                    rows=rows,
-                    metric=metric,
-                    demos=candidate.demos,
-                    threads=evaluation.num_threads,
-                    skip=done,
-                    on_result=ResultRecorder(evaluation, candidate),
-                    should_stop=evaluation.stop_requested,
-                )
-            except Exception as exc:  # this candidate only: the comparison shows why
-                logger.exception("evaluation %s: candidate %s failed", evaluation.pk, candidate.pk)
-                EvaluationCandidate.objects.filter(pk=candidate.pk).update(
-                    error=errors.describe(exc)
-                )
+        evaluate_candidates(
+            program=evaluation.program_version.to_spec(),
+            candidates=ready,
+            rows=evaluation_rows(evaluation),
+            metric=evaluation.metric_spec(),
+            threads=evaluation.num_threads,
+            skip={
+                key: set(c.results.values_list("row_index", flat=True))
+                for key, c in candidates.items()
+            },
+            on_result=lambda key, result: recorders[key](result),
+            on_error=cannot_run,
+            should_stop=evaluation.stop_requested,
+        )
     except Exception as exc:
         refresh_done(evaluation)
         evaluation.mark_finished(Status.FAILED, error=errors.describe(exc))

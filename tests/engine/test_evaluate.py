@@ -8,7 +8,13 @@ import dspy
 import pytest
 from dspy.utils.dummies import DummyLM
 
-from jobs.engine.evaluate import evaluate, evaluate_with_lm, price_per_token
+from jobs.engine.evaluate import (
+    Candidate,
+    evaluate,
+    evaluate_candidates,
+    evaluate_with_lm,
+    price_per_token,
+)
 from jobs.engine.local_lm import make_lm
 from jobs.engine.metrics import make_dspy_metric
 from jobs.engine.program_module import build_program
@@ -52,6 +58,60 @@ def test_scores_equal_dspy_evaluate_row_by_row(demo_spec, demo_rows, demo_exampl
         assert result["lm_calls"] == 1
         if not result["parsed"]:
             assert result["raw"] and result["score"] == 0.0
+
+
+@pytest.mark.slow
+def test_candidates_run_at_once_and_each_answers_as_it_does_alone(
+    demo_spec, demo_rows, demo_examples
+):
+    """Two candidates of the bundled model (with and without demos) share its batch; each row
+    gets its own candidate's prompt, the one it gets alone (the prompt's token count is exact;
+    the greedy answer may break a tie differently in a batch). A candidate that cannot run is
+    reported, the others still run, and a candidate's finished rows are skipped."""
+    rows, demos = demo_examples[8:12], demo_rows[:2]
+    shared = ModelSpec("local", "smollm2", temperature=0.0, max_tokens=48)
+    alone: dict[str, list[dict]] = {"demos": [], "zero": []}
+    for key, shown in (("demos", demos), ("zero", [])):
+        evaluate(
+            program=demo_spec,
+            model=shared,
+            rows=rows,
+            metric=METRIC,
+            demos=shown,
+            threads=1,
+            on_result=alone[key].append,
+        )
+    together: list[tuple[str, dict]] = []
+    errors: dict[str, str] = {}
+    totals = evaluate_candidates(
+        program=demo_spec,
+        candidates=[
+            Candidate("demos", shared, demos),
+            Candidate("zero", shared),
+            Candidate("missing", ModelSpec("local", "no-such-model")),
+        ],
+        rows=rows,
+        metric=METRIC,
+        threads=1,
+        skip={"zero": {rows[0]["index"]}},
+        on_result=lambda key, result: together.append((key, result)),
+        on_error=lambda key, exc: errors.setdefault(key, str(exc)),
+    )
+    assert set(errors) == {"missing"}
+    assert set(totals) == {"demos", "zero"}
+    assert (totals["demos"].done, totals["zero"].done) == (4, 3)
+
+    def prompts(results: list[dict]) -> dict[int, int]:
+        return {r["row_index"]: r["tokens_in"] for r in results}
+
+    for key in ("demos", "zero"):
+        mine = prompts([r for k, r in together if k == key])
+        expected = prompts(alone[key])
+        if key == "zero":
+            expected.pop(rows[0]["index"])
+        assert mine == expected, key
+    assert all(prompts(alone["demos"])[i] > prompts(alone["zero"])[i] for i in expected)
+    assert totals["demos"].passed == sum(r["passed"] for k, r in together if k == "demos")
 
 
 def test_unparsed_answers_keep_their_raw_text_and_finished_rows_are_skipped(

@@ -96,7 +96,7 @@ class BootstrapRunForm(MetricForm):
     program_version = ProgramVersionChoiceField(queryset=None, empty_label=None, label="Program")
     teacher = TeacherChoiceField(queryset=None, empty_label=None)
     num_threads = forms.IntegerField(
-        initial=8,
+        initial=16,
         min_value=1,
         max_value=64,
         label="Threads",

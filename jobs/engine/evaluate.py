@@ -12,7 +12,6 @@ Plain Python in, plain data out: the worker stores the records, notebooks and th
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -173,8 +172,18 @@ def _evaluate_lms(
     todo = [
         {"key": key, "row": row} for row in rows for key in lms if row["index"] not in finished[key]
     ]
-    counts = {key: Counter[str]() for key in lms}
-    scores = dict.fromkeys(lms, 0.0)
+    counts: dict[str, dict[str, Any]] = {
+        key: {
+            "done": 0,
+            "passed": 0,
+            "parsed": 0,
+            "score_sum": 0.0,
+            "lm_calls": 0,
+            "tokens_in": 0,
+            "tokens_out": 0,
+        }
+        for key in lms
+    }
 
     def work(job: dict[str, Any]) -> dict[str, Any]:
         key = job["key"]
@@ -187,7 +196,7 @@ def _evaluate_lms(
         tally["done"] += 1
         tally["passed"] += int(result["passed"])
         tally["parsed"] += int(result["parsed"])
-        scores[key] += result["score"]
+        tally["score_sum"] += result["score"]
         for name in ("lm_calls", "tokens_in", "tokens_out"):
             tally[name] += result[name]
         if on_result is not None:
@@ -200,18 +209,7 @@ def _evaluate_lms(
         on_record=record,
         should_stop=should_stop,
     )
-    return {
-        key: EvaluationTotals(
-            done=tally["done"],
-            passed=tally["passed"],
-            parsed=tally["parsed"],
-            score_sum=scores[key],
-            lm_calls=tally["lm_calls"],
-            tokens_in=tally["tokens_in"],
-            tokens_out=tally["tokens_out"],
-        )
-        for key, tally in counts.items()
-    }
+    return {key: EvaluationTotals(**tally) for key, tally in counts.items()}
 
 
 def result_record(trace: dict[str, Any]) -> dict[str, Any]:

@@ -24,8 +24,8 @@ def attach_demos(
     reasoned: list[dict[str, dict[str, Any]]] | None = None,
 ) -> None:
     """Give each predictor, for each demo, the teacher's reasoned call when there is one (see
-    :func:`jobs.engine.bootstrap.reason_demos`), else the labeled demo if it carries all of the predictor's input
-    fields and one of its outputs."""
+    :func:`jobs.engine.bootstrap.reason_demos`), else the labeled demo if it carries all of the
+    predictor's input fields and one of its outputs."""
     for name, predictor in module.named_predictors():
         sig = predictor.signature
         chosen = []

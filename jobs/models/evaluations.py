@@ -7,7 +7,7 @@ EvaluationResult, stored as it completes, so a retry skips finished rows and the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import models
 
@@ -18,9 +18,6 @@ from jobs.models.projects import Project
 from jobs.models.queued_work import ScoredWork, WorkSpec
 from jobs.models.runs import BootstrapRun
 from jobs.models.trainsets import Trainset
-
-if TYPE_CHECKING:
-    pass
 
 
 class Evaluation(ScoredWork):

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.defaultfilters import filesizeformat
 
+from jobs.http import declared_body_length
+
 
 class RequestSizeLimitMiddleware:
     """Refuse, unread, any request whose declared body is over ``BFT_REQUEST_MAX_BYTES`` (413).
@@ -23,10 +25,7 @@ class RequestSizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:  # Django reads nothing of a body whose length it cannot parse
-            length = 0
+        length = declared_body_length(request.META)
         limit = int(settings.BFT_REQUEST_MAX_BYTES)
         if length <= limit:
             return self.get_response(request)

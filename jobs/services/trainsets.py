@@ -30,6 +30,7 @@ from django.db import transaction
 from django.db.models import CharField
 from django.template.defaultfilters import filesizeformat
 
+from jobs.http import declared_body_length
 from jobs.models import Project, Status, Trainset, TrainsetImport, TrainsetRow
 from jobs.services import queue
 
@@ -58,10 +59,7 @@ def trainset_limits() -> Any:
 
 def request_too_large(meta: dict[str, Any]) -> str | None:
     """Why a request must be refused unread (its declared body is over the upload limit), or None."""
-    try:
-        length = int(meta.get("CONTENT_LENGTH") or 0)
-    except ValueError:  # Django reads nothing of a body whose length it cannot parse
-        return None
+    length = declared_body_length(meta)
     limit = int(settings.BFT_UPLOAD_MAX_BYTES)
     if length <= limit + UPLOAD_FORM_OVERHEAD:
         return None

@@ -312,3 +312,48 @@ class TraceSetTestCase(WebTestCase):
             ).status_code,
             404,
         )
+
+
+class TraceSetExportTestCase(WebTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.bootstrap_run = self.make_run()
+        self.make_trace(self.bootstrap_run, 0)
+        self.trace_set = trace_sets.freeze_trace_set(
+            run=self.bootstrap_run, user=self.alice, selection="all"
+        )
+        self.base = f"/p/p1/runs/{self.bootstrap_run.pk}/review/sets/{self.trace_set.pk}/export"
+
+    def test_only_csv_and_jsonl_are_served_under_a_server_built_name(self) -> None:
+        self.login(self.victor)
+        for fmt in ("csv", "jsonl"):
+            r = self.client.get(f"{self.base}.{fmt}")
+            self.assertEqual(r.status_code, 200)
+            self.assertEqual(
+                r["Content-Disposition"],
+                f'attachment; filename="p1-run{self.bootstrap_run.pk}-set{self.trace_set.version}.{fmt}"',
+            )
+        for fmt in (
+            "html",
+            "svg",
+            "exe",
+            "csv.html",
+            'csv"; x="y',
+            "csv%0d%0aSet-Cookie:x=1",
+            "CSV",
+        ):
+            with self.subTest(fmt=fmt):
+                r = self.client.get(f"{self.base}.{fmt}")
+                self.assertEqual(r.status_code, 404)
+                self.assertNotIn("Content-Disposition", r)
+
+    def test_query_parameters_do_not_change_the_name(self) -> None:
+        self.login(self.victor)
+        r = self.client.get(f"{self.base}.csv", {"filename": "evil.html", "fmt": "html"})
+        self.assertEqual(r["Content-Type"], "text/csv; charset=utf-8")
+        self.assertIn(f'filename="p1-run{self.bootstrap_run.pk}-set', r["Content-Disposition"])
+        self.assertTrue(r["Content-Disposition"].endswith('.csv"'))
+
+    def test_another_projects_owner_gets_404(self) -> None:
+        self.client.force_login(self.charlie)
+        self.assertEqual(self.client.get(f"{self.base}.csv").status_code, 404)

@@ -342,3 +342,37 @@ class TrainsetBackgroundImportTestCase(WebTestCase):
         self.assertEqual(
             self.status_for(self.charlie, "get", f"/p/p1/trainsets/{trainset.pk}/status/"), 404
         )
+
+
+class ResplitTestCase(WebTestCase):
+    def test_a_trainset_that_runs_used_keeps_its_split(self) -> None:
+        trainset = self.make_trainset(dev_every=4)
+        before = list(trainset.rows.order_by("index").values_list("split", flat=True))
+        url = f"/p/p1/trainsets/{trainset.pk}/"
+        self.login(self.bob)
+        self.assertContains(self.client.get(url), "Split again")
+        self.make_run(trainset=trainset)
+        page = self.client.get(url)
+        self.assertContains(page, "1 run used this trainset, so its split is fixed")
+        self.assertNotContains(page, "Split again")
+        r = self.client.post(f"{url}split/", {"dev_ratio": "0.5", "split_seed": "3"}, follow=True)
+        self.assertContains(r, "1 run(s) used this trainset, so its split is fixed")
+        trainset.refresh_from_db()
+        self.assertEqual((trainset.dev_ratio, trainset.split_seed), (0.2, 0))
+        self.assertEqual(
+            list(trainset.rows.order_by("index").values_list("split", flat=True)), before
+        )
+
+    def test_a_seed_beyond_32_bits_is_refused(self) -> None:
+        trainset = self.make_trainset()
+        self.login(self.bob)
+        r = self.client.post(
+            f"/p/p1/trainsets/{trainset.pk}/split/",
+            {"dev_ratio": "0.5", "split_seed": str(2**40)},
+            follow=True,
+        )
+        self.assertIn("214748364", r.content.decode().replace(",", ""))  # names the bound
+        with self.assertRaisesMessage(ValueError, "The split seed must be between"):
+            trainset.resplit(0.5, 2**40)
+        trainset.refresh_from_db()
+        self.assertEqual(trainset.split_seed, 0)

@@ -17,7 +17,6 @@ from jobs.models import (
     FinetuneJob,
     LanguageModel,
     PlaygroundTry,
-    TrainsetImport,
     WebhookDelivery,
 )
 from jobs.services import (
@@ -28,9 +27,9 @@ from jobs.services import (
     playground,
     queue,
     runs,
-    trainsets,
     webhooks,
 )
+from jobs.work.trainsets import ImportWork
 
 
 def run_bootstrap(run_pk: int) -> str:
@@ -58,8 +57,7 @@ def run_playground_try(try_pk: int) -> str:
 
 
 def run_trainset_import(import_pk: int) -> str:
-    work = TrainsetImport.objects.select_related("trainset").filter(pk=import_pk).first()
-    return "skipped" if work is None else trainsets.import_stored_file(work)
+    return ImportWork.handle(import_pk)
 
 
 def run_model_test(model_pk: int, prompt: str = language_models.MODEL_TEST_PROMPT) -> str:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
+import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
@@ -342,25 +343,26 @@ def enqueue_call(
         raise QueueUnavailable(str(exc)) from exc
 
 
-class JobProgress:
-    """Inside a task: writes ``progress`` into the running RQ job's meta (where
-    :func:`current_job_progress` reads it), at most every ``every_s`` seconds unless forced.
-    Outside a job it does nothing. Best effort: the row's status is the record."""
+def current_worker_name() -> str:
+    """Inside a task: the name of the worker running it (its process, outside RQ)."""
+    rq_job = get_current_job()
+    if rq_job is not None and rq_job.worker_name:
+        return rq_job.worker_name
+    return os.environ.get("RQ_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()} (in-process)"
 
-    def __init__(self, every_s: float) -> None:
-        self.job = get_current_job()
-        self.every_s = every_s
-        self._last = 0.0
 
-    def save(self, progress: dict[str, Any], *, force: bool = False) -> None:
-        if self.job is None or (not force and time.monotonic() - self._last < self.every_s):
-            return
-        self._last = time.monotonic()
-        self.job.meta["progress"] = progress
-        try:
-            self.job.save_meta()
-        except Exception:
-            logger.warning("could not save the progress of job %s", self.job.id, exc_info=True)
+def save_job_progress(progress: dict[str, Any]) -> None:
+    """Inside a task: write ``progress`` into the running RQ job's meta, where
+    :func:`current_job_progress` reads it. Outside a job it does nothing. Best effort: the row's
+    status is the record."""
+    job = get_current_job()
+    if job is None:
+        return
+    job.meta["progress"] = progress
+    try:
+        job.save_meta()
+    except Exception:
+        logger.warning("could not save the progress of job %s", job.id, exc_info=True)
 
 
 def current_job_progress(rq_job_id: str, queue_name: str) -> dict[str, Any]:

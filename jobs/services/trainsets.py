@@ -3,10 +3,10 @@
 Memory stays bounded: the file is read twice as a stream (validate, then import), rows are
 written with ``bulk_create`` in batches, and nothing holds every row. Small uploads are imported
 in the request; uploads of at least ``BFT_TRAINSET_ASYNC_ROWS`` lines are copied to the shared
-artifacts directory and imported by a worker as a ``TrainsetImport`` row (jobs/services/queue.py
-runs it like every queued row). However the import ends, its trainset ends ready or failed and
-the stored file is removed (``TrainsetImport.on_ended``). Progress is best effort, in the RQ
-job's meta.
+artifacts directory and imported by a worker as a ``TrainsetImport`` row (queued like every row,
+jobs/services/queue.py; the worker's part is jobs/work/trainsets.py, with these same steps).
+However the import ends, its trainset ends ready or failed and the stored file is removed
+(``TrainsetImport.on_ended``). Progress is best effort, in the RQ job's meta.
 
 A request whose declared body is over the upload limit is refused before any of it is read
 (``request_too_large``): Django reads at most CONTENT_LENGTH bytes of a body.
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 MAX_ERRORS = 50
-PROGRESS_EVERY_S = 1.0
 # Room for the multipart boundaries and the form's other fields around the file itself.
 UPLOAD_FORM_OVERHEAD = 64 * 1024
 
@@ -189,7 +188,7 @@ def validate(source: Any, fmt: str, *, on_read: Callable[[int], None] | None = N
         return validate_trainset(fh, fmt, limits=trainset_limits(), max_errors=MAX_ERRORS)
 
 
-def _outcome_from_report(report: Any) -> ImportOutcome:
+def outcome_from_report(report: Any) -> ImportOutcome:
     return ImportOutcome(
         errors=[error_line(e) for e in report.errors[:MAX_ERRORS]],
         error_count=report.error_count,
@@ -212,7 +211,7 @@ def field_stats(report: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _refused(outcome: ImportOutcome, skip_bad_rows: bool) -> bool:
+def refused(outcome: ImportOutcome, skip_bad_rows: bool) -> bool:
     """Nothing is imported when any row fails (unless skipping), the file itself fails, or no row is valid."""
     if outcome.valid_count == 0 and not outcome.error_count:
         outcome.errors, outcome.error_count = [ErrorLine("file", "", "the file holds no rows")], 1
@@ -313,8 +312,8 @@ def import_upload(
     if lines - (1 if fmt == "csv" else 0) >= async_rows_threshold():
         return _queue_import(trainset, upload, skip_bad_rows=skip_bad_rows)
     report = validate(upload, fmt)
-    outcome = _outcome_from_report(report)
-    if _refused(outcome, skip_bad_rows):
+    outcome = outcome_from_report(report)
+    if refused(outcome, skip_bad_rows):
         return outcome
     try:
         _write(trainset, upload, report=report, outcome=outcome)
@@ -334,11 +333,11 @@ def _write(trainset: Trainset, upload: Any, *, report: Any, outcome: ImportOutco
         write_rows(trainset, upload, valid_count=report.valid_count)
         trainset.status = Trainset.Status.READY
         if report.error_count:
-            trainset.error = _skipped_summary(outcome)
+            trainset.error = skipped_summary(outcome)
         trainset.save(update_fields=["status", "error"])
 
 
-def _skipped_summary(outcome: ImportOutcome) -> str:
+def skipped_summary(outcome: ImportOutcome) -> str:
     lines = [f"{outcome.error_count} bad row(s) skipped:"]
     lines += [str(e) for e in outcome.errors]
     if outcome.more_errors:
@@ -379,74 +378,6 @@ def _queue_import(trainset: Trainset, upload: Any, *, skip_bad_rows: bool) -> Im
     if work.status == Status.FAILED:  # the queue was down: it ended at once, file removed
         outcome.queue_error = work.error
     return outcome
-
-
-class _Progress:
-    """The import's {phase, done, total}, saved for the page at most once a second."""
-
-    def __init__(self) -> None:
-        self.job = queue.JobProgress(every_s=PROGRESS_EVERY_S)
-
-    def __call__(self, phase: str, done: int, total: int, *, force: bool = False) -> None:
-        self.job.save({"phase": phase, "done": done, "total": total}, force=force)
-
-
-class _Superseded(Exception):
-    """The import was ended elsewhere (reconciled, marked failed) while it ran: roll back."""
-
-
-def import_stored_file(work: TrainsetImport) -> str:
-    """The worker's part: validate and import a stored upload; the import and its trainset end
-    either way, and the stored file is removed."""
-    if not work.mark_running():
-        return "skipped"
-    try:
-        return _import_stored_file(work)
-    except Exception as exc:
-        queue.end_failed(work, f"Import failed: {type(exc).__name__}: {exc}")
-        raise
-    finally:
-        Path(work.path).unlink(missing_ok=True)
-
-
-def _import_stored_file(work: TrainsetImport) -> str:
-    trainset, path = work.trainset, work.path
-    progress = _Progress()
-    total_bytes = os.path.getsize(path)
-    report = validate(path, trainset.fmt, on_read=lambda n: progress("validating", n, total_bytes))
-    outcome = _outcome_from_report(report)
-    if _refused(outcome, work.skip_bad_rows):
-        queue.end_failed(
-            work, _skipped_summary(outcome).replace("skipped", "found; nothing was imported", 1)
-        )
-        return "failed"
-    progress("writing", 0, report.valid_count, force=True)
-    try:
-        with transaction.atomic():
-            write_rows(
-                trainset,
-                path,
-                valid_count=report.valid_count,
-                on_written=lambda n: progress("writing", n, report.valid_count),
-            )
-            if not work.mark_finished(Status.SUCCEEDED):
-                raise _Superseded
-            Trainset.objects.filter(pk=trainset.pk).update(
-                status=Trainset.Status.READY,
-                row_count=report.valid_count,
-                fields=field_stats(report),
-                error=_skipped_summary(outcome) if report.error_count else "",
-            )
-    except ImportAborted as e:
-        queue.end_failed(
-            work, "The file failed; nothing was imported:\n" + "\n".join(map(str, e.errors))
-        )
-        return "failed"
-    except _Superseded:
-        work.on_ended()
-        return "superseded"
-    progress("done", report.valid_count, report.valid_count, force=True)
-    return "ready"
 
 
 def import_progress(trainset: Trainset) -> dict[str, Any] | None:

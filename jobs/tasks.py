@@ -12,7 +12,6 @@ import socket
 from typing import Any
 
 from jobs.models import (
-    BootstrapRun,
     Evaluation,
     FinetuneJob,
     LanguageModel,
@@ -26,17 +25,14 @@ from jobs.services import (
     language_models,
     playground,
     queue,
-    runs,
     webhooks,
 )
+from jobs.work.runs import BootstrapWork
 from jobs.work.trainsets import ImportWork
 
 
 def run_bootstrap(run_pk: int) -> str:
-    run = BootstrapRun.objects.select_related(
-        "teacher__project", "program_version", "trainset"
-    ).get(pk=run_pk)
-    return runs.run_bootstrap(run)
+    return BootstrapWork.handle(run_pk)
 
 
 def run_finetune(job_pk: int) -> str:

@@ -16,8 +16,9 @@ from jobs import tasks
 from jobs.engine.model_store import finetuned_owner
 from jobs.engine.types import BootstrapConfig, FinetuneConfig
 from jobs.models import BootstrapRun, FinetuneJob, LanguageModel
-from jobs.services import runs, trace_sets
+from jobs.services import trace_sets
 from jobs.services.model_policy import project_owner_key
+from jobs.work import runs
 from tests.base import BaseTestCase
 
 TRAIN_SPLIT = [0, 1, 2, 4, 5, 6]  # make_trainset(dev_every=4) puts rows 3 and 7 in dev

@@ -1,35 +1,33 @@
-"""Bootstrap runs: queue a teacher run over a trainset's train split and record its traces."""
+"""Bootstrap runs: queue a teacher run over a trainset's train split, estimate its LM calls, and the
+rules its worker follows (which rows the teacher sees, how the demo search is recorded, the run's
+counters). The worker's part is jobs/work/runs.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils.timezone import now
 
+from jobs.engine.demos import DemoSearch
 from jobs.engine.programs import ProgramSpecError
 from jobs.engine.trainsets import lacks_fields
-from jobs.engine.types import BootstrapConfig, BootstrapProgress, MetricSpec
+from jobs.engine.types import BootstrapConfig, MetricSpec
 from jobs.models import (
     BootstrapRun,
     LanguageModel,
     ProgramVersion,
     Project,
     Status,
-    Trace,
     Trainset,
     TrainsetRow,
 )
-from jobs.services import errors, model_policy, programs, queue, smoke
+from jobs.services import model_policy, programs, queue
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
-
-    from jobs.engine.demos import DemoSearch
 
 
 def create_bootstrap_run(
@@ -218,20 +216,6 @@ def chosen_demo_positions(record: dict[str, Any], row_indices: list[int]) -> lis
     return [position[index] for index in chosen]
 
 
-def record_traces(
-    run: BootstrapRun, records: list[dict[str, Any]], *, split: str = "train"
-) -> None:
-    """Store finished examples; a duplicate example_index (a resumed run) is ignored."""
-    names = {f.name for f in Trace._meta.concrete_fields} - {"id", "run", "split", "created"}
-    Trace.objects.bulk_create(
-        [
-            Trace(run=run, split=split, **{k: v for k, v in r.items() if k in names})
-            for r in records
-        ],
-        ignore_conflicts=True,
-    )
-
-
 def refresh_run_counts(run: BootstrapRun) -> None:
     """Counters from the stored traces, so they stay right across resumes."""
     agg = run.traces.aggregate(
@@ -252,63 +236,6 @@ def refresh_run_counts(run: BootstrapRun) -> None:
     )
 
 
-class RunRecorder:
-    """Stores each trace as it completes; refreshes the run's counters at most every few seconds."""
-
-    def __init__(self, run: BootstrapRun) -> None:
-        self.run = run
-        self.every_s = settings.BFT_PROGRESS_EVERY_S
-        self._last = 0.0
-
-    def on_trace(self, record: dict[str, Any]) -> None:
-        if record.get("error"):
-            record = {**record, "error": errors.public_text(record["error"])}
-        record_traces(self.run, [record])
-        if time.monotonic() - self._last >= self.every_s:
-            self._last = time.monotonic()
-            refresh_run_counts(self.run)
-
-
-def needs_smoke_test(run: BootstrapRun, config: BootstrapConfig, todo: int) -> bool:
-    """A first start whose run asked for one, with more examples to go than the sample."""
-    return bool(config.smoke_size) and not run.smoke and todo > config.smoke_size
-
-
-def smoke_test(
-    run: BootstrapRun,
-    config: BootstrapConfig,
-    examples: list[dict[str, Any]],
-    teach: Any,
-    recorder: RunRecorder,
-) -> bool:
-    """Bootstrap the stratified sample (its traces are the run's: the rest skips them), store the
-    figures and forecast, and pause the run "checked" when they look broken. True if paused."""
-    from jobs.engine.evaluate import price_per_token
-
-    metric = run.metric_spec()
-    sample = smoke.sample_examples(examples, metric.field, config.smoke_size, config.demo_seed)
-    records: list[dict[str, Any]] = []
-
-    def keep(record: dict[str, Any]) -> None:
-        records.append(record)
-        recorder.on_trace(record)
-
-    progress = teach(sample, keep)
-    found = smoke.figures(
-        records,
-        label_field=metric.field,
-        total=len(examples),
-        elapsed_s=progress.elapsed_s,
-        price=price_per_token(config.teacher_for_run(run.teacher.to_spec())),
-    )
-    BootstrapRun.objects.filter(pk=run.pk).update(smoke=found)
-    run.smoke = found
-    refresh_run_counts(run)
-    if not found["problems"] or run.stop_requested():
-        return False
-    return run.mark_checked()
-
-
 def continue_run(*, row: BootstrapRun, user: User | None = None) -> BootstrapRun:
     """A person read the smoke test's figures and goes on: the run bootstraps the rest."""
     by = user.get_username() if user is not None else ""
@@ -317,57 +244,3 @@ def continue_run(*, row: BootstrapRun, user: User | None = None) -> BootstrapRun
     )
     queue.continue_checked(row=row, user=user)
     return row
-
-
-def run_bootstrap(run: BootstrapRun) -> str:
-    """The worker's part: run the teacher over the train split, storing each trace as it ends.
-
-    Finished examples are skipped (a retried run resumes); a cancel stops after the current ones.
-    """
-    if not run.mark_running():
-        return "skipped"
-    from jobs.engine.bootstrap import bootstrap
-
-    examples, demos, skip = bootstrap_inputs(run)
-    recorder = RunRecorder(run)
-    spec = run.program_version.to_spec()
-    row_indices = [example["index"] for example in examples]
-
-    def store_search(search: DemoSearch) -> None:
-        record = demo_search_record(search, row_indices, demos, spec.input_fields)
-        BootstrapRun.objects.filter(pk=run.pk).update(demo_search=record)
-
-    config = run.bootstrap_config()
-
-    def teach(todo: list[dict[str, Any]], on_trace: Any) -> BootstrapProgress:
-        run.refresh_from_db(fields=["demo_search"])
-        return bootstrap(
-            program=spec,
-            teacher=run.teacher.to_spec(),
-            examples=todo,
-            metric=run.metric_spec(),
-            config=config,
-            demos=demos,
-            skip=skip,
-            on_trace=on_trace,
-            should_stop=run.stop_requested,
-            demo_positions=chosen_demo_positions(run.demo_search, row_indices),
-            on_demo_search=store_search,
-        )
-
-    try:
-        model_policy.check_model(run.teacher)
-        chosen = examples[: config.limit] if config.limit else examples
-        if needs_smoke_test(run, config, len(chosen) - len(skip)):
-            if smoke_test(run, config, chosen, teach, recorder):
-                return Status.CHECKED
-            skip = set(run.traces.values_list("example_index", flat=True))
-        teach(examples, recorder.on_trace)
-    except Exception as exc:
-        refresh_run_counts(run)
-        run.mark_finished(Status.FAILED, error=errors.describe(exc))
-        raise  # RQ keeps the traceback in its failed registry too
-    refresh_run_counts(run)
-    status = Status.CANCELLED if run.stop_requested() else Status.SUCCEEDED
-    run.mark_finished(status)
-    return status

@@ -7,13 +7,10 @@ torch before it forks a work horse (see jobs/worker.py).
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Any
 
 from jobs.models import (
     Evaluation,
-    FinetuneJob,
     LanguageModel,
     PlaygroundTry,
     WebhookDelivery,
@@ -21,12 +18,12 @@ from jobs.models import (
 from jobs.services import (
     errors,
     evaluations,
-    finetunes,
     language_models,
     playground,
     queue,
     webhooks,
 )
+from jobs.work.finetunes import FinetuneWork
 from jobs.work.runs import BootstrapWork
 from jobs.work.trainsets import ImportWork
 
@@ -36,8 +33,7 @@ def run_bootstrap(run_pk: int) -> str:
 
 
 def run_finetune(job_pk: int) -> str:
-    job = FinetuneJob.objects.select_related("student__project", "project", "run").get(pk=job_pk)
-    return finetunes.run_finetune(job, worker_name=worker_name())
+    return FinetuneWork.handle(job_pk)
 
 
 def run_evaluation(evaluation_pk: int) -> str:
@@ -77,12 +73,3 @@ def on_model_test_failure(
     rq_job: Any, connection: Any, exc_type: type[BaseException], exc: BaseException, tb: Any
 ) -> None:
     language_models.record_test_error(rq_job.args[0], errors.failure_reason(exc_type, exc))
-
-
-def worker_name() -> str:
-    from rq import get_current_job
-
-    rq_job = get_current_job()
-    if rq_job is not None and rq_job.worker_name:
-        return rq_job.worker_name
-    return os.environ.get("RQ_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()} (in-process)"

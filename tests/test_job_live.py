@@ -16,6 +16,7 @@ from jobs.devtools import free_port
 from jobs.engine.types import FinetuneConfig, FinetuneResult
 from jobs.models import FinetuneJob, FinetuneMetric, LanguageModel
 from jobs.services import artifacts, finetunes, queue
+from jobs.work.finetunes import finish_finetune
 from tests.web import READ_ALL, WebTestCase, streamed
 
 DEAD_REDIS = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
@@ -67,7 +68,7 @@ class JobLiveBase(WebTestCase):
         return self.client.get(self.status_url, headers={"HX-Request": "true"})
 
     def succeed(self) -> LanguageModel:
-        """Finish the job the way the task does (finetunes.finish_finetune), with real files."""
+        """Finish the job the way the task does (jobs.work.finetunes.finish_finetune), with real files."""
         out = artifacts.job_output_dir(self.job)
         (out / "adapter").mkdir(parents=True)
         (out / "adapter" / "adapter_config.json").write_text('{"r": 16}')
@@ -87,7 +88,7 @@ class JobLiveBase(WebTestCase):
             final_loss=0.5,
             train_tokens=1000,
         )
-        model = finetunes.finish_finetune(self.job, result)
+        model = finish_finetune(self.job, result)
         assert model is not None
         return model
 

@@ -1,6 +1,7 @@
-"""Evaluations: queue several candidates (a model and how it is prompted) on the same rows, and
-store every answer as it completes; their progress. Reading the results (the comparison, the
-page's rows, exports) is jobs/services/comparisons.py.
+"""Evaluations: queue several candidates (a model and how it is prompted) on the same rows, the
+rows they answer, and their progress. Answering them is the worker's part
+(jobs/work/evaluations.py); reading the results (the comparison, the page's rows, exports) is
+jobs/services/comparisons.py.
 
 A fine-tune that asked for it queues one by itself when it succeeds (:func:`queue_after_finetune`):
 the run's teacher as the run prompted it, the base student and the new student, on the run's
@@ -10,12 +11,10 @@ trainset's dev rows.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
 from django.utils.timezone import now
@@ -36,7 +35,7 @@ from jobs.models import (
     Trainset,
     TrainsetRow,
 )
-from jobs.services import comparisons, errors, model_policy, programs, queue
+from jobs.services import model_policy, programs, queue
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -200,107 +199,6 @@ def evaluation_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     indices = _row_indices(evaluation.trainset, evaluation.split, needed, evaluation.limit)
     data = dict(evaluation.trainset.rows.filter(index__in=indices).values_list("index", "data"))
     return [{"index": i, "data": data[i]} for i in indices if i in data]
-
-
-# --- the worker's part ----------------------------------------------------------------------
-
-
-class ResultRecorder:
-    """Stores each result as it completes; refreshes the evaluation's counter every few seconds."""
-
-    def __init__(self, evaluation: Evaluation, candidate: EvaluationCandidate) -> None:
-        self.evaluation = evaluation
-        self.candidate = candidate
-        self.every_s = settings.BFT_PROGRESS_EVERY_S
-        self._last = 0.0
-
-    def __call__(self, result: dict[str, Any]) -> None:
-        values = {k: result[k] for k in comparisons.RESULT_FIELDS}
-        if values["error"]:
-            values["error"] = errors.public_text(values["error"])
-        EvaluationResult.objects.bulk_create(
-            [EvaluationResult(candidate=self.candidate, **values)], ignore_conflicts=True
-        )
-        if time.monotonic() - self._last >= self.every_s:
-            self._last = time.monotonic()
-            refresh_done(self.evaluation)
-
-
-def refresh_done(evaluation: Evaluation) -> None:
-    done = EvaluationResult.objects.filter(candidate__evaluation=evaluation).count()
-    Evaluation.objects.filter(pk=evaluation.pk).update(done=done, updated=now())
-
-
-def run_evaluation(evaluation: Evaluation) -> str:
-    """Every candidate answers the rows at once (jobs.engine.evaluate.evaluate_candidates);
-    finished rows are skipped (a retry resumes), a cancel stops after the rows in flight. A
-    candidate that cannot run at all (its model is gone, a key is missing) records why and the
-    others still run."""
-    if not evaluation.mark_running():
-        return "skipped"
-    from jobs.engine.evaluate import Candidate, evaluate_candidates, price_per_token
-
-    candidates = {
-        str(c.pk): c
-        for c in evaluation.candidates.select_related("language_model").order_by("position")
-    }
-
-    def cannot_run(
-        key: str, exc: Exception
-    ) -> None:  # this candidate only: the comparison says why
-        logger.warning("evaluation %s: candidate %s cannot run: %s", evaluation.pk, key, exc)
-        EvaluationCandidate.objects.filter(pk=key).update(error=errors.describe(exc))
-
-    ready: list[Candidate] = []
-    for key, candidate in candidates.items():
-        try:
-            model_policy.check_model(candidate.language_model)
-            spec = candidate.language_model.to_spec()
-            spec = type(spec)(**{**spec.to_dict(), "temperature": candidate.temperature})
-            price_in, price_out = price_per_token(spec)
-        except Exception as exc:
-            cannot_run(key, exc)
-            continue
-        EvaluationCandidate.objects.filter(pk=key).update(
-            input_cost_per_token=price_in, output_cost_per_token=price_out, error=""
-        )
-        ready.append(Candidate(key, spec, candidate.demos))
-    recorders = {key: ResultRecorder(evaluation, c) for key, c in candidates.items()}
-    try:
-        evaluate_candidates(
-            program=evaluation.program_version.to_spec(),
-            candidates=ready,
-            rows=evaluation_rows(evaluation),
-            metric=evaluation.metric_spec(),
-            threads=evaluation.num_threads,
-            skip={
-                key: set(c.results.values_list("row_index", flat=True))
-                for key, c in candidates.items()
-            },
-            on_result=lambda key, result: recorders[key](result),
-            on_error=cannot_run,
-            should_stop=evaluation.stop_requested,
-        )
-    except Exception as exc:
-        refresh_done(evaluation)
-        evaluation.mark_finished(Status.FAILED, error=errors.describe(exc))
-        raise
-    refresh_done(evaluation)
-    if evaluation.stop_requested():
-        evaluation.mark_finished(Status.CANCELLED)
-        return Status.CANCELLED
-    failed = list(
-        evaluation.candidates.exclude(error="")
-        .select_related("language_model")
-        .values_list("language_model__name", "error")
-    )
-    verdict = comparisons.compare(evaluation).verdict()
-    if failed and len(failed) == evaluation.candidates.count():
-        message = "; ".join(f"{name}: {error}" for name, error in failed)
-        evaluation.mark_finished(Status.FAILED, error=message, verdict=verdict)
-        return Status.FAILED
-    evaluation.mark_finished(Status.SUCCEEDED, verdict=verdict)
-    return Status.SUCCEEDED
 
 
 # --- progress -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Models: try a registered model on a worker (the Models page's Test button).
+"""Models: try a registered model on a worker (the Models page's Test button; the worker's part is
+jobs/work/model_tests.py).
 
 What a project may register at all is jobs/services/model_policy.py.
 """
@@ -9,17 +10,15 @@ import time
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.utils.timezone import now
 
 from jobs.models import LanguageModel
-from jobs.services import errors, model_policy, queue
+from jobs.services import model_policy, queue
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 MODEL_TEST_QUEUE = "default"
 MODEL_TEST_PROMPT = "Reply with one short sentence: what is knowledge distillation?"
-TEST_OUTPUT_MAX_CHARS = 2000
 MAX_PROMPT_CHARS = 4000
 
 
@@ -50,26 +49,3 @@ def enqueue_model_test(
         description=f"test model {model.name}",
     )
     return rq_job_id
-
-
-def run_model_test(model: LanguageModel, prompt: str = MODEL_TEST_PROMPT) -> str:
-    """The worker's part: check the model is still allowed, send the prompt, store the outcome."""
-    from jobs.engine.local_lm import try_model
-
-    LanguageModel.objects.filter(pk=model.pk).update(last_test_prompt=prompt)
-    try:
-        model_policy.check_model(model)
-        output = try_model(model.to_spec(), prompt)
-    except Exception as exc:
-        record_test_error(model.pk, errors.describe(exc))
-        return "error"
-    LanguageModel.objects.filter(pk=model.pk).update(
-        last_test_output=output[:TEST_OUTPUT_MAX_CHARS], last_test_error="", last_test_at=now()
-    )
-    return "ok"
-
-
-def record_test_error(model_pk: int, error: str) -> None:
-    LanguageModel.objects.filter(pk=model_pk).update(
-        last_test_output="", last_test_error=error, last_test_at=now()
-    )

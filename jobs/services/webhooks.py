@@ -6,10 +6,10 @@
 - The seam: every queued row's transition to succeeded, failed or cancelled sends
   ``jobs.models.queued_work.work_ended``; :func:`on_work_ended` (connected in JobsConfig.ready)
   queues one WebhookDelivery per subscribed webhook once the transition commits.
-- Delivery: a WebhookDelivery is queued work (jobs/services/queue.py, queue "default"). Its task
-  POSTs the payload, waiting BFT_WEBHOOK_BACKOFF_S, then twice that, ... between tries, up to
-  BFT_WEBHOOK_ATTEMPTS tries; a 2xx answer ends it. Every try is a WebhookAttempt row. A failed
-  delivery can be retried like any queued row (the API's redeliver).
+- Delivery: a WebhookDelivery is queued work (jobs/services/queue.py, queue "default"). Its worker
+  (jobs/work/webhooks.py) POSTs the payload, waiting BFT_WEBHOOK_BACKOFF_S, then twice that, ...
+  between tries, up to BFT_WEBHOOK_ATTEMPTS tries; a 2xx answer ends it. Every try is a
+  WebhookAttempt row. A failed delivery can be retried like any queued row (the API's redeliver).
 - Signature: ``X-Bftweb-Signature: sha256=<hex>``, the HMAC-SHA256 of the exact body with the
   webhook's secret (:func:`signature`); ``X-Bftweb-Event`` and ``X-Bftweb-Delivery`` name the
   event and the delivery (the same on every try, so receivers can drop repeats).
@@ -19,15 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import secrets
-import time
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils.timezone import now
@@ -38,12 +33,10 @@ from jobs.models import (
     FinetuneJob,
     Project,
     QueuedWork,
-    Status,
     Webhook,
-    WebhookAttempt,
     WebhookDelivery,
 )
-from jobs.services import errors, queue
+from jobs.services import queue
 from jobs.services.model_policy import allowed_url_problem
 
 if TYPE_CHECKING:
@@ -68,7 +61,6 @@ SUMMARY_FIELDS = {
     "finetune": ("run_id", "trace_set_id", "step", "total_steps", "last_loss", "output_model_id"),
     "evaluation": ("finetune_job_id", "rows", "total", "done", "verdict"),
 }
-RESPONSE_MAX_CHARS = 300
 
 
 class WebhookRefused(ValueError):
@@ -185,87 +177,3 @@ def queue_deliveries(model: type[QueuedWork], pk: int, status: str) -> list[Webh
             queue.enqueue(delivery)
         deliveries.append(delivery)
     return deliveries
-
-
-# --- delivery (the worker's part) ---------------------------------------------------------------
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect answers the try (as a failure): it could lead anywhere, past the allow-list."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
-    """POST ``body``: (the answer's status, "") or (status or None, why it is not a success)."""
-    opener = urllib.request.build_opener(_NoRedirects)
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with opener.open(request, timeout=settings.BFT_WEBHOOK_TIMEOUT_S) as response:
-            return int(response.status), ""
-    except urllib.error.HTTPError as exc:
-        text = exc.read(RESPONSE_MAX_CHARS).decode("utf-8", "replace").strip()
-        return exc.code, errors.public_text(f"HTTP {exc.code}" + (f": {text}" if text else ""))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        return None, errors.public_text(f"{type(reason).__name__}: {reason}")
-
-
-def backoff_s(tries_done: int) -> float:
-    """How long to wait after the ``tries_done``-th failed try: the base, then doubling."""
-    return float(settings.BFT_WEBHOOK_BACKOFF_S) * 2 ** (tries_done - 1)
-
-
-def run_delivery(delivery: WebhookDelivery) -> str:
-    """POST the delivery's payload until a 2xx answer or the last try; record every try."""
-    if not delivery.mark_running():
-        return "skipped"
-    hook = delivery.webhook
-    body = json.dumps(delivery.payload, sort_keys=True).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        EVENT_HEADER: delivery.event,
-        DELIVERY_HEADER: str(delivery.pk),
-        SIGNATURE_HEADER: signature(hook.secret, body),
-    }
-    tries = max(1, int(settings.BFT_WEBHOOK_ATTEMPTS))
-    last_error = ""
-    for i in range(tries):
-        if i:
-            time.sleep(backoff_s(i))
-            if delivery.stop_requested():
-                delivery.mark_finished(Status.CANCELLED, error="Cancelled between tries.")
-                return "cancelled"
-        if problem := url_problem(hook.url):  # the allow-list may have changed since
-            _record(delivery, None, problem, 0)
-            delivery.mark_finished(Status.FAILED, error=problem)
-            return "refused"
-        started = time.monotonic()
-        status, error = post(hook.url, body, headers)
-        _record(delivery, status, error, round(1000 * (time.monotonic() - started)))
-        if status is not None and 200 <= status < 300:
-            delivery.mark_finished(Status.SUCCEEDED)
-            return "delivered"
-        last_error = error or f"HTTP {status}"
-    delivery.mark_finished(
-        Status.FAILED, error=f"No 2xx answer after {tries} tries; the last: {last_error}"
-    )
-    return "failed"
-
-
-def _record(delivery: WebhookDelivery, status: int | None, error: str, duration_ms: int) -> None:
-    """One try's row, and the delivery's count and last status (its heartbeat, too)."""
-    delivery.attempts += 1
-    delivery.response_status = status
-    WebhookAttempt.objects.create(
-        delivery=delivery,
-        number=delivery.attempts,
-        response_status=status,
-        error=error,
-        duration_ms=duration_ms,
-    )
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(
-        attempts=delivery.attempts, response_status=status, updated=now()
-    )

@@ -14,6 +14,7 @@ from rq.timeouts import JobTimeoutException
 
 from jobs import tasks
 from jobs.engine.model_store import finetuned_owner
+from jobs.engine.output_files import TRAIN_FILE
 from jobs.engine.types import BootstrapConfig, FinetuneConfig
 from jobs.models import BootstrapRun, FinetuneJob, LanguageModel
 from jobs.services import trace_sets
@@ -157,7 +158,7 @@ class RunFinetuneTestCase(BaseTestCase):
             (output.project, output.kind, output.model_name, output.fine_tunable),
             (self.p1, "local", model_id, True),
         )
-        rows = (self.artifacts / "jobs" / str(job.pk) / "rows.jsonl").read_text().splitlines()
+        rows = (self.artifacts / "jobs" / str(job.pk) / TRAIN_FILE).read_text().splitlines()
         self.assertEqual(len(rows), 4)
         self.assertIn("messages", json.loads(rows[0]))
         self.assertTrue(

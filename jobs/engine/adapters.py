@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.engine.output_files import ADAPTER_CONFIG
+
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in adapter_names
 DEFAULT_MAX_LOADED = 8
 
@@ -88,7 +90,7 @@ class AdapterPool:
             return BASE_ADAPTER
         slot = self._slots.get(ref)  # by id and directory: a re-registered id loads anew
         if slot is None:
-            if not (ref.path / "adapter_config.json").is_file():
+            if not (ref.path / ADAPTER_CONFIG).is_file():
                 raise FileNotFoundError(f"the adapter of {ref.key} is missing")
             victim = self._idle_victim() if len(self._slots) >= self.max_loaded else None
             if len(self._slots) >= self.max_loaded and victim is None:

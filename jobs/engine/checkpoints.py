@@ -13,10 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from jobs.engine.output_files import ADAPTER_DIR, CHECKPOINT_DIR
 from jobs.engine.types import FinetuneConfig
 
-CHECKPOINT_DIR = "checkpoint"
-ADAPTER_DIR = "adapter"
 # Config fields that may change between a stopped run and its resume without changing the result.
 RESUME_TOLERATED_FIELDS = ("checkpoint_every_steps",)
 

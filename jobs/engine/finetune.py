@@ -37,8 +37,6 @@ from typing import Any
 
 from jobs.engine import model_store
 from jobs.engine.checkpoints import (
-    ADAPTER_DIR,
-    CHECKPOINT_DIR,
     check_resumable,
     config_for_resume,
     read_checkpoint_meta,
@@ -46,6 +44,7 @@ from jobs.engine.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
+from jobs.engine.output_files import ADAPTER_DIR, CHECKPOINT_DIR, MANIFEST_FILE, write_rows
 from jobs.engine.packing import (
     PACKED_ATTENTION,
     ROLES,
@@ -59,9 +58,6 @@ from jobs.engine.training_plan import Step, TrainingPlan, lr_factor, plan_steps,
 from jobs.engine.types import FinetuneConfig, FinetuneResult, TrainProgress
 
 logger = logging.getLogger(__name__)
-
-MANIFEST_FILE = "manifest.json"
-TRAIN_FILE = "train.jsonl"
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -177,8 +173,9 @@ def finetune(
 
     ``owner`` is recorded in the registry with the id (who may use it; see model_store).
 
-    Writes ``output_dir/checkpoint/`` (every ``checkpoint_every_steps``, on a stop, at the end),
-    and at the end ``adapter/`` (+ tokenizer), ``manifest.json`` and ``train.jsonl``. A
+    Writes ``output_dir/train.jsonl`` (the rows) first, ``checkpoint/`` every
+    ``checkpoint_every_steps``, on a stop and at the end, and at the end ``adapter/`` (+ tokenizer)
+    and ``manifest.json`` (jobs/engine/output_files.py names them). A
     cooperative stop (``should_stop()`` true after a step) returns ``stopped_early=True`` with
     ``model_id=""``; calling again with ``resume=True`` continues from the checkpoint.
     Fine-tuning an already fine-tuned model id is refused (not supported yet).
@@ -188,6 +185,7 @@ def finetune(
     output_dir.mkdir(parents=True, exist_ok=True)
     hash_ = data_hash(rows)
     resuming = resume and _checkpoint_to_resume(output_dir, config, hash_)
+    write_rows(output_dir, rows)
     resolved = _resolve_base_model(config)
 
     run = _prepare_run(config, rows, resolved, output_dir=output_dir, resuming=resuming)
@@ -529,7 +527,7 @@ def _save_and_register(
     train_seconds: float,
     resumed_from_step: int,
 ) -> FinetuneResult:
-    """Write the adapter (+ tokenizer), ``train.jsonl`` and ``manifest.json``; register ``model_id``."""
+    """Write the adapter (+ tokenizer) and ``manifest.json``; register ``model_id``."""
     import peft
     import torch
     import transformers
@@ -543,9 +541,6 @@ def _save_and_register(
     run.tokenizer.save_pretrained(tmp)
     shutil.rmtree(adapter_dir, ignore_errors=True)
     tmp.rename(adapter_dir)
-    with (output_dir / TRAIN_FILE).open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     final_loss = state.losses[-1] if state.losses else None
     manifest = {
         "model_id": model_id,

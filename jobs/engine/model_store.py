@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.engine.output_files import ADAPTER_CONFIG
+
 BUNDLED_NAME = "smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FINETUNED_PREFIX = "bftweb:"
@@ -195,7 +197,7 @@ def resolve(name: str) -> ResolvedModel:
         record = json.loads(path.read_text())
         base = resolve(record["base_model"])
         adapter = Path(record["adapter_dir"])
-        if not (adapter / "adapter_config.json").exists():
+        if not (adapter / ADAPTER_CONFIG).exists():
             raise UnknownModelError(f"fine-tuned model {name!r}: its adapter is missing")
         return ResolvedModel(name, base.base_dir, adapter, base.name)
     if name == BUNDLED_NAME:

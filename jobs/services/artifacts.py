@@ -22,14 +22,28 @@ from typing import Any
 
 from django.conf import settings
 
+from jobs.engine.output_files import (
+    ADAPTER_CONFIG,
+    ADAPTER_DIR,
+    MANIFEST_FILE,
+    PROGRAM_FILE,
+    TRAIN_FILE,
+)
 from jobs.models import FinetuneJob, LanguageModel
 
-ADAPTER_DIR = "adapter"  # the names jobs/engine/finetune.py writes
-MANIFEST_FILE = "manifest.json"
-TRAIN_FILE = "train.jsonl"
-PROGRAM_FILE = "program.json"
 EXPORT_TIMEOUT_S = 120
 CHUNK = 1 << 16
+
+
+# Each download (the URL's <kind>) and the file name the browser saves it as: bftweb-job-<pk>-<kind>.
+DOWNLOAD_SUFFIXES = {
+    "adapter": ".zip",
+    "program": ".json",
+    "served-program": ".json",
+    "train": ".jsonl",
+    "manifest": ".json",
+}
+DOWNLOAD_KINDS = tuple(DOWNLOAD_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -40,28 +54,30 @@ class Download:
     help: str
 
 
+def download_stem(job: FinetuneJob, kind: str) -> str:
+    """A download's name without its suffix (the adapter zip's folder, too)."""
+    return f"bftweb-job-{job.pk}-{kind}"
+
+
+def download_name(job: FinetuneJob, kind: str) -> str:
+    return download_stem(job, kind) + DOWNLOAD_SUFFIXES[kind]
+
+
 def downloads(job: FinetuneJob) -> list[Download]:
-    stem = f"bftweb-job-{job.pk}"
-    return [
-        Download(
-            "adapter", "LoRA adapter", f"{stem}-adapter.zip", "peft adapter + tokenizer (zip)"
-        ),
-        Download("program", "DSPy program", program_filename(job), "compiled program JSON"),
-        Download(
-            "served-program",
+    described = {
+        "adapter": ("LoRA adapter", "peft adapter + tokenizer (zip)"),
+        "program": ("DSPy program", "compiled program JSON"),
+        "served-program": (
             "DSPy program on the server",
-            served_program_filename(job),
             "its predictors call manage.py serve; loads in plain DSPy",
         ),
-        Download("train", "Training data", f"{stem}-train.jsonl", "the chat rows it trained on"),
-        Download(
-            "manifest", "Manifest", f"{stem}-manifest.json", "config, data hash, losses, versions"
-        ),
+        "train": ("Training data", "the chat rows it trained on"),
+        "manifest": ("Manifest", "config, data hash, losses, versions"),
+    }
+    return [
+        Download(kind, label, download_name(job, kind), text)
+        for kind, (label, text) in described.items()
     ]
-
-
-def program_filename(job: FinetuneJob) -> str:
-    return f"bftweb-job-{job.pk}-program.json"
 
 
 def job_output_dir(job: FinetuneJob) -> Path:
@@ -79,7 +95,7 @@ def file_for(job: FinetuneJob, kind: str) -> Path | None:
 
 def adapter_dir(job: FinetuneJob) -> Path | None:
     path = job_output_dir(job) / ADAPTER_DIR
-    return path if (path / "adapter_config.json").is_file() else None
+    return path if (path / ADAPTER_CONFIG).is_file() else None
 
 
 # --- the adapter, zipped while it streams -------------------------------------------------------
@@ -218,10 +234,6 @@ def _program_inputs(job: FinetuneJob) -> tuple[dict[str, Any], dict[str, Any], d
 # --- the program on the model server --------------------------------------------------------
 
 
-def served_program_filename(job: FinetuneJob) -> str:
-    return f"bftweb-job-{job.pk}-served-program.json"
-
-
 def served_program_json(job: FinetuneJob) -> Path:
     """The compiled program with every predictor on the model server: ``openai/<model id>`` at
     ``BFT_SERVE_URL``. Plain DSPy loads it (``served_program_snippet``); no bftweb, no artifact
@@ -229,7 +241,7 @@ def served_program_json(job: FinetuneJob) -> Path:
     subprocess on first request, and again when ``BFT_SERVE_URL`` changed."""
     if job.status != FinetuneJob.Status.SUCCEEDED or not job.output_model_id:
         raise ExportError("Only a succeeded job has a compiled program.")
-    path = job_output_dir(job) / served_program_filename(job)
+    path = job_output_dir(job) / download_name(job, "served-program")
     api_base = settings.BFT_SERVE_URL
     if path.is_file():
         try:
@@ -282,7 +294,7 @@ def served_program_snippet(job: FinetuneJob) -> str:
     lines += [
         "program = Program()",
         "# Your own file, so trusted: allow_unsafe_lm_state keeps its api_base (the model server).",
-        f'program.load("{served_program_filename(job)}", allow_unsafe_lm_state=True)',
+        f'program.load("{download_name(job, "served-program")}", allow_unsafe_lm_state=True)',
         "for predictor in program.predictors():  # a project API key: never stored in the file",
         '    predictor.lm = predictor.lm.copy(api_key=os.environ["BFTWEB_API_KEY"])',
         "",
@@ -310,9 +322,9 @@ def vllm_command(job: FinetuneJob) -> str:
     rank = int((job.config or {}).get("lora_r") or 16)
     max_rank = next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
     return (
-        f"# unzip {downloads(job)[0].filename} first: its folder is the adapter\n"
+        f"# unzip {download_name(job, 'adapter')} first: its folder is the adapter\n"
         f"vllm serve {base} --enable-lora --max-lora-rank {max_rank} \\\n"
-        f"    --lora-modules {job.output_model_id}=./bftweb-job-{job.pk}-adapter"
+        f"    --lora-modules {job.output_model_id}=./{download_stem(job, 'adapter')}"
     )
 
 
@@ -336,7 +348,7 @@ def python_snippet(job: FinetuneJob, *, example: dict[str, Any] | None = None) -
         "from jobs.engine.program_module import build_program\n"
         "from jobs.engine.programs import parse_program_spec\n"
         "\n"
-        f'path = "{program_filename(job)}"\n'
+        f'path = "{download_name(job, "program")}"\n'
         'spec = parse_program_spec(json.load(open(path))["bftweb"]["spec"])\n'
         "program = build_program(spec)\n"
         f"program.load(path, allow_unsafe_lm_state=True)  # every predictor: {job.output_model_id}\n"

@@ -4,12 +4,11 @@ written and, when the job asked for one, its evaluation queued.
 
 The job's artifact directory is touched only once the job is claimed: on a first start a leftover
 directory (from an older database) is moved aside. The rows are built once per job and kept there
-(jobs/engine/finetune.py's train file), so a retry trains on the same data.
+(``train.jsonl``, jobs/engine/output_files.py), so a retry trains on the same data.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from django.utils.timezone import now
 
+from jobs.engine import output_files
 from jobs.engine.types import FinetuneResult, TrainProgress
 from jobs.models import FinetuneJob, FinetuneMetric, LanguageModel, Status
 from jobs.services import artifacts, evaluations, finetunes, model_policy
@@ -30,15 +30,10 @@ LOG_TAIL_LINES = 50
 
 
 def frozen_training_rows(job: FinetuneJob, output_dir: Path) -> list[dict[str, Any]]:
-    """The rows are built once per job and kept in its dir, so a retry trains on the same data."""
-    path = output_dir / "rows.jsonl"
-    if path.exists():
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = finetunes.training_rows(job)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    tmp.rename(path)
-    return rows
+    """The rows kept in the job's dir by an earlier start (the engine writes them before its
+    first step), so a retry trains on the same data; else built from the frozen trace set."""
+    rows = output_files.read_rows(output_dir)
+    return finetunes.training_rows(job) if rows is None else rows
 
 
 def register_output_model(job: FinetuneJob, result: FinetuneResult) -> LanguageModel:

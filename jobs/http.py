@@ -1,10 +1,10 @@
-"""The request the app's views see, typed: what the middleware and ``get_project_for`` add; and
-the length a request declares for its body."""
+"""The request the app's views see, typed: what the middleware and ``get_project_for`` add; the
+length a request declares for its body, and the mark of a view that checks that length itself."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.contrib.auth.models import User
 from django.http import HttpRequest
@@ -30,3 +30,15 @@ def declared_body_length(meta: Mapping[str, Any]) -> int:
         return int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return 0
+
+
+ViewT = TypeVar("ViewT", bound=Callable[..., Any])
+CHECKS_BODY_SIZE = "checks_body_size"
+
+
+def checks_body_size(view: ViewT) -> ViewT:
+    """Mark a view (or a DRF view class) that refuses an oversized body itself, before reading
+    any of it and with a message of its own: the request-size middleware
+    (bftweb/middleware.py) leaves such requests to it."""
+    setattr(view, CHECKS_BODY_SIZE, True)
+    return view

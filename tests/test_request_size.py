@@ -10,6 +10,7 @@ from django.http import HttpResponseBase
 from django.test import Client, override_settings
 
 from jobs.models import Trainset
+from jobs.services import trainsets
 from tests.test_trainset_values import GOOD, URL, upload
 from tests.web import WebTestCase
 
@@ -89,6 +90,42 @@ class RequestSizeTestCase(WebTestCase):
                 self.assertEqual((r.status_code, body.bytes_read), (413, 0))
                 self.assertTrue(r["Content-Type"].startswith(shape))
                 self.assertIn("BFT_REQUEST_MAX_BYTES", r.content.decode())
+
+    def test_with_the_default_request_limit_the_upload_still_says_its_own_limit(self) -> None:
+        """BFT_REQUEST_MAX_BYTES defaults to the upload limit plus the form's room: the upload's
+        page and API, not the middleware, refuse a file over it, unread, in their own words."""
+        default = 10_000 + trainsets.UPLOAD_FORM_OVERHEAD
+        with override_settings(BFT_REQUEST_MAX_BYTES=default):
+            self.login(self.bob)
+            r, body = self.post_declared(self.client, 50 * 1024 * 1024)
+            self.assertContains(r, "the limit is 9.8\xa0KB per file", status_code=413)
+            self.assertContains(r, "nothing was imported", status_code=413)
+            self.assertEqual(body.bytes_read, 0)
+            api = UnreadBody(50 * 1024 * 1024)
+            environ: dict[str, Any] = {"wsgi.input": api}
+            r = self.client.generic(
+                "POST",
+                "/api/v1/projects/p1/trainsets/",
+                CONTENT_TYPE="multipart/form-data; boundary=bftweb",
+                CONTENT_LENGTH=str(api.size),
+                **environ,
+            )
+            self.assertEqual(
+                (r.status_code, r.json()["code"], api.bytes_read), (413, "too_large", 0)
+            )
+            self.assertIn("per file", r.json()["detail"])
+            other = UnreadBody(50 * 1024 * 1024)  # any other URL: the middleware's refusal
+            environ = {"wsgi.input": other}
+            r = self.client.generic(
+                "POST",
+                "/p/p1/programs/new/",
+                CONTENT_TYPE="multipart/form-data; boundary=bftweb",
+                CONTENT_LENGTH=str(other.size),
+                **environ,
+            )
+            self.assertEqual((r.status_code, other.bytes_read), (413, 0))
+            self.assertIn("BFT_REQUEST_MAX_BYTES", r.content.decode())
+        self.assertFalse(Trainset.objects.exists())
 
     def test_a_body_within_the_limit_is_read_and_checked_as_before(self) -> None:
         self.login(self.bob)

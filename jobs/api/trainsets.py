@@ -19,6 +19,7 @@ from jobs.api.base import ProjectViewSet
 from jobs.api.errors import ApiError, ErrorSerializer, invalid
 from jobs.api.forms import serializer_for_form, validate_form
 from jobs.forms.trainsets import TrainsetUploadForm
+from jobs.http import checks_body_size
 from jobs.models import Project, Trainset, TrainsetRow
 from jobs.services import trainsets
 
@@ -125,6 +126,7 @@ def row_errors(outcome: trainsets.ImportOutcome) -> ApiError:
     )
 
 
+@checks_body_size  # in initial(), with the upload's own limit, instead of the middleware
 class TrainsetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectViewSet):
     queryset = Trainset.objects.all()
     serializer_class = TrainsetSerializer
@@ -138,7 +140,7 @@ class TrainsetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectV
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # Before authentication: a session's CSRF check would read the whole body.
-        if request.method == "POST" and (refusal := trainsets.request_too_large(request.META)):
+        if refusal := trainsets.request_too_large(request.META):
             raise ApiError({"detail": refusal, "code": "too_large"}, status_code=413)
         super().initial(request, *args, **kwargs)
 

@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.forms.trainsets import SplitForm, TrainsetUploadForm
-from jobs.http import BftRequest
+from jobs.http import BftRequest, checks_body_size
 from jobs.models import Project, Trainset, TrainsetRow
 from jobs.permissions import get_project_for
 from jobs.services import trainsets
@@ -34,12 +34,13 @@ def trainset_list(request: BftRequest, slug: str) -> HttpResponse:
     )
 
 
+@checks_body_size  # here, with the upload's own limit and page, instead of the middleware
 @login_required
 @require_http_methods(["GET", "POST"])
 @csrf_exempt  # checked in _upload: CSRF middleware would read the whole body to find the token
 def trainset_upload(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug, need="operate").project
-    refusal = trainsets.request_too_large(request.META) if request.method == "POST" else None
+    refusal = trainsets.request_too_large(request.META)
     if refusal:  # before anything reads the body
         context = {**_upload_context(project, TrainsetUploadForm()), "refusal": refusal}
         return render(request, "jobs/trainset_upload.html", context, status=413)

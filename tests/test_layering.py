@@ -23,7 +23,7 @@ import django
 django.setup()
 from django.urls import get_resolver
 get_resolver().url_patterns  # every view module, the admin, django-rq's pages
-import jobs, jobs.tasks, jobs.worker, jobs.imports
+import jobs, jobs.tasks, jobs.worker
 for info in pkgutil.walk_packages(jobs.__path__, "jobs."):
     if not info.name.startswith(("jobs.engine", "jobs.migrations")):
         importlib.import_module(info.name)
@@ -53,7 +53,8 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
+            names.add(node.module)  # and each name, which may be a module: from jobs import forms
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -68,23 +69,67 @@ def test_the_engine_imports_nothing_of_django_or_the_app() -> None:
         assert not outside, f"{path.name} imports {sorted(outside)}"
 
 
-def test_models_import_no_services_and_services_no_views() -> None:
-    """Nothing imports upward: models < services < forms/views/admin/tasks."""
-    upward = {
-        "models": (
-            "jobs.services",
-            "jobs.forms",
-            "jobs.views",
-            "jobs.api",
-            "jobs.tasks",
-            "jobs.admin",
-        ),
-        "services": ("jobs.views", "jobs.api", "jobs.tasks", "jobs.admin"),
-    }
-    for package, banned in upward.items():
-        for path in sorted((ROOT / "jobs" / package).glob("*.py")):
-            bad = {name for name in _imports(path) if name.startswith(banned)}
+# What each package must never import (at the top, inside a function, or for type checking):
+# layers import downwards only. models < services < work (the worker wing) and forms <
+# views, api, admin, tasks; the API shares what it needs with the pages below both (downloads).
+UPWARD = {
+    "models": (
+        "jobs.services",
+        "jobs.work",
+        "jobs.forms",
+        "jobs.views",
+        "jobs.api",
+        "jobs.tasks",
+        "jobs.admin",
+        "jobs.downloads",
+    ),
+    "services": (
+        "jobs.work",
+        "jobs.forms",
+        "jobs.views",
+        "jobs.api",
+        "jobs.tasks",
+        "jobs.admin",
+        "jobs.downloads",
+    ),
+    "work": ("jobs.forms", "jobs.views", "jobs.api", "jobs.tasks", "jobs.admin"),
+    "forms": ("jobs.work", "jobs.views", "jobs.api", "jobs.tasks", "jobs.admin"),
+    "api": ("jobs.views", "jobs.work", "jobs.tasks"),
+    "views": ("jobs.api", "jobs.work", "jobs.tasks"),
+}
+
+
+def _banned(name: str, banned: tuple[str, ...]) -> bool:
+    return any(name == b or name.startswith(b + ".") for b in banned)
+
+
+def test_nothing_imports_upward() -> None:
+    """Nothing imports upward: not services from forms, views, api or the worker wing, and not
+    the API from the views."""
+    for package, banned in UPWARD.items():
+        paths = sorted((ROOT / "jobs" / package).glob("*.py"))
+        assert paths, f"jobs/{package}/ is empty"
+        for path in paths:
+            bad = {name for name in _imports(path) if _banned(name, banned)}
             assert not bad, f"jobs/{package}/{path.name} imports {sorted(bad)}"
+
+
+def test_the_layering_check_sees_every_kind_of_import(tmp_path: Path) -> None:
+    """An upward import is caught at the top, inside a function and under TYPE_CHECKING, and a
+    module of the package is as good as the package (`from jobs.forms import values`)."""
+    source = tmp_path / "upward.py"
+    for line in (
+        "from jobs.forms.values import parse_int",
+        "from jobs.forms import values",
+        "from jobs import views",
+        "import jobs.views.live",
+        "def f():\n    from jobs.api import live",
+        "if TYPE_CHECKING:\n    from jobs.work.base import Work",
+    ):
+        source.write_text(line + "\n")
+        assert any(_banned(n, UPWARD["services"]) for n in _imports(source)), line
+    source.write_text("from jobs.values import parse_int\nfrom jobs.services import queue\n")
+    assert not any(_banned(n, UPWARD["services"]) for n in _imports(source))
 
 
 def _engine_imports(path: Path) -> set[str]:

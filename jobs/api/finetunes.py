@@ -21,6 +21,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from jobs import downloads
 from jobs.api.base import AnyAccept, ProjectViewSet
 from jobs.api.errors import ErrorSerializer, invalid
 from jobs.api.forms import serializer_for_form, validate_form
@@ -28,7 +29,6 @@ from jobs.api.live import QueueSerializer, queue_state, queued_actions
 from jobs.forms.finetunes import FinetuneForm
 from jobs.models import BootstrapRun, FinetuneJob, FinetuneMetric, Project
 from jobs.services import artifacts, finetunes
-from jobs.views.finetunes import download_response
 
 JOB_FIELDS = [
     "id",
@@ -198,7 +198,7 @@ class FinetuneViewSet(
                 "kind",
                 str,
                 OpenApiParameter.PATH,
-                enum=["adapter", "program", "served-program", "train", "manifest"],
+                enum=list(artifacts.DOWNLOAD_KINDS),
             )
         ],
         responses={
@@ -214,4 +214,4 @@ class FinetuneViewSet(
         content_negotiation_class=AnyAccept,
     )
     def artifact(self, request: Request, slug: str, pk: int, kind: str) -> HttpResponseBase:
-        return download_response(self.get_object(), kind)
+        return downloads.job_artifact(self.get_object(), kind)

@@ -1,7 +1,7 @@
 """What the run and fine-tune resources share: the queue's view of a row, cancel and retry.
 
-As on the live pages (jobs/views/live.py), a detail request reconciles a row whose heartbeat is
-stale and finds a queued row's place; Redis is not asked about a healthy running row."""
+As on the live pages, a detail request reconciles a row whose heartbeat is stale and finds a
+queued row's place (``queue.queue_info``); Redis is not asked about a healthy running row."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from rest_framework.response import Response
 from jobs.api.errors import Conflict, ErrorSerializer
 from jobs.models import QueuedWork
 from jobs.services import queue
-from jobs.views import live
 
 
 class QueueSerializer(serializers.Serializer):
@@ -28,7 +27,7 @@ class QueueSerializer(serializers.Serializer):
 
 
 def queue_state(row: QueuedWork) -> dict[str, Any]:
-    info = live.queue_info(row)
+    info = queue.queue_info(row)
     return {"available": info.available, "position": info.position, "waiting": info.waiting}
 
 

@@ -22,14 +22,14 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from jobs import downloads
 from jobs.api.base import AnyAccept, ProjectViewSet
 from jobs.api.errors import ErrorSerializer, invalid
 from jobs.forms.review import edits_from_post, format_field_value
-from jobs.forms.values import parse_flag
 from jobs.models import BootstrapRun, FinetuneJob, Project, Trace, TraceDecision, TraceSet
 from jobs.permissions import Need
 from jobs.services import review, trace_sets
-from jobs.views.review import trace_set_download
+from jobs.values import parse_flag
 
 Verdict = TraceDecision.Verdict
 
@@ -355,7 +355,7 @@ class TraceSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RunScope
         trace_set = self.get_object()
         if fmt not in trace_sets.EXPORT_FORMATS:
             raise invalid("fmt", f"Export as {' or '.join(trace_sets.EXPORT_FORMATS)}.")
-        return trace_set_download(
+        return downloads.trace_set_export(
             trace_set,
             fmt,
             multitask=parse_flag(request.query_params.get("multitask"), default=True),

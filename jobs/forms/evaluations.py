@@ -11,7 +11,6 @@ from jobs.engine.metrics import METRICS
 from jobs.engine.programs import ProgramSpecError
 from jobs.forms.fields import field_of, offer_program_versions
 from jobs.forms.runs import MetricForm, ProgramVersionChoiceField
-from jobs.forms.values import INT32_MAX
 from jobs.models import (
     BootstrapRun,
     Evaluation,
@@ -23,6 +22,7 @@ from jobs.models import (
 from jobs.services import evaluations, programs
 from jobs.services.evaluations import CandidateChoice
 from jobs.services.model_policy import ModelPolicyError, check_model
+from jobs.values import INT32_MAX
 
 SLOTS = 4  # candidates the form offers
 Role = EvaluationCandidate.Role

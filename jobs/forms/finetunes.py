@@ -11,9 +11,9 @@ from django import forms
 from jobs.engine.training_plan import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS
 from jobs.engine.types import FinetuneConfig
 from jobs.forms.fields import field_of
-from jobs.forms.values import INT32_MAX
 from jobs.models import LanguageModel, TraceSet
 from jobs.services import trace_sets
+from jobs.values import INT32_MAX
 
 FINETUNE_HELP: dict[str, str] = {
     "epochs": "Passes over the training rows. Empty: auto, as many as “Min steps” needs "

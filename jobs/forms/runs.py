@@ -9,8 +9,8 @@ from django.conf import settings
 
 from jobs.engine.types import MetricSpec
 from jobs.forms.fields import field_of, offer_program_versions
-from jobs.forms.values import INT32_MAX, INT32_MIN
 from jobs.models import LanguageModel, ProgramVersion, Project, Trainset
+from jobs.values import INT32_MAX, INT32_MIN
 
 
 class ProgramVersionChoiceField(forms.ModelChoiceField):

@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 
-from jobs.forms.values import INT32_MAX, INT32_MIN
+from jobs.values import INT32_MAX, INT32_MIN
 
 
 def upload_max_bytes() -> int:

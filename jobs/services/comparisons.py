@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 from django.db.models import Q
 
 from jobs.engine import comparison
-from jobs.forms.values import parse_int
 from jobs.models import (
     Evaluation,
     EvaluationCandidate,
@@ -27,6 +26,7 @@ from jobs.models import (
     Status,
 )
 from jobs.services import trace_sets
+from jobs.values import parse_int
 
 Role = EvaluationCandidate.Role
 # What each (candidate, row) result stores, as the worker records it and the exports list it.

@@ -26,6 +26,7 @@ import django_rq
 import redis
 from django.apps import apps
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils.timezone import now
 from rq import Callback, Queue, Worker, get_current_job
@@ -313,6 +314,44 @@ def queue_position(row: QueuedWork) -> tuple[int | None, int]:
         return (None if position is None else position + 1), queue.count
     except redis.RedisError as exc:
         raise QueueUnavailable(str(exc)) from exc
+
+
+# At most one reconcile attempt per row per this many seconds (per web process).
+RECONCILE_THROTTLE_S = 5
+
+
+@dataclass
+class QueueInfo:
+    """The queue's view of a row, for its live page and the API."""
+
+    available: bool = True
+    error: str = ""
+    position: int | None = None  # 1-based, queued rows only
+    waiting: int | None = None
+    reconciled: bool = False
+
+
+def stale_after_s() -> float:
+    """A running row's worker writes progress every ~2 s and heartbeats every BFT_WORKER_HEARTBEAT_S:
+    after three missed heartbeats the row is worth a look in Redis."""
+    return max(10.0, 3.0 * worker_heartbeat_s())
+
+
+def queue_info(row: QueuedWork) -> QueueInfo:
+    """Reconcile the row if it looks stuck (at most every RECONCILE_THROTTLE_S), and find a queued
+    row's place. Never raises for Redis: a healthy running row costs no Redis call."""
+    info = QueueInfo()
+    if not row.is_active:
+        return info
+    try:
+        key = f"bft:reconcile:{row._meta.label_lower}:{row.pk}:{row.rq_job_id}"
+        if cache.add(key, 1, timeout=RECONCILE_THROTTLE_S):
+            info.reconciled = reconcile_if_stale(row, stale_after_s=stale_after_s())
+        if row.status == QueuedWork.Status.QUEUED:
+            info.position, info.waiting = queue_position(row)
+    except QueueUnavailable as exc:
+        info.available, info.error = False, str(exc)
+    return info
 
 
 # --- calls that are not rows (a model test) --------------------------------------------------

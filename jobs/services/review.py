@@ -44,13 +44,13 @@ from django.db.models.lookups import Exact, GreaterThanOrEqual
 from django.utils.timezone import now
 
 from jobs.engine.types import DEMO_PLACEHOLDER, copies_placeholder
-from jobs.forms.values import parse_float
 from jobs.models import (
     BootstrapRun,
     Membership,
     Trace,
     TraceDecision,
 )
+from jobs.values import parse_float
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

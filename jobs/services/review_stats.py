@@ -19,11 +19,11 @@ from django.db.models import (
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, Floor
 
-from jobs.forms.values import parse_float
 from jobs.models import (
     BootstrapRun,
     Trace,
 )
+from jobs.values import parse_float
 
 if TYPE_CHECKING:
     pass

@@ -20,8 +20,8 @@ from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from jobs import downloads
 from jobs.forms.evaluations import EvaluationForm
-from jobs.forms.values import parse_int
 from jobs.http import BftRequest
 from jobs.models import (
     BootstrapRun,
@@ -35,6 +35,7 @@ from jobs.models import (
 from jobs.permissions import get_project_for
 from jobs.services import artifacts, comparisons, evaluations, queue
 from jobs.services.evaluations import CandidateChoice
+from jobs.values import parse_int
 from jobs.views import live
 
 PAGE_SIZE = 50
@@ -169,7 +170,7 @@ def _status_context(
     progress = evaluations.progress(evaluation)
     return {
         "evaluation": evaluation,
-        "queue": live.queue_info(evaluation),
+        "queue": queue.queue_info(evaluation),
         "elapsed": live.elapsed_s(evaluation),
         "progress": progress,
         "candidate_progress": [(c, progress.counts.get(c.pk, 0)) for c in candidates],
@@ -287,24 +288,15 @@ def evaluation_row(request: BftRequest, slug: str, pk: int, row_index: int) -> H
     return render(request, "jobs/evaluation_row.html", context)
 
 
-EXPORTS = {
-    "csv": (comparisons.export_csv, "text/csv; charset=utf-8"),
-    "jsonl": (comparisons.export_jsonl, "application/x-ndjson"),
-}
-
-
 @login_required
 @require_GET
 def evaluation_export(request: BftRequest, slug: str, pk: int, fmt: str) -> StreamingHttpResponse:
     """Every stored result, streamed: CSV (formula-safe) or JSON Lines."""
     project = get_project_for(request, slug).project
-    if fmt not in EXPORTS:
+    if fmt not in downloads.EVALUATION_EXPORTS:
         raise Http404("No such export.")
     evaluation = get_object_or_404(Evaluation, pk=pk, project=project)
-    rows, content_type = EXPORTS[fmt]
-    response = StreamingHttpResponse(rows(evaluation), content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="bftweb-evaluation-{pk}.{fmt}"'
-    return response
+    return downloads.evaluation_export(evaluation, fmt)
 
 
 # --- the fine-tune page's verdict box -------------------------------------------------------

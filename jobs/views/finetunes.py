@@ -4,7 +4,6 @@ success the model id, the downloads and how to load the program."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -12,24 +11,18 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import F, Q
 from django.db.models.functions import Mod
-from django.http import (
-    FileResponse,
-    Http404,
-    HttpResponse,
-    HttpResponseBase,
-    StreamingHttpResponse,
-)
+from django.http import HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
-from jobs import charts
+from jobs import charts, downloads
 from jobs.forms.finetunes import FinetuneForm
-from jobs.forms.values import parse_bool, parse_int
 from jobs.http import BftRequest
 from jobs.models import BootstrapRun, FinetuneJob, Project
 from jobs.permissions import get_project_for
 from jobs.services import artifacts, finetunes, queue, trace_sets
+from jobs.values import parse_bool, parse_int
 from jobs.views import live
 
 
@@ -132,7 +125,7 @@ def loss_points(job: FinetuneJob) -> list[tuple[int, float | None]]:
 
 
 def _status_context(job: FinetuneJob, *, error: str = "") -> dict[str, Any]:
-    queue_state = live.queue_info(job)
+    queue_state = queue.queue_info(job)
     points = loss_points(job)
     log_lines = job.log_tail.splitlines()[-LOG_LINES:]
     return {
@@ -201,37 +194,4 @@ job_retry = live.action_view(JOB_PAGE, queue.retry)
 def job_download(request: BftRequest, slug: str, pk: int, kind: str) -> HttpResponseBase:
     """A succeeded job's outputs; any member may download them."""
     project = get_project_for(request, slug).project
-    return download_response(_get_job(project, pk), kind)
-
-
-def download_response(job: FinetuneJob, kind: str) -> HttpResponseBase:
-    """One of a succeeded job's downloads (the page's and the API's): 404 for an unknown kind, an
-    unfinished job or a missing file; 503 when the program JSON cannot be written."""
-    names = {d.kind: d.filename for d in artifacts.downloads(job)}
-    if kind not in names or job.status != FinetuneJob.Status.SUCCEEDED:
-        raise Http404("No such download.")
-    if kind == "adapter":
-        root = artifacts.adapter_dir(job)
-        if root is None:
-            raise Http404("The adapter is missing from the artifacts directory.")
-        response = StreamingHttpResponse(
-            artifacts.stream_zip(root, prefix=f"bftweb-job-{job.pk}-adapter"),
-            content_type="application/zip",
-        )
-        response["Content-Disposition"] = f'attachment; filename="{names[kind]}"'
-        return response
-    path: Path | None
-    if kind in ("program", "served-program"):
-        export = artifacts.program_json if kind == "program" else artifacts.served_program_json
-        try:
-            path = export(job)
-        except artifacts.ExportError as exc:
-            return HttpResponse(str(exc), status=503, content_type="text/plain; charset=utf-8")
-    else:
-        path = artifacts.file_for(job, kind)
-        if path is None:
-            raise Http404("The file is missing from the artifacts directory.")
-    content_type = "application/x-ndjson" if kind == "train" else "application/json"
-    return FileResponse(
-        path.open("rb"), as_attachment=True, filename=names[kind], content_type=content_type
-    )
+    return downloads.job_artifact(_get_job(project, pk), kind)

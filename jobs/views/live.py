@@ -1,9 +1,9 @@
-"""What the live run and job pages share: the queue's view of a row, timings, and cancel / retry.
+"""What the live run and job pages share: timings, the status fragment, and cancel / retry.
 
-Everything a status fragment shows comes from the database. Redis is asked only when it must be:
-a queued row's position, or an active row whose heartbeat (``updated``) has gone stale or whose
-cancel grace period is over (then ``queue.reconcile_if_stale`` settles it). When Redis does not
-answer, the page says "queue unavailable" and renders the rest from the row.
+Everything a status fragment shows comes from the database, and the queue's view of the row from
+``queue.queue_info`` (the API's too): Redis is asked only for a queued row's position, or for an
+active row whose heartbeat has gone stale. When Redis does not answer, the page says "queue
+unavailable" and renders the rest from the row.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.timezone import now
@@ -24,41 +23,6 @@ from django.views.decorators.http import require_GET, require_POST
 from jobs.http import BftRequest
 from jobs.models import QueuedWork
 from jobs.permissions import get_project_for
-from jobs.services import queue
-
-# At most one reconcile attempt per row per this many seconds (per web process).
-RECONCILE_THROTTLE_S = 5
-
-
-@dataclass
-class QueueInfo:
-    available: bool = True
-    error: str = ""
-    position: int | None = None  # 1-based, queued rows only
-    waiting: int | None = None
-    reconciled: bool = False
-
-
-def stale_after_s() -> float:
-    """A running row's worker writes progress every ~2 s and heartbeats every BFT_WORKER_HEARTBEAT_S:
-    after three missed heartbeats the row is worth a look in Redis."""
-    return max(10.0, 3.0 * queue.worker_heartbeat_s())
-
-
-def queue_info(row: QueuedWork) -> QueueInfo:
-    """Reconcile the row if it looks stuck, and find a queued row's place. Never raises for Redis."""
-    info = QueueInfo()
-    if not row.is_active:
-        return info
-    try:
-        key = f"bft:reconcile:{row._meta.label_lower}:{row.pk}:{row.rq_job_id}"
-        if cache.add(key, 1, timeout=RECONCILE_THROTTLE_S):
-            info.reconciled = queue.reconcile_if_stale(row, stale_after_s=stale_after_s())
-        if row.status == QueuedWork.Status.QUEUED:
-            info.position, info.waiting = queue.queue_position(row)
-    except queue.QueueUnavailable as exc:
-        info.available, info.error = False, str(exc)
-    return info
 
 
 def elapsed_s(row: QueuedWork) -> float | None:

@@ -10,11 +10,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from jobs.forms.playground import PlaygroundForm
-from jobs.forms.values import parse_int
 from jobs.http import BftRequest
 from jobs.models import PlaygroundTry
 from jobs.permissions import Need, get_project_for
 from jobs.services import playground, queue
+from jobs.values import parse_int
 
 
 @login_required

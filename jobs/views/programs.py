@@ -25,11 +25,11 @@ from jobs.forms.programs import (
     format_descriptions,
     parse_spec,
 )
-from jobs.forms.values import parse_int
 from jobs.http import BftRequest
 from jobs.models import Program, Project, Trainset
 from jobs.permissions import get_project_for
 from jobs.services import programs
+from jobs.values import parse_int
 
 
 def _initial_modules(spec: dict[str, Any]) -> list[dict[str, Any]]:

@@ -17,12 +17,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
+from jobs import downloads
 from jobs.forms.review import editable_fields, edits_from_post
-from jobs.forms.values import parse_flag, parse_float, parse_int
 from jobs.http import BftRequest
 from jobs.models import BootstrapRun, FinetuneJob, Project, Trace, TraceDecision, TraceSet
 from jobs.permissions import get_project_for
 from jobs.services import review, review_stats, trace_sets
+from jobs.values import parse_flag, parse_float, parse_int
 
 PAGE_SIZE = 50
 
@@ -414,24 +415,9 @@ def trace_set_export(
     trace_set = _get_trace_set(run, set_pk)
     if fmt not in trace_sets.EXPORT_FORMATS:
         raise Http404("Trace sets export as .csv or .jsonl.")
-    return trace_set_download(
+    return downloads.trace_set_export(
         trace_set,
         fmt,
         multitask=_flag(request, "multitask"),
         exclude_demos=_flag(request, "exclude_demos"),
     )
-
-
-def trace_set_download(
-    trace_set: TraceSet, fmt: str, *, multitask: bool, exclude_demos: bool
-) -> StreamingHttpResponse:
-    """A trace set's export, streamed under a name the server builds (the page's and the API's);
-    ``fmt`` must be one of trace_sets.EXPORT_FORMATS."""
-    if fmt == "jsonl":
-        body = trace_sets.export_jsonl(trace_set, multitask=multitask, exclude_demos=exclude_demos)
-    else:
-        body = trace_sets.export_csv(trace_set)
-    response = StreamingHttpResponse(body, content_type=trace_sets.EXPORT_FORMATS[fmt])
-    filename = trace_sets.export_filename(trace_set, fmt)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response

@@ -12,11 +12,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from jobs.forms.runs import BootstrapRunForm, RescoreForm
-from jobs.forms.values import parse_bool, parse_int
 from jobs.http import BftRequest
 from jobs.models import BootstrapRun, ProgramVersion, Project, Trainset
 from jobs.permissions import get_project_for
 from jobs.services import queue, rescoring, runs, trace_sets
+from jobs.values import parse_bool, parse_int
 from jobs.views import live
 
 
@@ -151,7 +151,7 @@ TRACE_FIELDS = (
 
 def _status_context(run: BootstrapRun, *, error: str = "", full: bool = False) -> dict[str, Any]:
     """The fragment's data: the run row (already loaded) plus one query for the newest traces."""
-    queue_state = live.queue_info(run)
+    queue_state = queue.queue_info(run)
     newest = list(run.traces.only(*TRACE_FIELDS).order_by("-pk")[:NEWEST_TRACES])
     elapsed = live.elapsed_s(run)
     # Examples per second over the newest traces finished in this attempt (a retry skips the

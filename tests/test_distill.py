@@ -192,6 +192,14 @@ class DistillArgumentsTestCase(BaseTestCase):
         self.assertIn("60 problem(s)", message)
         self.assertFalse(Trainset.objects.exists())
 
+    def test_the_web_forms_check_its_options_and_name_the_option(self) -> None:
+        """The run is the run form filled in from the options: its limits are the page's."""
+        message = self.distill(
+            "--trainset", DEMO_TRAINSET, "--program", DEMO_PROGRAM, "--demos", "40", "--sync"
+        )
+        self.assertIn("--demos: Ensure this value is less than or equal to 32.", message)
+        self.assertFalse(Trainset.objects.exists() or BootstrapRun.objects.exists())
+
     def test_the_default_metric_field_is_the_output_the_trainset_labels(self) -> None:
         """A two-module program whose intermediate output (numbers, operation) has no label: the
         metric defaults to the final answer, which the trainset labels, and is not refused."""

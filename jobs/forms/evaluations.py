@@ -8,7 +8,6 @@ from typing import Any
 from django import forms
 
 from jobs.engine.metrics import METRICS
-from jobs.engine.programs import ProgramSpecError
 from jobs.forms.fields import field_of, offer_program_versions
 from jobs.forms.runs import MetricForm, ProgramVersionChoiceField
 from jobs.models import (
@@ -125,26 +124,11 @@ class EvaluationForm(MetricForm):
         trainset, version = data.get("trainset"), data.get("program_version")
         if self.errors or not trainset or not version:
             return data  # the fields' own errors first
-        try:
-            spec = version.to_spec()
-        except ProgramSpecError as e:
-            self.add_error("program_version", f"The program's spec is invalid: {e}")
-            return data
         field = data["metric_field"].strip()
-        if field not in spec.output_fields:
-            self.add_error(
-                "metric_field",
-                f"“{field}” is not an output of {version.program.name} v{version.version} "
-                f"(outputs: {', '.join(spec.output_fields)}).",
-            )
-            return data
-        problems = programs.fit_problems(spec, trainset.field_names, field)
-        if problems:
-            self.add_error(
-                "trainset",
-                f"{version.program.name} v{version.version} does not fit trainset "
-                f"{trainset.name}: {'; '.join(problems)}.",
-            )
+        try:
+            spec = programs.check_fit(version, trainset, field)
+        except programs.Misfit as e:
+            self.add_error(e.field, str(e))
             return data
         data["metric_field"] = field
         metric = self.build_metric(data, spec.output_fields)

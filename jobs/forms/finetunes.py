@@ -11,7 +11,7 @@ from django import forms
 from jobs.engine.training_plan import AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS
 from jobs.engine.types import FinetuneConfig
 from jobs.forms.fields import field_of
-from jobs.models import LanguageModel, TraceSet
+from jobs.models import FinetuneJob, LanguageModel, TraceSet
 from jobs.services import trace_sets
 from jobs.values import INT32_MAX
 
@@ -122,8 +122,6 @@ class FinetuneForm(forms.Form):
 
     def __init__(self, *args: Any, run: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from jobs.models import FinetuneJob
-
         self.run = run
         # Every model of the project is offered to the validator, so a non-fine-tunable student
         # posted by hand is refused with a reason rather than "not one of the choices".
@@ -144,28 +142,35 @@ class FinetuneForm(forms.Form):
     def config_fields(self) -> list[forms.BoundField]:
         return [self[f.name] for f in FINETUNE_CONFIG_FIELDS]
 
-    def preview_config(self) -> FinetuneConfig:
-        """The config as filled in so far, for the preview's plan: each knob that validated, the
-        default for the others."""
+    def preview_options(self) -> dict[str, Any]:
+        """trace_sets.preview's keyword arguments (but run) from the form as filled in so far:
+        each field that validated, the initial value or the default for the others."""
         defaults = FinetuneConfig(base_model="-")
         if not self.is_bound:
-            return defaults
+            return {
+                "selection": self["selection"].initial or FinetuneJob.Selection.APPROVED,
+                "trace_set": None,
+                "multitask": True,
+                "exclude_demos": True,
+                "config": defaults,
+                "max_label_share": trace_sets.DEFAULT_MAX_LABEL_SHARE,
+            }
         self.is_valid()
-        values = {
-            f.name: self.cleaned_data[f.name]
-            for f in FINETUNE_CONFIG_FIELDS
-            if f.name in self.cleaned_data and f.name not in self.errors
-        }
-        return dataclasses.replace(defaults, **values)
 
-    def preview_max_label_share(self) -> float | None:
-        if not self.is_bound:
-            return trace_sets.DEFAULT_MAX_LABEL_SHARE
-        self.is_valid()
-        if "max_label_share" in self.errors:
-            return None
-        value: float | None = self.cleaned_data.get("max_label_share")
-        return value
+        def valid(name: str, default: Any = None) -> Any:
+            if name in self.errors or name not in self.cleaned_data:
+                return default
+            return self.cleaned_data[name]
+
+        knobs = {f.name: valid(f.name, getattr(defaults, f.name)) for f in FINETUNE_CONFIG_FIELDS}
+        return {
+            "selection": valid("selection") or FinetuneJob.Selection.APPROVED,
+            "trace_set": valid("trace_set"),
+            "multitask": bool(valid("multitask")),
+            "exclude_demos": bool(valid("exclude_demos")),
+            "config": dataclasses.replace(defaults, **knobs),
+            "max_label_share": valid("max_label_share"),
+        }
 
     def job_options(self) -> dict[str, Any]:
         """The valid form as finetunes.create_finetune_job's keyword arguments (but run and user)."""

@@ -10,6 +10,7 @@ from django.conf import settings
 from jobs.engine.types import MetricSpec
 from jobs.forms.fields import field_of, offer_program_versions
 from jobs.models import LanguageModel, ProgramVersion, Project, Trainset
+from jobs.services import programs
 from jobs.values import INT32_MAX, INT32_MIN
 
 
@@ -209,34 +210,22 @@ class BootstrapRunForm(MetricForm):
 
     def clean(self) -> dict[str, Any]:
         """Refuse combinations that cannot work, with the reason."""
-        from jobs.engine.programs import ProgramSpecError, check_fields
         from jobs.engine.types import BootstrapConfig
 
         super().clean()
         data = self.cleaned_data
+        # What each field parsed to, before the checks across fields below take a faulted
+        # field out of cleaned_data: the estimate reads the form as filled in so far.
+        self.parsed = dict(data)
         trainset, version = data.get("trainset"), data.get("program_version")
         if self.errors or not trainset or not version:
             return data  # the fields' own errors first
-        try:
-            spec = version.to_spec()
-        except ProgramSpecError as e:
-            raise forms.ValidationError(f"The program's spec is invalid: {e}") from e
         field = data["metric_field"].strip()
-        if field not in spec.output_fields:
-            self.add_error(
-                "metric_field",
-                f"“{field}” is not an output of {version.program.name} v{version.version} "
-                f"(outputs: {', '.join(spec.output_fields)}).",
-            )
+        try:
+            spec = programs.check_fit(version, trainset, field)
+        except programs.Misfit as e:
+            self.add_error(None if e.field == "program_version" else e.field, str(e))
             return data
-        problems = check_fields(spec, trainset.field_names, label_fields=[field])
-        if problems:
-            raise forms.ValidationError(
-                [
-                    f"{version.program.name} v{version.version} does not fit trainset {trainset.name}: {p}"
-                    for p in problems
-                ]
-            )
         missing = trainset.rows_missing([*spec.input_fields, field])
         if missing.count and not data.get("skip_missing"):
             raise forms.ValidationError(
@@ -247,7 +236,6 @@ class BootstrapRunForm(MetricForm):
         if metric is None:
             return data
         data["metric_spec"] = metric
-        data["program_spec"] = spec
         data["bootstrap_config"] = BootstrapConfig(
             num_threads=data["num_threads"],
             num_demos=data["num_demos"],
@@ -266,9 +254,28 @@ class BootstrapRunForm(MetricForm):
         )
         return data
 
-
-# FinetuneConfig fields shown on the fine-tune form, with help text. base_model comes from the
-# student; every other field of the engine's config must appear here (a test checks it).
+    def estimate_options(self) -> dict[str, Any]:
+        """runs.estimate's keyword arguments (but project) from the form as filled in so far:
+        each field that parsed, None or the default for the others. An unbound form counts its
+        initial values, so the first figure is the one the page's refresh gives."""
+        form = self
+        if not self.is_bound:
+            data = {name: self[name].value() for name in self.fields}
+            form = type(self)(
+                {k: v for k, v in data.items() if v is not None}, project=self.project
+            )
+        form.is_valid()
+        parsed = getattr(form, "parsed", form.cleaned_data)
+        return {
+            "trainset": parsed.get("trainset"),
+            "program_version": parsed.get("program_version"),
+            "limit": parsed.get("limit"),
+            "reason_demos": bool(parsed.get("reason_demos")),
+            "num_demos": parsed.get("num_demos"),
+            "metric_field": (parsed.get("metric_field") or "").strip(),
+            "demo_strategy": parsed.get("demo_strategy") or "random",
+            "retries": parsed.get("retries") or 0,
+        }
 
 
 class RescoreForm(MetricForm):

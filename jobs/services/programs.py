@@ -78,30 +78,93 @@ def same_spec(stored: dict[str, Any], spec: ProgramSpec) -> bool:
         return False
 
 
+class Misfit(ValueError):
+    """A program that cannot run on a trainset as asked; ``field`` names the input at fault, as
+    the run and evaluation forms call it: program_version, metric_field or trainset."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _misfits(
+    spec: ProgramSpec,
+    trainset_fields: Iterable[str],
+    metric_field: str | None,
+    *,
+    need_a_label: bool,
+    program: str,
+) -> list[tuple[str, str]]:
+    """(field at fault, why) for each way the program does not fit: the one rule."""
+    fields = list(trainset_fields)
+    labels = [metric_field] if metric_field else []
+    found = [("trainset", problem) for problem in check_fields(spec, fields, label_fields=labels)]
+    if metric_field and metric_field not in spec.output_fields:
+        found.append(
+            (
+                "metric_field",
+                f"metric field “{metric_field}” is not a program output: it is not an output of "
+                f"{program} (outputs: {', '.join(spec.output_fields)})",
+            )
+        )
+    if need_a_label and not any(name in fields for name in spec.output_fields):
+        found.append(
+            (
+                "trainset",
+                f"no label column for any output ({', '.join(spec.output_fields)}), "
+                "so no metric can score it",
+            )
+        )
+    return found
+
+
 def fit_problems(
     spec: ProgramSpec,
     trainset_fields: Iterable[str],
     metric_field: str | None,
     *,
     need_a_label: bool = False,
+    program: str = "",
 ) -> list[str]:
     """Why the program cannot run on a trainset with these fields, scored on ``metric_field``;
     empty when it fits. Every program input must be a trainset field, and the metric field must
     be a program output that the trainset labels. ``need_a_label`` (a program's page, where no
-    metric is chosen yet): the trainset must label at least one output."""
-    fields = list(trainset_fields)
-    problems = check_fields(spec, fields, label_fields=[metric_field] if metric_field else [])
-    if metric_field and metric_field not in spec.output_fields:
-        problems.append(
-            f"metric field '{metric_field}' is not a program output "
-            f"({', '.join(spec.output_fields)})"
-        )
-    if need_a_label and not any(name in fields for name in spec.output_fields):
-        problems.append(
-            f"no label column for any output ({', '.join(spec.output_fields)}), "
-            "so no metric can score it"
-        )
-    return problems
+    metric is chosen yet): the trainset must label at least one output. ``program`` names it in
+    the messages (default: the spec's name)."""
+    found = _misfits(
+        spec,
+        trainset_fields,
+        metric_field,
+        need_a_label=need_a_label,
+        program=program or spec.name,
+    )
+    return [problem for _field, problem in found]
+
+
+def check_fit(
+    program_version: ProgramVersion, trainset: Trainset, metric_field: str
+) -> ProgramSpec:
+    """The one check that a program version fits a trainset, scored on ``metric_field`` (the
+    run and evaluation forms', and the services' before they queue): its spec parses, the metric
+    field is one of its outputs, and the trainset has every input and labels the metric field.
+    Returns the spec; Misfit naming the field at fault."""
+    try:
+        spec = program_version.to_spec()
+    except ProgramSpecError as e:
+        raise Misfit(f"The program's spec is invalid: {e}", field="program_version") from e
+    name = version_label(program_version)
+    found = _misfits(spec, trainset.field_names, metric_field, need_a_label=False, program=name)
+    for field, problem in found:
+        if field == "metric_field":
+            raise Misfit(problem[0].upper() + problem[1:] + ".", field=field)
+    if found:
+        problems = "; ".join(problem for _field, problem in found)
+        raise Misfit(f"{name} does not fit trainset {trainset.name}: {problems}.", field="trainset")
+    return spec
+
+
+def version_label(program_version: ProgramVersion) -> str:
+    return f"{program_version.program.name} v{program_version.version}"
 
 
 def check_scored_work(
@@ -114,16 +177,13 @@ def check_scored_work(
 ) -> ProgramSpec:
     """The rules a bootstrap run and an evaluation share before they are queued: the trainset,
     the program and ``others`` ((row, "what") pairs with a project) are the project's, the
-    trainset is ready, the metric scores a program output and the program fits the trainset.
-    Returns the program's spec; ValueError naming the first problem."""
+    trainset is ready, the program fits the trainset (:func:`check_fit`) and the metric is valid
+    on its outputs. Returns the program's spec; ValueError naming the first problem."""
     for obj, what in ((trainset, "trainset"), (program_version.program, "program"), *others):
         if obj.project_id != project.pk:
             raise ValueError(f"The {what} belongs to another project.")
     if trainset.status != Trainset.Status.READY:
         raise ValueError(f"Trainset {trainset.name!r} is not ready ({trainset.status}).")
-    spec = program_version.to_spec()
+    spec = check_fit(program_version, trainset, metric.field)
     validate_metric_spec(metric, spec.output_fields)
-    problems = fit_problems(spec, trainset.field_names, metric.field)
-    if problems:
-        raise ValueError("The program does not fit the trainset: " + "; ".join(problems))
     return spec

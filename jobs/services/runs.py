@@ -82,8 +82,8 @@ def create_bootstrap_run(
 def estimate(
     project: Project,
     *,
-    trainset_pk: int | None,
-    version_pk: int | None,
+    trainset: Trainset | None,
+    program_version: ProgramVersion | None,
     limit: int | None,
     reason_demos: bool,
     num_demos: int | None,
@@ -92,23 +92,13 @@ def estimate(
     retries: int = 0,
 ) -> dict[str, Any]:
     """LM calls (examples × modules, plus the demos answered first, plus the demo search's
-    calls) for a run form as filled in so far, the most retries could add, and why the program
-    would not fit the trainset."""
+    calls) for a run form as filled in so far (BootstrapRunForm.estimate_options), the most
+    retries could add, and why the program would not fit the trainset."""
     result: dict[str, Any] = {"calls": None, "problems": [], "outputs": []}
-    if trainset_pk is None or version_pk is None:
-        return result
-    trainset = Trainset.objects.filter(
-        project=project, status=Trainset.Status.READY, pk=trainset_pk
-    ).first()
-    version = (
-        ProgramVersion.objects.filter(program__project=project, pk=version_pk)
-        .select_related("program")
-        .first()
-    )
-    if trainset is None or version is None:
+    if trainset is None or program_version is None:
         return result
     try:
-        spec = version.to_spec()
+        spec = program_version.to_spec()
     except ProgramSpecError as e:
         result["problems"] = [f"the program's spec is invalid: {e}"]
         return result
@@ -123,6 +113,12 @@ def estimate(
         config = BootstrapConfig()  # the search's own sizes: (candidate sets + 1 order) x rows
         rows = min(config.demo_search_rows, max(0, n_train - demos))
         search_calls = (config.demo_candidates + 1) * rows * modules
+    problems = programs.fit_problems(
+        spec,
+        trainset.field_names,
+        metric_field or None,
+        program=programs.version_label(program_version),
+    )
     result.update(
         examples=examples,
         modules=modules,
@@ -130,7 +126,7 @@ def estimate(
         search_calls=search_calls,
         retry_calls=examples * modules * max(0, retries),
         calls=examples * modules + demo_calls + search_calls,
-        problems=programs.fit_problems(spec, trainset.field_names, metric_field or None),
+        problems=problems,
     )
     return result
 

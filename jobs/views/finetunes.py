@@ -22,7 +22,6 @@ from jobs.http import BftRequest
 from jobs.models import BootstrapRun, FinetuneJob, Project
 from jobs.permissions import get_project_for
 from jobs.services import artifacts, finetunes, queue, trace_sets
-from jobs.values import parse_bool, parse_int
 from jobs.views import live
 
 
@@ -31,24 +30,6 @@ def _get_run(project: Project, pk: int) -> BootstrapRun:
         BootstrapRun.objects.select_related("program_version__program", "trainset"),
         pk=pk,
         project=project,
-    )
-
-
-def _preview(run: BootstrapRun, data: Any, form: FinetuneForm) -> dict[str, Any]:
-    """The preview of what the form, as filled in so far, would train on."""
-    bound = form.is_bound
-    selection = data.get("selection") if bound else form["selection"].initial
-    trace_set_pk = parse_int(data.get("trace_set")) if bound else None
-    return trace_sets.preview(
-        run,
-        selection=selection
-        if selection in FinetuneJob.Selection.values
-        else FinetuneJob.Selection.APPROVED,
-        trace_set=run.trace_sets.filter(pk=trace_set_pk).first() if trace_set_pk else None,
-        multitask=parse_bool(data.get("multitask")) if bound else True,
-        exclude_demos=parse_bool(data.get("exclude_demos")) if bound else True,
-        config=form.preview_config(),
-        max_label_share=form.preview_max_label_share(),
     )
 
 
@@ -82,7 +63,7 @@ def run_finetune(request: BftRequest, slug: str, pk: int) -> HttpResponse:
         "run": run,
         "form": form,
         "counts": counts,
-        "preview": _preview(run, request.POST, form),
+        "preview": trace_sets.preview(run, **form.preview_options()),
     }
     return render(request, "jobs/run_finetune.html", context, status=400 if form.is_bound else 200)
 
@@ -102,7 +83,7 @@ def run_finetune_preview(request: BftRequest, slug: str, pk: int) -> HttpRespons
     context = {
         "project": project,
         "run": run,
-        "preview": _preview(run, request.GET, form),
+        "preview": trace_sets.preview(run, **form.preview_options()),
     }
     return render(request, "jobs/run_finetune.html#finetune-preview", context)
 

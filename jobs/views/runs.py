@@ -16,7 +16,7 @@ from jobs.http import BftRequest
 from jobs.models import BootstrapRun, ProgramVersion, Project, Trainset
 from jobs.permissions import get_project_for
 from jobs.services import queue, rescoring, runs, trace_sets
-from jobs.values import parse_bool, parse_int
+from jobs.values import parse_int
 from jobs.views import live
 
 
@@ -24,22 +24,8 @@ from jobs.views import live
 @require_GET
 def run_list(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
-    runs = project.runs.select_related("trainset", "program_version__program", "teacher")
-    return render(request, "jobs/run_list.html", {"project": project, "nav": "runs", "runs": runs})
-
-
-def _estimate(project: Project, data: Any) -> dict[str, Any]:
-    return runs.estimate(
-        project,
-        trainset_pk=parse_int(data.get("trainset")),
-        version_pk=parse_int(data.get("program_version")),
-        limit=parse_int(data.get("limit")),
-        reason_demos=parse_bool(data.get("reason_demos")),
-        num_demos=parse_int(data.get("num_demos")),
-        metric_field=(data.get("metric_field") or "").strip(),
-        demo_strategy=data.get("demo_strategy") or "random",
-        retries=parse_int(data.get("retries")) or 0,
-    )
+    rows = project.runs.select_related("trainset", "program_version__program", "teacher")
+    return render(request, "jobs/run_list.html", {"project": project, "nav": "runs", "runs": rows})
 
 
 def _initial_run(project: Project, request: BftRequest) -> dict[str, Any]:
@@ -83,27 +69,13 @@ def run_create(request: BftRequest, slug: str) -> HttpResponse:
                     request, f"Run #{run.pk} queued: {run.total} examples for the teacher."
                 )
                 return redirect("jobs:run-detail", project.slug, run.pk)
-        estimate_data: Any = request.POST
     else:
         form = BootstrapRunForm(initial=_initial_run(project, request), project=project)
-        estimate_data = {  # what the htmx refresh sends: the same figure before any change
-            k: form[k].value()
-            for k in (
-                "trainset",
-                "program_version",
-                "limit",
-                "metric_field",
-                "num_demos",
-                "demo_strategy",
-                "reason_demos",
-                "retries",
-            )
-        }
     context = {
         "project": project,
         "nav": "runs",
         "form": form,
-        "estimate": _estimate(project, estimate_data),
+        "estimate": runs.estimate(project, **form.estimate_options()),
         "missing": _missing_parts(project),
     }
     return render(request, "jobs/run_form.html", context, status=400 if form.is_bound else 200)
@@ -125,10 +97,11 @@ def _missing_parts(project: Project) -> list[str]:
 def run_estimate(request: BftRequest, slug: str) -> HttpResponse:
     """The estimate fragment, refreshed (htmx) as the bootstrap form changes."""
     project = get_project_for(request, slug).project
+    form = BootstrapRunForm(request.GET, project=project)
     return render(
         request,
         "jobs/run_form.html#run-estimate",
-        {"project": project, "estimate": _estimate(project, request.GET)},
+        {"project": project, "estimate": runs.estimate(project, **form.estimate_options())},
     )
 
 

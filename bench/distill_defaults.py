@@ -1,5 +1,5 @@
 """`manage.py distill` with its default settings, timed, then the dev accuracy of the teacher (its
-chosen demos), the base student and the fine-tuned student on held-out rows (issue 12).
+chosen demos), the base student and the fine-tuned student on held-out rows.
 
     python -m bench bench.distill_defaults                  # the 4-label topics task
     python -m bench.distill_defaults --task intents         # the 3-label check task

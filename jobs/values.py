@@ -10,7 +10,6 @@ import math
 from typing import Any
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-TRUE_VALUES = ("on", "true", "1")
 
 
 def parse_int(value: Any) -> int | None:
@@ -29,11 +28,6 @@ def parse_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def parse_bool(value: Any) -> bool:
-    """A checkbox or query flag: "on", "true" or "1"."""
-    return str(value).strip().lower() in TRUE_VALUES
 
 
 def parse_flag(value: Any, *, default: bool) -> bool:

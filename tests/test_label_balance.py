@@ -1,4 +1,4 @@
-"""Balanced training rows (issue 12, point 6) and the fine-tune preview's training plan (point 7):
+"""Balanced training rows and the fine-tune preview's training plan:
 the cap on one label's share, frozen into the trace set's rule; the preview's warnings."""
 
 from __future__ import annotations

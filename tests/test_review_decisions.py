@@ -326,7 +326,7 @@ class ConcurrentDecisionTestCase(CastMixin, TransactionTestCase):
                 stale = Trace.objects.get(pk=trace.pk)
                 barrier.wait(timeout=10)
                 review.decide(trace=stale, user=user, verdict="approve")
-            except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            except BaseException as e:  # reported by the assertion below
                 errors.append(e)
             finally:
                 connections.close_all()
@@ -355,7 +355,7 @@ class ConcurrentDecisionTestCase(CastMixin, TransactionTestCase):
                 review.bulk_decide(
                     run=run, user=self.rita, traces=run.traces.all(), verdict="approve"
                 )
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 errors.append(e)
             finally:
                 connections.close_all()
@@ -364,7 +364,7 @@ class ConcurrentDecisionTestCase(CastMixin, TransactionTestCase):
             try:
                 barrier.wait(timeout=10)
                 review.decide(trace=traces[7], user=self.bob, verdict="approve")
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 errors.append(e)
             finally:
                 connections.close_all()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from django.db.models import Model, QuerySet
-from django.shortcuts import get_object_or_404
+from django.db.models import QuerySet
 from rest_framework import viewsets
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
@@ -39,12 +38,6 @@ class ProjectViewSet(viewsets.GenericViewSet):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular reading the types
             return self.queryset.none()
         return self.project_queryset(self.project)
-
-
-def get_in(queryset: QuerySet[Any], **lookup: Any) -> Model:
-    """One row of ``queryset`` (already the project's) or 404."""
-    row: Model = get_object_or_404(queryset, **lookup)
-    return row
 
 
 class AnyAccept(BaseContentNegotiation):

@@ -1,7 +1,7 @@
 """Writes the templated classification sets next to this file: ``python -m jobs.demo.generate``.
 
 Two tasks, seeded, so the files are reproducible and the distillation defaults are checked on
-more than one set (issue 12's acceptance):
+more than one set (bench/distill_defaults.py runs both):
 
 - ``topics``: a news headline -> one of 4 topics; 64 train rows and 32 held-out dev rows
   (``topics.jsonl``, ``topics_dev.jsonl``, ``topics_program.json``), 16 + 8 per label.

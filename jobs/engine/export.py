@@ -62,16 +62,6 @@ def export_program(
     return path
 
 
-def load_program(path: Path | str) -> Any:
-    """A program file written by :func:`export_program`, loaded back (trusted files only)."""
-    from jobs.engine.program_module import build_program
-
-    state = json.loads(Path(path).read_text(encoding="utf-8"))
-    program = build_program(parse_program_spec(state[BFTWEB_KEY]["spec"]))
-    program.load(str(path), allow_unsafe_lm_state=True)
-    return program
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.engine.export",

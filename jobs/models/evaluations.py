@@ -7,8 +7,6 @@ EvaluationResult, stored as it completes, so a retry skips finished rows and the
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import models
 
 from jobs.models.finetunes import FinetuneJob
@@ -103,9 +101,6 @@ class EvaluationCandidate(models.Model):
         if self.role == self.Role.MODEL:
             return f"{self.language_model.name} ({self.get_prompting_display()})"
         return f"{self.get_role_display()}: {self.language_model.name}"
-
-    def prompting_spec(self) -> dict[str, Any]:
-        return {"demos": self.demos, "temperature": self.temperature}
 
 
 class EvaluationResult(models.Model):

@@ -115,7 +115,7 @@ def _status_context(job: FinetuneJob, *, error: str = "") -> dict[str, Any]:
         "elapsed": live.elapsed_s(job),
         "eta": job.eta_s if job.status == "running" else None,
         # Every label inside is escaped by charts.loss_curve_svg.
-        "curve": mark_safe(charts.loss_curve_svg(points, total_steps=job.total_steps)),  # noqa: S308
+        "curve": mark_safe(charts.loss_curve_svg(points, total_steps=job.total_steps)),
         "n_points": len(points),
         "log_tail": "\n".join(log_lines),
         "action_error": error,

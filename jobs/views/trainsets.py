@@ -26,11 +26,11 @@ ROWS_PER_PAGE = 25
 @require_GET
 def trainset_list(request: BftRequest, slug: str) -> HttpResponse:
     project = get_project_for(request, slug).project
-    trainsets = project.trainsets.select_related("created_by")
+    rows = project.trainsets.select_related("created_by")
     return render(
         request,
         "jobs/trainset_list.html",
-        {"project": project, "nav": "trainsets", "trainsets": trainsets},
+        {"project": project, "nav": "trainsets", "trainsets": rows},
     )
 
 

@@ -83,7 +83,7 @@ def test_the_held_sample_is_never_a_demo():
 
 class LabelCoverageLM(DummyLM):
     """A fake teacher: the gold label when its demos show every label, else its demos' most shown
-    label (the failure DESIGN.md describes for a small teacher with demos missing a label)."""
+    label (what a small teacher whose demos miss a label was seen to do)."""
 
     def __init__(self, rows: list[dict], labels: set[str]) -> None:
         super().__init__({})

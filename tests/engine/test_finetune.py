@@ -244,7 +244,7 @@ def test_the_plan_raises_epochs_until_a_small_set_gets_its_minimum_steps() -> No
     """The rule: with epochs unset, the fewest epochs that reach min_steps, within bounds."""
     config = FinetuneConfig(base_model="x")  # the defaults: auto epochs, 4 rows per step
     assert (config.epochs, config.min_steps, config.batch_size) == (None, 24, 4)
-    plan = tp.training_plan(15, config)  # 4 steps per epoch (the issue's 15 kept rows)
+    plan = tp.training_plan(15, config)  # 4 steps per epoch (15 kept rows)
     assert (plan.steps_per_epoch, plan.epochs, plan.total_steps) == (4, 6, 24)
     assert plan.auto_epochs and not plan.warnings and not plan.too_few_steps
     plan = tp.training_plan(55, config)  # 14 per epoch: 2 epochs

@@ -14,6 +14,8 @@ from django.core.files import File
 from django.utils.text import slugify
 
 from jobs.engine.model_store import BUNDLED_NAME
+from jobs.engine.programs import parse_program_spec
+from jobs.engine.trainsets import detect_format
 from jobs.models import LanguageModel, Membership, ProgramVersion, Project, Trainset
 from jobs.services import programs, trainsets
 
@@ -93,8 +95,6 @@ def check_trainset_file(path: Path) -> list[str]:
 
     ValueError lists the problems: any bad row refuses the file, as ``import_trainset_file`` does.
     """
-    from jobs.engine.trainsets import detect_format
-
     fmt = detect_format(path.name)
     if trainsets.count_lines(path) - (1 if fmt == "csv" else 0) >= trainsets.async_rows_threshold():
         raise ValueError(f"{path}: too large to import here; upload it in the web app instead")
@@ -111,8 +111,6 @@ def import_trainset_file(
     project: Project, path: Path, user: User, *, name: str | None = None
 ) -> Trainset:
     """Import a JSONL/CSV file through the same validation as uploads; ValueError lists the problems."""
-    from jobs.engine.trainsets import detect_format
-
     fmt = detect_format(path.name)
     with path.open("rb") as fh:
         outcome = trainsets.import_upload(
@@ -138,8 +136,6 @@ def program_format(path: Path) -> str:
 
 def import_program_file(project: Project, path: Path, user: User) -> ProgramVersion:
     """A program spec from JSON/YAML; ProgramSpecError (a ValueError) names the problem."""
-    from jobs.engine.programs import parse_program_spec
-
     spec = parse_program_spec(path.read_bytes(), fmt=program_format(path))
     return programs.create_program_version(
         project=project, name=spec.name, source=spec.to_dict(), user=user

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.http import QueryDict
 
-from jobs.engine.programs import ProgramSpecError, parse_program_spec
+from jobs.engine.programs import ProgramSpec, ProgramSpecError, parse_program_spec
 
 MODULE_TYPE_CHOICES = [("Predict", "Predict"), ("ChainOfThought", "ChainOfThought")]
 
@@ -111,7 +111,7 @@ class ProgramSpecForm(forms.Form):
 MODULES_PREFIX = "modules"
 
 
-def parse_spec(source: Any, fmt: str | None = None) -> tuple[Any, str, str]:
+def parse_spec(source: Any, fmt: str | None = None) -> tuple[ProgramSpec | None, str, str]:
     """(spec, error key, error message): the spec, or the parser's first complaint."""
     try:
         return parse_program_spec(source, fmt=fmt), "", ""
@@ -136,26 +136,27 @@ class ProgramDraft:
             data if self.mode == "spec" else None, files if self.mode == "spec" else None
         )
         self.fixed_name = fixed_name
-        self.spec: Any = None
+        self.spec: ProgramSpec | None = None
         self.error_key = ""
         self.error = ""
 
-    def check(self) -> bool:
-        """Parse what was posted; on failure error_key/error say where and why."""
+    def check(self) -> ProgramSpec | None:
+        """What was posted, parsed (also kept as ``spec``); None, with error_key/error saying
+        where and why, when it does not parse."""
         if self.mode == "spec":
             if not self.spec_form.is_valid():
                 self.error_key, self.error = (
                     "(document)",
                     " ".join(map(str, self.spec_form.non_field_errors())) or "invalid input",
                 )
-                return False
+                return None
             source: Any = self.spec_form.cleaned_data["source"]
             fmt = self.spec_form.cleaned_data["fmt"]
             if self.fixed_name is not None:
                 loaded, key, message = parse_spec(source, fmt)
                 if loaded is None:
                     self.error_key, self.error = key, message
-                    return False
+                    return None
                 source, fmt = {**loaded.to_dict(), "name": self.fixed_name}, None
         else:
             if self.fixed_name is None and not self.name_form.is_valid():
@@ -163,13 +164,13 @@ class ProgramDraft:
                     "name",
                     " ".join(map(str, self.name_form.errors.get("name", ["is required"]))),
                 )
-                return False
+                return None
             if not self.formset.is_valid():
                 self.error_key, self.error = (
                     "modules",
                     " ".join(map(str, self.formset.non_form_errors())) or "check the modules",
                 )
-                return False
+                return None
             modules = [m for m in (f.to_spec_dict() for f in self.formset.forms) if m is not None]
             name = (
                 self.fixed_name
@@ -179,4 +180,4 @@ class ProgramDraft:
             source = {"name": name, "modules": modules}
             fmt = None
         self.spec, self.error_key, self.error = parse_spec(source, fmt)
-        return self.spec is not None
+        return self.spec

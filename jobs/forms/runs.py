@@ -7,7 +7,8 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from jobs.engine.types import MetricSpec
+from jobs.engine.metrics import METRICS, validate_metric_spec
+from jobs.engine.types import BootstrapConfig, MetricSpec
 from jobs.forms.fields import field_of, offer_program_versions
 from jobs.models import LanguageModel, ProgramVersion, Project, Trainset
 from jobs.services import programs
@@ -53,8 +54,6 @@ class MetricForm(forms.Form):
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from jobs.engine.metrics import METRICS
-
         super().__init__(*args, **kwargs)
         field_of(self, "metric", forms.ChoiceField).choices = [(m, m) for m in METRICS]
 
@@ -62,8 +61,6 @@ class MetricForm(forms.Form):
         self, data: dict[str, Any], output_fields: tuple[str, ...]
     ) -> MetricSpec | None:
         """The MetricSpec from cleaned ``data``; None with the form's errors added."""
-        from jobs.engine.metrics import validate_metric_spec
-
         options: dict[str, Any] = {}
         if data["metric"] == "numeric":
             options = {
@@ -184,8 +181,6 @@ class BootstrapRunForm(MetricForm):
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from jobs.engine.metrics import METRICS
-
         self.project = project
         trainsets = Trainset.objects.filter(project=project, status=Trainset.Status.READY)
         field_of(self, "trainset", forms.ModelChoiceField).queryset = trainsets
@@ -210,8 +205,6 @@ class BootstrapRunForm(MetricForm):
 
     def clean(self) -> dict[str, Any]:
         """Refuse combinations that cannot work, with the reason."""
-        from jobs.engine.types import BootstrapConfig
-
         super().clean()
         data = self.cleaned_data
         # What each field parsed to, before the checks across fields below take a faulted

@@ -8,6 +8,7 @@ from django import forms
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 
+from jobs.engine.trainsets import detect_format
 from jobs.values import INT32_MAX, INT32_MIN
 
 
@@ -43,8 +44,6 @@ class TrainsetUploadForm(forms.Form):
         self.fields["file"].help_text += f" At most {filesizeformat(upload_max_bytes())}."
 
     def clean_file(self) -> Any:
-        from jobs.engine.trainsets import detect_format
-
         f = self.cleaned_data["file"]
         if f.size > upload_max_bytes():
             raise forms.ValidationError(

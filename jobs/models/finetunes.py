@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import models
 
+from jobs.engine.types import FinetuneConfig
 from jobs.models.language_models import LanguageModel
 from jobs.models.projects import Project
 from jobs.models.queued_work import QueuedWork, WorkSpec
 from jobs.models.runs import BootstrapRun, TraceSelection
-
-if TYPE_CHECKING:
-    from jobs.engine.types import FinetuneConfig
 
 
 class FinetuneJob(QueuedWork):
@@ -72,8 +70,6 @@ class FinetuneJob(QueuedWork):
         return super().reset_for_retry(step=self.checkpoint_step, **changes)
 
     def finetune_config(self) -> FinetuneConfig:
-        from jobs.engine.types import FinetuneConfig
-
         return FinetuneConfig.from_dict(self.config)
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from django.conf import settings
 from django.db import models
 
+from jobs.engine.types import ModelKind, ModelSpec
 from jobs.models.projects import Project
-
-if TYPE_CHECKING:
-    from jobs.engine.types import ModelKind, ModelSpec
 
 
 class LanguageModel(models.Model):
@@ -66,10 +64,8 @@ class LanguageModel(models.Model):
         return bool(self.source_job_id or self.teacher_runs.exists() or self.student_jobs.exists())
 
     def to_spec(self) -> ModelSpec:
-        from jobs.engine.types import ModelSpec
-
         return ModelSpec(
-            kind=cast("ModelKind", self.kind),  # the field's choices are ModelKind's values
+            kind=cast(ModelKind, self.kind),  # the field's choices are ModelKind's values
             name=self.model_name,
             api_base=self.api_base,
             api_key_env=self.api_key_env,

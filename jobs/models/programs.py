@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.conf import settings
 from django.db import models
 
+from jobs.engine.programs import ProgramSpec, parse_program_spec
 from jobs.models.projects import Project
-
-if TYPE_CHECKING:
-    from jobs.engine.programs import ProgramSpec
 
 
 class Program(models.Model):
@@ -54,6 +50,4 @@ class ProgramVersion(models.Model):
         return f"{self.program} v{self.version}"
 
     def to_spec(self) -> ProgramSpec:
-        from jobs.engine.programs import parse_program_spec
-
         return parse_program_spec(self.spec)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
 from django.dispatch import Signal
 from django.utils.timezone import now
 
-if TYPE_CHECKING:
-    from jobs.engine.types import MetricSpec
+from jobs.engine.types import MetricSpec
 
 # Sent (sender: the row's model; row, status) whenever a row reaches succeeded, failed or cancelled,
 # by whichever transition got it there. Receivers that act on it do so on commit (webhooks).
@@ -180,6 +179,4 @@ class ScoredWork(QueuedWork):
         return min(100, round(100 * self.done / self.total))
 
     def metric_spec(self) -> MetricSpec:
-        from jobs.engine.types import MetricSpec
-
         return MetricSpec.from_dict(self.metric)

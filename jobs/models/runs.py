@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 
+from jobs.engine.types import BootstrapConfig
 from jobs.models.language_models import LanguageModel
 from jobs.models.programs import ProgramVersion
 from jobs.models.projects import Project
 from jobs.models.queued_work import ScoredWork, WorkSpec
 from jobs.models.trainsets import Trainset
-
-if TYPE_CHECKING:
-    from jobs.engine.types import BootstrapConfig
 
 
 class BootstrapRun(ScoredWork):
@@ -61,8 +59,6 @@ class BootstrapRun(ScoredWork):
         return f"Run {self.pk} ({self.status})"
 
     def bootstrap_config(self) -> BootstrapConfig:
-        from jobs.engine.types import BootstrapConfig
-
         return BootstrapConfig.from_dict(self.config)
 
     @property

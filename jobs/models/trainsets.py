@@ -9,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models, transaction
 
+from jobs.engine.trainsets import lacks_fields, place_name, split_indices
 from jobs.models.projects import Project
 from jobs.models.queued_work import QueuedWork, WorkSpec
 
@@ -58,8 +59,6 @@ class Trainset(models.Model):
 
     def place(self, source_number: int | None, index: int) -> str:
         """Where a row was in the uploaded file, as the upload's errors name it."""
-        from jobs.engine.trainsets import place_name
-
         if source_number is None:  # imported before rows kept their place
             return f"row #{index}"
         return place_name(self.fmt, source_number)
@@ -67,8 +66,6 @@ class Trainset(models.Model):
     def rows_missing(self, names: Iterable[str], *, shown: int = 5) -> MissingRows:
         """Train rows (those a run sends to the teacher) that lack one of ``names`` or hold null
         there. The rows are read only when the upload counted a missing value in those fields."""
-        from jobs.engine.trainsets import lacks_fields
-
         names = list(dict.fromkeys(names))
         counted = {f["name"]: f.get("missing") for f in self.fields}
         missing = MissingRows(fields=names)
@@ -101,8 +98,6 @@ class Trainset(models.Model):
             self._assign_split(dev_ratio, seed)
 
     def _assign_split(self, dev_ratio: float, seed: int) -> None:
-        from jobs.engine.trainsets import split_indices
-
         indices = list(self.rows.order_by("index").values_list("index", flat=True))
         train_idx, dev_idx = split_indices(len(indices), dev_ratio=dev_ratio, seed=seed)
         dev = {indices[i] for i in dev_idx}

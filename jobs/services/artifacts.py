@@ -22,6 +22,7 @@ from typing import Any
 
 from django.conf import settings
 
+from jobs.engine.model_store import BUNDLED_NAME, HUB_ID_RE
 from jobs.engine.output_files import (
     ADAPTER_CONFIG,
     ADAPTER_DIR,
@@ -29,6 +30,8 @@ from jobs.engine.output_files import (
     PROGRAM_FILE,
     TRAIN_FILE,
 )
+from jobs.engine.programs import parse_program_spec
+from jobs.engine.types import ModelSpec
 from jobs.models import FinetuneJob, LanguageModel
 
 EXPORT_TIMEOUT_S = 120
@@ -202,8 +205,6 @@ def _export_in_subprocess(
 def write_program(job: FinetuneJob) -> Path:
     """Write the compiled program now, in a process that may import DSPy (the worker, on success)."""
     from jobs.engine.export import export_program
-    from jobs.engine.programs import parse_program_spec
-    from jobs.engine.types import ModelSpec
 
     spec, model_spec, extra = _program_inputs(job)
     path = job_output_dir(job) / PROGRAM_FILE
@@ -264,8 +265,6 @@ def served_program_json(job: FinetuneJob) -> Path:
 def served_program_snippet(job: FinetuneJob) -> str:
     """Plain DSPy code that rebuilds the program's modules, loads the served program file and
     calls the model server (shown on the job page; nothing of bftweb is imported)."""
-    from jobs.engine.programs import parse_program_spec
-
     spec = parse_program_spec(job.run.program_version.spec)
     inputs = spec.input_fields
     lines = [
@@ -312,8 +311,6 @@ VLLM_LORA_RANKS = (16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-ran
 def vllm_command(job: FinetuneJob) -> str:
     """The command that serves this job's adapter with vLLM (GPUs at scale), under the same model
     id, so the served program file works against it too (change its api_base)."""
-    from jobs.engine.model_store import BUNDLED_NAME, HUB_ID_RE
-
     base = job.student.model_name
     if base == BUNDLED_NAME:
         base = BUNDLED_HUB_ID
@@ -334,8 +331,6 @@ def vllm_command(job: FinetuneJob) -> str:
 def python_snippet(job: FinetuneJob, *, example: dict[str, Any] | None = None) -> str:
     """A few lines that load the downloaded program and call it (shown on the job page)."""
     spec = job.run.program_version.spec
-    from jobs.engine.programs import parse_program_spec
-
     inputs = parse_program_spec(spec).input_fields
     example = example or {}
     args = ", ".join(f"{name}={_short(example.get(name, '...'))!r}" for name in inputs)

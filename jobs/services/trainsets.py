@@ -30,6 +30,15 @@ from django.db import transaction
 from django.db.models import CharField
 from django.template.defaultfilters import filesizeformat
 
+from jobs.engine.trainsets import (
+    RowError,
+    TrainsetLimits,
+    TrainsetReport,
+    escape_unstorable,
+    iter_placed_rows,
+    split_indices,
+    validate_trainset,
+)
 from jobs.http import declared_body_length
 from jobs.models import Project, Status, Trainset, TrainsetImport, TrainsetRow
 from jobs.services import queue
@@ -46,9 +55,7 @@ def async_rows_threshold() -> int:
     return int(getattr(settings, "BFT_TRAINSET_ASYNC_ROWS", 100_000))
 
 
-def trainset_limits() -> Any:
-    from jobs.engine.trainsets import TrainsetLimits
-
+def trainset_limits() -> TrainsetLimits:
     return TrainsetLimits(
         max_bytes=int(settings.BFT_UPLOAD_MAX_BYTES),
         max_rows=int(settings.BFT_UPLOAD_MAX_ROWS),
@@ -104,10 +111,8 @@ class ImportOutcome:
         return max(0, self.error_count - len(self.errors))
 
 
-def error_line(error: Any) -> ErrorLine:
+def error_line(error: RowError) -> ErrorLine:
     """An engine RowError as an ErrorLine (the engine already escaped what a page cannot show)."""
-    from jobs.engine.trainsets import escape_unstorable
-
     return ErrorLine(
         location=str(error.location),
         column=escape_unstorable(error.column or ""),
@@ -180,15 +185,15 @@ def count_lines(source: Any) -> int:
 # --- the import --------------------------------------------------------------------------------
 
 
-def validate(source: Any, fmt: str, *, on_read: Callable[[int], None] | None = None) -> Any:
+def validate(
+    source: Any, fmt: str, *, on_read: Callable[[int], None] | None = None
+) -> TrainsetReport:
     """The engine's streamed report: row_count, valid_count, errors (first 50), error_count, fields."""
-    from jobs.engine.trainsets import validate_trainset
-
     with open_source(source, on_read) as fh:
         return validate_trainset(fh, fmt, limits=trainset_limits(), max_errors=MAX_ERRORS)
 
 
-def outcome_from_report(report: Any) -> ImportOutcome:
+def outcome_from_report(report: TrainsetReport) -> ImportOutcome:
     return ImportOutcome(
         errors=[error_line(e) for e in report.errors[:MAX_ERRORS]],
         error_count=report.error_count,
@@ -197,7 +202,7 @@ def outcome_from_report(report: Any) -> ImportOutcome:
     )
 
 
-def field_stats(report: Any) -> list[dict[str, Any]]:
+def field_stats(report: TrainsetReport) -> list[dict[str, Any]]:
     """Per field: name, type, fill rate, filled rows, and rows that lack it or hold null."""
     return [
         {
@@ -230,8 +235,6 @@ def write_rows(
 
     Call inside a transaction: a failure part-way leaves nothing behind.
     """
-    from jobs.engine.trainsets import iter_placed_rows, split_indices
-
     _, dev_idx = split_indices(valid_count, dev_ratio=trainset.dev_ratio, seed=trainset.split_seed)
     dev = set(dev_idx)
     batch: list[TrainsetRow] = []
@@ -324,7 +327,9 @@ def import_upload(
     return outcome
 
 
-def _write(trainset: Trainset, upload: Any, *, report: Any, outcome: ImportOutcome) -> None:
+def _write(
+    trainset: Trainset, upload: Any, *, report: TrainsetReport, outcome: ImportOutcome
+) -> None:
     """Save the trainset with its valid rows, in one transaction."""
     with transaction.atomic():
         trainset.row_count = report.valid_count

@@ -112,10 +112,11 @@ def program_create(request: BftRequest, slug: str) -> HttpResponse:
     if "add_module" in request.POST:
         return _render_form(request, project, ProgramDraft(_add_module_row(request.POST)))
     draft = ProgramDraft(request.POST, request.FILES)
-    if not draft.check():
+    spec = draft.check()
+    if spec is None:
         return _render_form(request, project, draft, status=400)
     try:
-        program = programs.create_program(project=project, spec=draft.spec, user=request.user)
+        program = programs.create_program(project=project, spec=spec, user=request.user)
     except programs.ProgramNameTaken as e:
         draft.error_key, draft.error = "name", str(e)
         return _render_form(request, project, draft, status=400)
@@ -146,9 +147,10 @@ def program_edit(request: BftRequest, slug: str, pk: int) -> HttpResponse:
             program=program,
         )
     draft = ProgramDraft(request.POST, request.FILES, fixed_name=program.name)
-    if not draft.check():
+    spec = draft.check()
+    if spec is None:
         return _render_form(request, project, draft, program=program, status=400)
-    version, created = programs.add_version(program=program, spec=draft.spec, user=request.user)
+    version, created = programs.add_version(program=program, spec=spec, user=request.user)
     if not created:
         messages.info(request, f"No changes: version {version.version} already has this spec.")
         return redirect("jobs:program-detail", project.slug, program.pk)

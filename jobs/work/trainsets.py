@@ -5,8 +5,8 @@ write its rows and end the import in one transaction. The steps are the request'
 from __future__ import annotations
 
 import os
-from typing import Any
 
+from jobs.engine.trainsets import TrainsetReport
 from jobs.models import Status, Trainset, TrainsetImport
 from jobs.services import queue, trainsets
 from jobs.work.base import Ending, RowWork, WorkFailed
@@ -29,7 +29,7 @@ class ImportWork(RowWork[TrainsetImport]):
         self.report("writing", 0, report.valid_count, force=True)
         return Ending(Status.SUCCEEDED, result="ready", commit=lambda: self.write(report, outcome))
 
-    def write(self, report: Any, outcome: trainsets.ImportOutcome) -> None:
+    def write(self, report: TrainsetReport, outcome: trainsets.ImportOutcome) -> None:
         """The rows, and the trainset ready: in the transaction that ends the import."""
         trainset = self.row.trainset
         try:

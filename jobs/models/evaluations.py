@@ -2,7 +2,7 @@
 
 An Evaluation is queued work like a run. Each candidate's answer to each row is an
 EvaluationResult, stored as it completes, so a retry skips finished rows and the comparison page
-(jobs/services/evaluations.py, jobs/engine/comparison.py) reads only stored results.
+(jobs/services/comparisons.py, jobs/engine/comparison.py) reads only stored results.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Evaluation(ScoredWork):
     num_threads = models.PositiveSmallIntegerField(default=8)
     limit = models.PositiveIntegerField(null=True, blank=True)  # at most this many rows
     rows = models.PositiveIntegerField(default=0)  # rows each candidate answers
-    # The comparison's headline, written when the evaluation ends (services.evaluations.verdict):
+    # The comparison's headline, written when the evaluation ends (jobs/work/evaluations.py):
     # per candidate {"label", "passed", "n", "score", "collapsed"} and the student-vs-teacher words.
     verdict = models.JSONField(default=dict, blank=True)
 

@@ -16,7 +16,7 @@ MAX_MODELS = 4
 
 class PlaygroundTry(QueuedWork):
     """One input (typed, or a trainset row with its gold label) answered by each chosen model on a
-    worker (jobs/services/playground.py); stored with who ran it."""
+    worker (jobs/work/playground.py); stored with who ran it."""
 
     WORK = WorkSpec("try", "default", "jobs.tasks.run_playground_try", "BFT_MODEL_TEST_TIMEOUT_S")
 

@@ -1,7 +1,8 @@
 """Queued work: rows that an RQ job works on, each an explicit state machine.
 
 Transitions are single conditional UPDATEs, so a worker claiming a row and a user cancelling it
-cannot both win. How rows are enqueued, cancelled, retried and reconciled: jobs/services/queue.py.
+cannot both win. How rows are enqueued, cancelled, retried and reconciled: jobs/services/queue.py;
+how a worker claims, runs and ends one: jobs/work/base.py.
 """
 
 from __future__ import annotations
@@ -148,8 +149,9 @@ class QueuedWork(models.Model):
         )
 
     def on_ended(self) -> None:
-        """Called whenever the queue ends the row from outside its task (reconciled, failed by a
-        callback, marked failed, never queued): tidy what the row owns. Safe to repeat."""
+        """Called whenever the row ends, by its work (jobs/work/base.py) or from outside it
+        (reconciled, failed by a callback, marked failed, never queued): tidy what the row owns.
+        Safe to repeat."""
 
     @classmethod
     def settle_stragglers(cls) -> None:

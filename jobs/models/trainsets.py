@@ -152,7 +152,7 @@ class TrainsetRow(models.Model):
 
 
 class TrainsetImport(QueuedWork):
-    """A large upload validated and imported by a worker (jobs/services/trainsets.py). The row is
+    """A large upload validated and imported by a worker (jobs/work/trainsets.py). The row is
     the record: when it ends, its trainset is ready or failed and the stored file is gone."""
 
     WORK = WorkSpec("import", "default", "jobs.tasks.run_trainset_import", "BFT_IMPORT_TIMEOUT_S")

@@ -1,8 +1,8 @@
 """Webhooks: a project's URLs told (a signed JSON POST) when a run, fine-tune or evaluation ends.
 
 Each event for each webhook is a WebhookDelivery, queued work like a run (jobs/services/queue.py):
-its task tries the URL with back-off, and every try is a WebhookAttempt. How they are made, signed
-and sent: jobs/services/webhooks.py.
+its worker tries the URL with back-off (jobs/work/webhooks.py), and every try is a WebhookAttempt.
+How they are made and signed: jobs/services/webhooks.py.
 """
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ class ExportError(RuntimeError):
 
 
 def output_model(job: FinetuneJob) -> LanguageModel | None:
-    """The model row the task registered for this job's output (None for older jobs)."""
+    """The model row the worker registered for this job's output (None for older jobs)."""
     return LanguageModel.objects.filter(source_job=job).order_by("pk").first()
 
 

@@ -1,7 +1,8 @@
 """Reading an evaluation's stored results: the comparison (the verdict), the rows the comparison
 page lists and how they are filtered, one row side by side, the latest verdict per model and per
-fine-tune, and the CSV/JSONL exports. Queries only: creating and running evaluations is
-jobs/services/evaluations.py; the statistics are jobs/engine/comparison.py.
+fine-tune, and the CSV/JSONL exports. Queries only: creating evaluations is
+jobs/services/evaluations.py, running them jobs/work/evaluations.py; the statistics are
+jobs/engine/comparison.py.
 """
 
 from __future__ import annotations

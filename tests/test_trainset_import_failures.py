@@ -108,7 +108,7 @@ class BackgroundImportTestCase(WebTestCase):
 
 @override_settings(BFT_TRAINSET_ASYNC_ROWS=5)
 class QueueDownTestCase(WorkerTestCase):
-    """Point 5: Redis is down when a large upload is queued (committed for real: on_commit runs)."""
+    """Redis is down when a large upload is queued (committed for real: on_commit runs)."""
 
     def test_the_upload_ends_with_a_message_no_importing_trainset_and_no_file(self) -> None:
         dead = f"redis://127.0.0.1:{free_port()}/0"

@@ -65,7 +65,7 @@ def no_unstorable(text: str) -> bool:
 
 
 class UnstorableValuesTestCase(WebTestCase):
-    """Point 4: every bad value gets a 400 naming its line (row) and column, and nothing is written."""
+    """Every bad value gets a 400 naming its line (row) and column, and nothing is written."""
 
     def test_every_unstorable_value_is_a_400_naming_line_and_column(self) -> None:
         self.login(self.bob)

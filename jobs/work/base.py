@@ -27,6 +27,7 @@ the one place where a per-row liveness mark would be written, beside the throttl
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -90,7 +91,7 @@ class Throttle:
         return False
 
 
-class Work(Generic[RowT]):
+class Work(ABC, Generic[RowT]):
     """One piece of work on a worker, from its claim to its end (see the module's docstring).
 
     A kind implements :meth:`load`, :meth:`claim`, :meth:`run`, :meth:`end` and :meth:`end_failed`
@@ -103,9 +104,9 @@ class Work(Generic[RowT]):
         self.throttle = Throttle()
 
     @classmethod
+    @abstractmethod
     def load(cls, pk: int) -> RowT | None:
         """The row the RQ job names, with what ``run`` reads; None when it is gone."""
-        raise NotImplementedError
 
     @classmethod
     def handle(cls, pk: int, **options: Any) -> str:
@@ -134,18 +135,21 @@ class Work(Generic[RowT]):
         self.ended(ending)
         return ending.returned
 
+    @abstractmethod
     def claim(self) -> bool:
-        raise NotImplementedError
+        """Take the row for this worker; False when it is not there to take."""
 
+    @abstractmethod
     def run(self) -> Ending:
-        raise NotImplementedError
+        """The work itself, recording as it goes."""
 
+    @abstractmethod
     def end(self, ending: Ending) -> bool:
         """Move the row as ``ending`` says; False when it had already ended elsewhere."""
-        raise NotImplementedError
 
+    @abstractmethod
     def end_failed(self, reason: str) -> None:
-        raise NotImplementedError
+        """End the row failed with ``reason``."""
 
     def fail(self, reason: str) -> None:
         """Record a failure: the last progress, then the row ends failed with ``reason``."""

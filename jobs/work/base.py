@@ -21,7 +21,9 @@ its :meth:`Work.run` does, and how its row ends; the lifecycle around them is th
   :meth:`Work.ended` follows up (a fine-tune queues its evaluation).
 
 A claimed row is held by its ``Work`` (``row``, claimed by ``worker``) from the claim to the end:
-the one place where a per-row liveness mark would be written, beside the throttled progress.
+the one place where a per-row liveness mark would be written, beside the throttled progress
+(:meth:`Work.progressed`). Work that several workers share (a bootstrap in shards) would claim each
+part with its own ``claim``; files are read and written only inside ``run``, after the claim.
 """
 
 from __future__ import annotations

@@ -248,9 +248,9 @@ class BootstrapRunForm(MetricForm):
         return data
 
     def estimate_options(self) -> dict[str, Any]:
-        """runs.estimate's keyword arguments (but project) from the form as filled in so far:
-        each field that parsed, None or the default for the others. An unbound form counts its
-        initial values, so the first figure is the one the page's refresh gives."""
+        """runs.estimate's keyword arguments from the form as filled in so far: each field that
+        parsed, None or the default for the others. An unbound form counts its initial values,
+        so the first figure is the one the page's refresh gives."""
         form = self
         if not self.is_bound:
             data = {name: self[name].value() for name in self.fields}

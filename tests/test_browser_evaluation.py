@@ -16,7 +16,7 @@ from tests.browser import Shots, needs_chromium
 
 PASSWORD = "a-long-password-1"
 
-pytestmark = [pytest.mark.browser, needs_chromium]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 
 def make_finished_finetune():

@@ -17,6 +17,7 @@ from tests.browser import SHOTS, Shots, clear_shots, needs_chromium
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     needs_chromium,
 ]
 

@@ -20,6 +20,7 @@ PASSWORD = "a-long-password-1"
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     needs_chromium,
 ]
 

@@ -95,6 +95,7 @@ def devserver(tmp_path: Path):
     stop_process(process)
 
 
+@pytest.mark.slow
 def test_make_run_brings_everything_up_and_ctrl_c_stops_it(devserver) -> None:
     process, base, redis_url, log = devserver
 

@@ -105,6 +105,7 @@ class DistillArgumentsTestCase(BaseTestCase):
         )
         self.assertIn("only local models fine-tune", message)
 
+    @pytest.mark.slow
     def test_bad_arguments_exit_non_zero_with_one_line(self) -> None:
         for args in (
             ["--trainset", "nope.jsonl", "--program", DEMO_PROGRAM],
@@ -421,6 +422,7 @@ class DistillSmokeTestCase(WorkerTestCase):
         self.assertEqual(run.smoke["continued_by"], "")
 
 
+@pytest.mark.slow
 class DistillSignalTestCase(WorkerTestCase):
     """`distill` as a supervisor runs it, in its own process, stopped with SIGTERM."""
 

@@ -115,6 +115,7 @@ class CreateEvaluationTestCase(BaseTestCase):
         self.assertEqual((teacher.demos, teacher.temperature), (evaluations.run_demos(run), 0.3))
         self.assertEqual((base.demos, base.temperature), ([], 0.0))
 
+    @pytest.mark.slow
     def test_a_retry_answers_only_the_rows_not_yet_answered(self) -> None:
         evaluation = self.create(limit=3)
         candidate = evaluation.candidates.get()
@@ -133,6 +134,7 @@ class CreateEvaluationTestCase(BaseTestCase):
         self.assertEqual(fresh.lm_calls, 1)
         self.assertEqual(evaluation.verdict["candidates"][0]["n"], 3)
 
+    @pytest.mark.slow
     def test_a_candidate_that_cannot_run_says_why_and_the_others_still_run(self) -> None:
         refused = LanguageModel.objects.create(
             project=self.p1,

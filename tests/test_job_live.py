@@ -8,6 +8,7 @@ import zipfile
 from datetime import timedelta
 from unittest import mock
 
+import pytest
 from django.conf import settings
 from django.test import Client
 from django.utils.timezone import now
@@ -381,6 +382,7 @@ class JobOutputsTestCase(JobLiveBase):
         r = self.client.get(f"{self.url}download/manifest/")
         self.assertEqual(json.loads(streamed(r))["steps"], 10)
 
+    @pytest.mark.slow
     def test_the_program_json_points_every_predictor_at_the_fine_tuned_model(self) -> None:
         self.succeed()
         self.login(self.victor)

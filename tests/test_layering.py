@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("dspy", "torch", "transformers", "peft", "litellm")
 
@@ -33,6 +35,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
 """
 
 
+@pytest.mark.slow
 def test_the_web_process_never_imports_dspy_or_torch() -> None:
     done = subprocess.run(
         [sys.executable, "-c", WEB_PROCESS % (HEAVY,)],

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
@@ -415,6 +416,7 @@ class FinetunedIdOwnershipTest(WebTestCase):
 # --- the worker: defence in depth ----------------------------------------------------------
 
 
+@pytest.mark.slow
 class WorkerRefusesTest(WorkerTestCase):
     """Rows edited straight in the database and tasks put straight on the queue: the worker
     itself refuses before it calls anything, and a real listener proves nothing reached it."""

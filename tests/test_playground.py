@@ -83,6 +83,7 @@ class PlaygroundPageTest(WebTestCase):
         self.assertEqual(attempt.inputs, {"text": "review 3"})
         self.assertEqual(attempt.labels, {"sentiment": "positive"})
 
+    @pytest.mark.slow
     def test_the_worker_answers_with_each_model_and_the_page_escapes_it(self) -> None:
         with self.captureOnCommitCallbacks(execute=False):
             attempt = playground.create_try(

@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 from rq import Queue
@@ -57,6 +58,7 @@ class JsonPayloadTestCase(WorkerTestCase):
         except AssertionError as exc:
             raise AssertionError(f"{exc}; worker log:\n{self.log()[-3000:]}") from None
 
+    @pytest.mark.slow
     def test_a_queued_run_is_json_and_the_worker_runs_it_and_records_its_failure(self) -> None:
         with self.settings(BFT_BOOTSTRAP_TIMEOUT_S=2):  # fails in the worker, so on_failure runs
             run = runs.create_bootstrap_run(
@@ -88,6 +90,7 @@ class JsonPayloadTestCase(WorkerTestCase):
         self.assertRegex(result.exc_string, timed_out)
         self.assertNotIn("DeserializationError", self.log())
 
+    @pytest.mark.slow
     def test_the_worker_never_unpickles_and_runs_json_jobs_to_the_end(self) -> None:
         marker = self.artifacts / "unpickled"
         attack = Queue("default", connection=self.redis, serializer=DefaultSerializer)

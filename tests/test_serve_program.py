@@ -61,6 +61,7 @@ class ServedProgramTextTestCase(ServedModelsMixin, WorkerTestCase):
         job.student.model_name = "/srv/models/secret-base"
         self.assertNotIn("secret", artifacts.vllm_command(job))
 
+    @pytest.mark.slow
     def test_the_job_page_offers_the_served_program_its_snippet_and_the_vllm_command(
         self,
     ) -> None:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import redis
 from django.test import SimpleTestCase
 
@@ -34,16 +35,19 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 class SettingsTestCase(SimpleTestCase):
+    @pytest.mark.slow
     def test_check_deploy_is_clean_in_production(self) -> None:
         result = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
         self.assertEqual(result.returncode, 0, result.stderr + result.stdout)
         self.assertIn("no issues", result.stdout)
 
+    @pytest.mark.slow
     def test_production_refuses_the_dev_secret_key(self) -> None:
         result = manage("check", env={"DEBUG": "False", "SECRET_KEY": "dev-only-insecure"})
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("Set SECRET_KEY", result.stderr)
 
+    @pytest.mark.slow
     def test_it_refuses_a_bad_boolean(self) -> None:
         result = manage("check", env={**PRODUCTION, "DEBUG": "yes"})
         self.assertNotEqual(result.returncode, 0)

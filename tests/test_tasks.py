@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
@@ -54,6 +55,7 @@ class RunBootstrapTestCase(BaseTestCase):
             config=BootstrapConfig(num_threads=3).to_dict(),
         )
 
+    @pytest.mark.slow
     def test_it_stores_each_trace_and_the_counters(self) -> None:
         self.assertEqual(tasks.run_bootstrap(self.bootstrap_run.pk), "succeeded")
         self.bootstrap_run.refresh_from_db()
@@ -71,6 +73,7 @@ class RunBootstrapTestCase(BaseTestCase):
             self.assertEqual(trace.inputs, {"text": f"review {trace.example_index}"})
             self.assertEqual(trace.parsed, not trace.error)
 
+    @pytest.mark.slow
     def test_it_skips_finished_examples_when_resumed(self) -> None:
         runs.record_traces(self.bootstrap_run, [earlier_record(0), earlier_record(1)])
         tasks.run_bootstrap(self.bootstrap_run.pk)
@@ -131,6 +134,7 @@ class RunFinetuneTestCase(BaseTestCase):
             created_by=self.bob,
         )
 
+    @pytest.mark.slow
     def test_it_trains_records_progress_and_registers_the_output_model(self) -> None:
         job = self.make_job()
         model_id = tasks.run_finetune(job.pk)
@@ -165,6 +169,7 @@ class RunFinetuneTestCase(BaseTestCase):
             (self.artifacts / "jobs" / str(job.pk) / "adapter" / "adapter_config.json").exists()
         )
 
+    @pytest.mark.slow
     def test_it_records_an_engine_failure_and_reraises(self) -> None:
         job = self.make_job(target_modules=("no_such_proj",))
         with self.assertRaises(ValueError):
@@ -187,6 +192,7 @@ class RunFinetuneTestCase(BaseTestCase):
         self.assertIn("exceeded maximum timeout", job.error)
 
 
+@pytest.mark.slow
 class RunModelTestTestCase(BaseTestCase):
     def test_it_stores_the_answer_or_the_error(self) -> None:
         model = self.make_model("m", max_tokens=12)

@@ -203,6 +203,7 @@ def test_invalid_config_names_the_field(field: str, value: Any, tmp_path: Path) 
         )
 
 
+@pytest.mark.slow
 def test_unknown_target_module_lists_the_real_ones(tmp_path: Path) -> None:
     config = replace(CONFIG, target_modules=("q_proj", "query_key_value"))
     with pytest.raises(

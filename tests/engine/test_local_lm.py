@@ -14,11 +14,13 @@ from jobs.engine.types import ModelSpec
 SMOL = ModelSpec("local", "smollm2", max_tokens=24)
 
 
+@pytest.mark.slow
 def test_it_answers_a_prompt_through_dspy():
     text = try_model(SMOL, "What is the capital of France? Answer in one word.")
     assert isinstance(text, str) and text.strip()
 
 
+@pytest.mark.slow
 def test_it_batches_concurrent_requests_into_shared_forward_passes():
     loaded = get_loaded_model("smollm2", batch_window_s=0.05, max_batch=16)
     lm = make_lm(SMOL, batch_window_s=0.05, max_batch=16)
@@ -41,6 +43,7 @@ def test_it_batches_concurrent_requests_into_shared_forward_passes():
     assert all(isinstance(r, str) for r in results)
 
 
+@pytest.mark.slow
 def test_a_request_decodes_the_same_alone_or_merged_into_a_running_batch():
     """Greedy rows give the same tokens alone, batched, and when joining a batch mid-flight."""
     prompts = [
@@ -94,6 +97,7 @@ def test_it_refuses_an_unknown_kind():
         make_lm(ModelSpec("remote", "x"))
 
 
+@pytest.mark.slow
 def test_a_script_that_used_a_local_model_exits_cleanly():
     """The decoder thread is stopped at exit: no "terminate called without an active exception"."""
     import subprocess

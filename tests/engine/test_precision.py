@@ -197,6 +197,7 @@ def test_inference_dtype_follows_the_choice_unless_set(monkeypatch) -> None:
     assert calls == []
 
 
+@pytest.mark.slow
 def test_a_finetune_records_its_precision(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("BFT_CPU_BF16", "off")
     previous = model_store.artifacts_dir()

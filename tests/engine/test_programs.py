@@ -440,6 +440,7 @@ def test_check_fields_reports_missing_inputs_and_labels():
     ]
 
 
+@pytest.mark.slow
 def test_it_parses_and_checks_specs_without_importing_dspy():
     """The web process validates specs as users type: that must not pull DSPy in."""
     import subprocess

@@ -1,10 +1,17 @@
-# bftweb: `make run` starts everything on this machine; `make test` runs the suite.
+# bftweb: `make run` starts everything on this machine; `make test` runs the whole suite,
+# `make test-fast` the same checks and every test that neither starts a process nor uses the model.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export PYTHONUNBUFFERED := 1
+# pytest-xdist processes for the tests: one per core, at most 4 (each may hold the model and
+# drive a worker that holds another copy). 0: one process, no xdist. loadgroup: a test at a time
+# to whichever process is free, in the order tests/tiers.py gives (the longest first), except that
+# an xdist_group's tests (sharing a module's loaded model) go to one process together.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -26,7 +33,13 @@ test: install .env
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy jobs bftweb tests bench
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+test-fast: install .env
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy jobs bftweb tests bench
+	$(PYTEST) -m "not slow and not browser" $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -52,6 +54,27 @@ def _clean_dspy_settings():
     dspy.settings.configure(lm=None, adapter=None, trace=[])
     yield
     dspy.settings.configure(lm=None, adapter=None, trace=[])
+
+
+@functools.cache
+def _bundled_model_converted() -> None:
+    """Convert the bundled GGUF into the model cache unless it is there (≈15 s, once per cache):
+    one process at a time, so that on a fresh checkout the xdist processes and the workers they
+    start do not all convert it at once, each for itself."""
+    from jobs.engine import model_store
+
+    cache = model_store.model_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / "convert.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        model_store.resolve(model_store.BUNDLED_NAME)
+
+
+@pytest.fixture(autouse=True)
+def _converted_model(request: pytest.FixtureRequest) -> None:
+    """Slow tests (the ones that use the model) start with it converted."""
+    if request.node.get_closest_marker("slow") is not None:
+        _bundled_model_converted()
 
 
 @pytest.fixture(scope="session")

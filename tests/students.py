@@ -4,12 +4,13 @@ Both learn the demo task's answer format (DSPy's ChatAdapter, the program below,
 few LoRA steps; ``A`` answers each review's sentiment, ``B`` answers ``mixed`` whatever the review
 says, so the two answer differently. Training takes about a minute on 2 cores, so each adapter is
 kept in ``var/test-students/`` under a hash of everything that decides its weights and trained
-again only when that changes; each test session registers them in its own artifact directory.
+again only when that changes (one process trains, others wait for it: a file lock); each test
+session registers them in its own artifact directory.
 """
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -117,9 +118,6 @@ def adapter_dir(student: str) -> Path:
     import torch
     import transformers
 
-    from jobs.engine import model_store
-    from jobs.engine.finetune import finetune
-
     rows, config = training_rows(student), _config(student)
     fingerprint = json.dumps(
         [rows, config.to_dict(), torch.__version__, transformers.__version__, peft.__version__],
@@ -127,9 +125,20 @@ def adapter_dir(student: str) -> Path:
     )
     digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
     target = CACHE / f"{student}-{digest}"
-    if (target / "adapter" / "adapter_config.json").is_file():
-        return target / "adapter"
-    work = CACHE / f"{student}-{digest}.tmp-{os.getpid()}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # One trainer at a time: another pytest-xdist worker that needs it waits, then finds it cached.
+    with (CACHE / f"{student}-{digest}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "adapter" / "adapter_config.json").is_file():
+            _train(student, rows, config, target)
+    return target / "adapter"
+
+
+def _train(student: str, rows: list[dict[str, Any]], config: Any, target: Path) -> None:
+    from jobs.engine import model_store
+    from jobs.engine.finetune import finetune
+
+    work = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     previous = model_store.artifacts_dir()
     model_store.configure(artifacts_dir=work / "artifacts")  # a throwaway registry entry
@@ -138,10 +147,8 @@ def adapter_dir(student: str) -> Path:
     finally:
         model_store.configure(artifacts_dir=previous)
     target.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):  # another process cached the same adapter first
-        (work / "run" / "adapter").rename(target / "adapter")
+    (work / "run" / "adapter").rename(target / "adapter")  # atomic: never seen half-written
     shutil.rmtree(work, ignore_errors=True)
-    return target / "adapter"
 
 
 def register(student: str, *, owner: str | None = None) -> str:

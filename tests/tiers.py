@@ -6,6 +6,8 @@ teardown, and fails it when it starts a process (``subprocess.Popen``: a worker,
 server, the browser Playwright launches) or reaches the real model (a load, or the process's
 already loaded copy, which it would have loaded if it ran alone). The failure names what it did
 and where. The redis-server the session shares is the one process allowed (:func:`allowed`).
+
+It also orders the tests, the longest first (:func:`pytest_collection_modifyitems`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,33 @@ def _watch_model() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     _watch_popen()
     _watch_model()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's order (TestCase, TransactionTestCase, no db)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest work first: slow tests whose rows a worker, a server or a browser reads (a
+    worker subprocess trains or bootstraps), then the other slow tests, then the rest, each in the
+    order it had. With pytest-xdist every process starts on long work at once and the short tests
+    fill in at the end, instead of one process finishing a fine-tune alone while the other idles."""
+
+    def tier(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 2
+        return 0 if _commits_rows(item) else 1
+
+    items.sort(key=tier)
+
+
+def _commits_rows(item: pytest.Item) -> bool:
+    """A TransactionTestCase, ``django_db(transaction=True)`` or ``live_server`` test."""
+    from django.test import TestCase, TransactionTestCase
+
+    cls = getattr(item, "cls", None)
+    if cls is not None and issubclass(cls, TransactionTestCase):
+        return not issubclass(cls, TestCase)
+    marker = item.get_closest_marker("django_db")
+    fixtures = getattr(item, "fixturenames", ())
+    return bool(marker and marker.kwargs.get("transaction")) or "live_server" in fixtures
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,6 +17,8 @@ from jobs.engine import training_plan as tp
 from jobs.engine.types import FinetuneConfig, TrainProgress
 
 torch.set_num_threads(2)
+# The slow tests below share this module's loaded model and trained run: one xdist process runs them.
+SHARED = pytest.mark.xdist_group("engine-finetune")
 
 WORDS = [
     ("love", "positive"),
@@ -141,6 +143,7 @@ def test_pack_restarts_positions_and_shifts_within_each_sequence() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("attention", ["sdpa", "eager", packing.PACKED_ATTENTION])
+@SHARED
 def test_packed_loss_equals_per_sequence_loss(tokenizer, base_model, attention: str) -> None:
     """Packing must not let a sequence see its neighbours: same loss as running each alone.
 
@@ -299,6 +302,7 @@ def test_lr_warms_up_then_decays_and_never_runs_at_zero() -> None:
 
 
 @pytest.mark.slow
+@SHARED
 def test_finetune_trains_saves_and_registers(trained, tokenizer, base_model) -> None:
     result, progress, output_dir = trained
     assert (result.steps, result.total_steps, result.stopped_early) == (3, 3, False)
@@ -360,6 +364,7 @@ def test_finetune_trains_saves_and_registers(trained, tokenizer, base_model) -> 
 
 
 @pytest.mark.slow
+@SHARED
 def test_stop_then_resume_continues_exactly(trained, tmp_path: Path) -> None:
     full_result, full_progress, _ = trained
     output_dir = tmp_path / "run"

@@ -19,7 +19,8 @@ from jobs.engine.decoding import Generation, _held_back
 from jobs.engine.local_lm import SharedBaseModel, get_shared_base, served_model
 from tests import students
 
-pytestmark = pytest.mark.slow
+# One xdist process runs them all: they share the module's loaded model and its adapters.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("engine-multi-lora")]
 
 STOP = ("[[ ## completed ## ]]",)
 REVIEW = "I really loved the food here."
